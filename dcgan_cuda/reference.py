@@ -1,0 +1,362 @@
+"""NumPy forward and backward of every op DCGAN needs: the oracle and the CPU backend.
+
+Every function here is vectorised (no Python loop touches individual pixels; the only
+loops run over the kh*kw taps of a kernel or the cells of a pooling grid) and keeps the
+dtype it is given, so the same code serves float32 training and float64 gradient checks.
+
+Conventions, shared with the CUDA kernels that are checked against these functions:
+  * tensors are NCHW; Conv2d weights are (C_out, C_in, kH, kW), ConvTranspose2d weights
+    are (C_in, C_out, kH, kW), Linear weights are (out_features, in_features): PyTorch's;
+  * a *_backward_* function returns fresh gradients; accumulation into ``.grad`` is the
+    autograd's business, not the op's;
+  * stride and padding are ints or (h, w) pairs.
+
+Convolution is lowered to one matrix multiply (im2col): every receptive field becomes a
+row of a (N*Ho*Wo, kH*kW*C) matrix, so that the C_out outputs of all pixels come out of a
+single BLAS call. Backward-data is the adjoint (col2im: a scatter-add of the rows back
+onto the padded image, one strided slice per kernel tap). Transposed convolution is
+literally the adjoint of convolution, so it is written with the same two functions.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+
+def pair(v):
+    """(v, v) for an int, the pair itself for a pair."""
+    if isinstance(v, (tuple, list)):
+        h, w = v
+        return int(h), int(w)
+    return int(v), int(v)
+
+
+def conv2d_output_size(size, kernel, stride, padding):
+    """Spatial output size of a convolution along one axis."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def conv_transpose2d_output_size(size, kernel, stride, padding, output_padding=0):
+    """Spatial output size of a transposed convolution along one axis (PyTorch's rule)."""
+    return (size - 1) * stride - 2 * padding + kernel + output_padding
+
+
+# ---------------------------------------------------------------- convolution (im2col)
+# Inside the convolution functions images are channels-last (N, H, W, C): then one
+# receptive-field row is kH runs of kW*C contiguous numbers, and every strided copy or
+# add below moves runs of C (or kW*C) floats instead of single pixels. The layout
+# changes cost one transpose in and one out; the speed-up over NCHW rows is several-fold.
+def _padded_nhwc(x, ph, pw):
+    """NCHW -> zero-padded NHWC, in one copy."""
+    n, c, h, w = x.shape
+    out = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=x.dtype)
+    out[:, ph:ph + h, pw:pw + w, :] = x.transpose(0, 2, 3, 1)
+    return out
+
+
+def _im2col(x, kernel, stride, padding):
+    """Receptive fields as rows: (N*Ho*Wo, kH*kW*C), in (i, j, c) order inside a row."""
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    ho, wo = conv2d_output_size(h, kh, sh, ph), conv2d_output_size(w, kw, sw, pw)
+    xp = _padded_nhwc(x, ph, pw)
+    s_n, s_h, s_w, s_c = xp.strides
+    windows = as_strided(xp, shape=(n, ho, wo, kh, kw, c),
+                         strides=(s_n, s_h * sh, s_w * sw, s_h, s_w, s_c), writeable=False)
+    return windows.reshape(n * ho * wo, kh * kw * c), ho, wo
+
+
+def _col2im(cols, x_shape, kernel, stride, padding):
+    """Adjoint of _im2col: add every row back onto the pixels it was read from (NCHW out)."""
+    n, c, h, w = x_shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    ho, wo = conv2d_output_size(h, kh, sh, ph), conv2d_output_size(w, kw, sw, pw)
+    taps = cols.reshape(n, ho, wo, kh, kw, c)
+    padded = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            padded[:, i:i + sh * ho:sh, j:j + sw * wo:sw, :] += taps[:, :, :, i, j, :]
+    return np.ascontiguousarray(padded[:, ph:ph + h, pw:pw + w, :].transpose(0, 3, 1, 2))
+
+
+def _weight_rows(w):
+    """(C_out, C_in, kH, kW) -> (C_out, kH*kW*C_in), matching the (i, j, c) order of _im2col."""
+    cout = w.shape[0]
+    return np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(cout, -1)
+
+
+def _rows_to_nchw(rows, n, ho, wo):
+    """(N*Ho*Wo, C) -> contiguous (N, C, Ho, Wo)."""
+    return np.ascontiguousarray(rows.reshape(n, ho, wo, -1).transpose(0, 3, 1, 2))
+
+
+def _nchw_to_rows(t):
+    """(N, C, H, W) -> contiguous (N*H*W, C)."""
+    n, c, h, w = t.shape
+    return np.ascontiguousarray(t.transpose(0, 2, 3, 1)).reshape(n * h * w, c)
+
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0):
+    """y[n,o,p,q] = b[o] + sum_{c,i,j} w[o,c,i,j] * x[n, c, p*s+i-pad, q*s+j-pad]."""
+    kh, kw = w.shape[2:]
+    cols, ho, wo = _im2col(x, (kh, kw), pair(stride), pair(padding))
+    rows = cols @ _weight_rows(w).T
+    if b is not None:
+        rows += b
+    return _rows_to_nchw(rows, x.shape[0], ho, wo)
+
+
+def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0):
+    """dL/dx of conv2d: dy (N, C_out, Ho, Wo), w (C_out, C_in, kH, kW) -> (N, C_in, H, W)."""
+    cols = _nchw_to_rows(dy) @ _weight_rows(w)
+    return _col2im(cols, tuple(x_shape), w.shape[2:], pair(stride), pair(padding))
+
+
+def conv2d_backward_weight(x, dy, w_shape, stride=1, padding=0):
+    """dL/dw of conv2d: sum over n, p, q of dy[n,o,p,q] * x[n, c, p*s+i-pad, q*s+j-pad]."""
+    cout, cin, kh, kw = w_shape
+    cols, _, _ = _im2col(x, (kh, kw), pair(stride), pair(padding))
+    dw = _nchw_to_rows(dy).T @ cols
+    return np.ascontiguousarray(dw.reshape(cout, kh, kw, cin).transpose(0, 3, 1, 2))
+
+
+def bias_backward(dy):
+    """dL/db of a per-channel bias: dy summed over every axis but the channel axis 1."""
+    axes = (0,) + tuple(range(2, dy.ndim))
+    return dy.sum(axis=axes)
+
+
+def add_channel_bias(y, b):
+    """y + b broadcast over channels (axis 1), as a new array."""
+    return y + b.reshape((1, -1) + (1,) * (y.ndim - 2))
+
+
+def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0, output_padding=0):
+    """Transposed convolution = conv2d's backward-data with the same weight.
+
+    x (N, C_in, H, W), w (C_in, C_out, kH, kW) -> (N, C_out, H', W') with
+    H' = (H - 1)*stride - 2*padding + kH + output_padding.
+    """
+    cin, cout, kh, kw = w.shape
+    (sh, sw), (ph, pw), (oph, opw) = pair(stride), pair(padding), pair(output_padding)
+    out_shape = (x.shape[0], cout,
+                 conv_transpose2d_output_size(x.shape[2], kh, sh, ph, oph),
+                 conv_transpose2d_output_size(x.shape[3], kw, sw, pw, opw))
+    y = conv2d_backward_data(x, w, out_shape, (sh, sw), (ph, pw))
+    return y if b is None else add_channel_bias(y, b)
+
+
+def conv_transpose2d_backward_data(dy, w, stride=1, padding=0):
+    """dL/dx of conv_transpose2d = conv2d forward of dy with the same weight."""
+    return conv2d_forward(dy, w, None, stride, padding)
+
+
+def conv_transpose2d_backward_weight(x, dy, w_shape, stride=1, padding=0):
+    """dL/dw of conv_transpose2d: conv2d's weight gradient with input and output swapped."""
+    return conv2d_backward_weight(dy, x, w_shape, stride, padding)
+
+
+# ---------------------------------------------------------------------------- linear
+def linear_forward(x, w, b=None):
+    """y = x @ w.T + b; x (N, in), w (out, in)."""
+    y = x @ w.T
+    if b is not None:
+        y += b
+    return y
+
+
+def linear_backward_data(dy, w):
+    return dy @ w
+
+
+def linear_backward_weight(x, dy):
+    return dy.T @ x
+
+
+# ------------------------------------------------------------------------- batchnorm
+def _channel_view(v, ndim):
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _per_channel_mean(t):
+    """Mean over every axis but 1, computed as (N, C, H*W) so NumPy reduces contiguous runs."""
+    n, c = t.shape[:2]
+    return t.reshape(n, c, -1).mean(axis=2).mean(axis=0)
+
+
+def batchnorm2d_forward_train(x, gamma, beta, eps=1e-5):
+    """Normalise with the batch's statistics. Returns y and the per-channel mean and biased var."""
+    mean = _per_channel_mean(x)
+    centred = x - _channel_view(mean, x.ndim)
+    var = _per_channel_mean(centred * centred)
+    invstd = 1 / np.sqrt(var + eps)
+    y = centred * _channel_view(gamma * invstd, x.ndim) + _channel_view(beta, x.ndim)
+    return y, mean, var
+
+
+def batchnorm2d_forward_eval(x, gamma, beta, running_mean, running_var, eps=1e-5):
+    """Normalise with the running statistics: an affine map per channel."""
+    scale = gamma / np.sqrt(running_var + eps)
+    shift = beta - running_mean * scale
+    return x * _channel_view(scale.astype(x.dtype), x.ndim) + _channel_view(shift.astype(x.dtype), x.ndim)
+
+
+def batchnorm2d_update_running(running_mean, running_var, mean, var, count, momentum=0.1):
+    """In place, as PyTorch: r = (1 - momentum)*r + momentum*stat, var made unbiased (n/(n-1))."""
+    unbiased = var * (count / max(count - 1, 1))
+    running_mean *= 1 - momentum
+    running_mean += momentum * mean
+    running_var *= 1 - momentum
+    running_var += momentum * unbiased
+
+
+def batchnorm2d_backward(dy, x, gamma, mean, var, eps=1e-5, batch_stats=True):
+    """Gradients of batchnorm for x, gamma and beta.
+
+    With batch statistics the mean and var depend on x, which adds the two centring terms:
+        dx = gamma*invstd * (dy - mean(dy) - xhat * mean(dy * xhat))
+    With running statistics (eval mode) they are constants and dx = gamma*invstd*dy.
+    """
+    invstd = 1 / np.sqrt(var + eps)
+    xhat = (x - _channel_view(mean, x.ndim)) * _channel_view(invstd, x.ndim)
+    n_per_channel = x.size // x.shape[1]
+    dbeta = _per_channel_mean(dy) * n_per_channel
+    dgamma = _per_channel_mean(dy * xhat) * n_per_channel
+    scale = _channel_view((gamma * invstd).astype(x.dtype), x.ndim)
+    if not batch_stats:
+        return dy * scale, dgamma, dbeta
+    dx = scale * (dy - _channel_view(dbeta / n_per_channel, x.ndim)
+                  - xhat * _channel_view(dgamma / n_per_channel, x.ndim))
+    return dx, dgamma, dbeta
+
+
+# ----------------------------------------------------------------------- activations
+def relu_forward(x):
+    return np.maximum(x, 0)
+
+
+def relu_backward(dy, x):
+    return dy * (x > 0)
+
+
+def _leaky_slopes(x, slope):
+    """1 where x > 0, slope elsewhere. Arithmetic on the mask, not np.where: a data-dependent
+    select branches on every element and is ~15x slower on random signs."""
+    t = x.dtype.type
+    m = (x > 0).astype(x.dtype)
+    m *= t(1 - slope)
+    m += t(slope)
+    return m
+
+
+def leaky_relu_forward(x, slope=0.2):
+    return x * _leaky_slopes(x, slope)
+
+
+def leaky_relu_backward(dy, x, slope=0.2):
+    return dy * _leaky_slopes(x, slope)
+
+
+def tanh_forward(x):
+    return np.tanh(x)
+
+
+def tanh_backward(dy, y):
+    """Written with the output: d tanh = 1 - tanh^2."""
+    return dy * (1 - y * y)
+
+
+def sigmoid_forward(x):
+    # exp of a non-positive number only: no overflow for large |x|.
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def sigmoid_backward(dy, y):
+    return dy * y * (1 - y)
+
+
+# ------------------------------------------------------------------------------ loss
+def bce_with_logits_forward(z, target):
+    """mean_i [ max(z,0) - z*t + log(1 + exp(-|z|)) ] = mean BCE(sigmoid(z), t), never overflows."""
+    z = z.reshape(-1)
+    target = np.broadcast_to(np.asarray(target, dtype=z.dtype), z.shape)
+    per_item = np.maximum(z, 0) - z * target + np.log1p(np.exp(-np.abs(z)))
+    return np.asarray(per_item.mean(), dtype=z.dtype)
+
+
+def bce_with_logits_backward(z, target, dloss=1.0):
+    """d mean BCE / dz = (sigmoid(z) - t) / N, times the upstream gradient."""
+    shape = z.shape
+    z = z.reshape(-1)
+    target = np.broadcast_to(np.asarray(target, dtype=z.dtype), z.shape)
+    scale = z.dtype.type(np.asarray(dloss).item() / z.size)
+    return ((sigmoid_forward(z) - target) * scale).reshape(shape)
+
+
+def softmax_cross_entropy_forward(logits, labels):
+    """mean_i [ logsumexp(z_i) - z_i[label_i] ] for logits (N, K) and integer labels (N,)."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(shifted).sum(axis=1))
+    picked = shifted[np.arange(len(labels)), labels]
+    return np.asarray((log_norm - picked).mean(), dtype=logits.dtype)
+
+
+def softmax_cross_entropy_backward(logits, labels, dloss=1.0):
+    """(softmax(z) - onehot(label)) / N, times the upstream gradient."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(shifted)
+    p /= p.sum(axis=1, keepdims=True)
+    p[np.arange(len(labels)), labels] -= 1
+    return p * logits.dtype.type(np.asarray(dloss).item() / len(labels))
+
+
+# ---------------------------------------------------------------- adaptive max-pool
+def adaptive_pool_bounds(size, out):
+    """PyTorch's adaptive bins along one axis: [floor(i*size/out), ceil((i+1)*size/out))."""
+    return [((i * size) // out, -((-(i + 1) * size) // out)) for i in range(out)]
+
+
+def adaptive_max_pool2d_forward(x, output_size):
+    """Max over each adaptive bin. Returns y (N, C, oh, ow) and the flat argmax (h*W + w) per output."""
+    n, c, h, w = x.shape
+    oh, ow = pair(output_size)
+    y = np.empty((n, c, oh, ow), dtype=x.dtype)
+    argmax = np.empty((n, c, oh, ow), dtype=np.int64)
+    for a, (h0, h1) in enumerate(adaptive_pool_bounds(h, oh)):
+        for b, (w0, w1) in enumerate(adaptive_pool_bounds(w, ow)):
+            cell = x[:, :, h0:h1, w0:w1].reshape(n, c, -1)
+            k = cell.argmax(axis=2)  # first maximum wins, as in PyTorch
+            y[:, :, a, b] = np.take_along_axis(cell, k[..., None], axis=2)[..., 0]
+            argmax[:, :, a, b] = (h0 + k // (w1 - w0)) * w + (w0 + k % (w1 - w0))
+    return y, argmax
+
+
+def adaptive_max_pool2d_backward(dy, argmax, x_shape):
+    """Route each output gradient to the input pixel that won; bins may overlap, so add."""
+    n, c, h, w = x_shape
+    dx = np.zeros((n * c, h * w), dtype=dy.dtype)
+    rows = np.repeat(np.arange(n * c), argmax[0, 0].size)
+    np.add.at(dx, (rows, argmax.reshape(-1)), dy.reshape(-1))
+    return dx.reshape(x_shape)
+
+
+# ------------------------------------------------------------------------------ adam
+def adam_step(param, grad, exp_avg, exp_avg_sq, step, lr=2e-4, beta1=0.9, beta2=0.999,
+              eps=1e-8, weight_decay=0.0):
+    """One Adam update in place (PyTorch's torch.optim.Adam, L2 weight decay added to the grad).
+
+    step is the 1-based count of this update, for the bias corrections.
+        g = grad + wd*p;  m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2
+        p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
+    """
+    t = param.dtype.type
+    g = grad + t(weight_decay) * param if weight_decay else grad
+    exp_avg *= t(beta1)
+    exp_avg += t(1 - beta1) * g
+    exp_avg_sq *= t(beta2)
+    exp_avg_sq += t(1 - beta2) * (g * g)
+    bias1 = 1 - beta1 ** step
+    bias2 = 1 - beta2 ** step
+    denom = np.sqrt(exp_avg_sq) / t(np.sqrt(bias2)) + t(eps)
+    param -= t(lr / bias1) * exp_avg / denom
