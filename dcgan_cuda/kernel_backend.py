@@ -1,0 +1,241 @@
+"""The kernel backend: every op of backend.OPS computed by our Numba CUDA kernels.
+
+On a GPU the arrays are CuPy arrays and CuPy does nothing but allocate and copy; under
+Numba's simulator the arrays are NumPy arrays and the same kernels run on the CPU. This
+file allocates outputs and calls the launchers of kernels/ (installed as
+dcgan_cuda.kernels); it contains no arithmetic on array contents. Host-side scalars (the
+Adam bias corrections, a batchnorm element count) are computed here in Python.
+
+Which numbered version of each kernel family runs is chosen in ``versions`` (family ->
+version number), so a benchmark can train with any combination.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .reference import conv2d_output_size, pair
+
+
+class KernelBackend:
+    is_gpu = True
+
+    def __init__(self, xp, name, versions=None):
+        from .kernels import (adam, batchnorm, conv2d, elementwise, linear, loss, pool,
+                              reduction)
+        self.xp, self.name = xp, name
+        self.k = dict(adam=adam, batchnorm=batchnorm, conv2d=conv2d, elementwise=elementwise,
+                      linear=linear, loss=loss, pool=pool, reduction=reduction)
+        self.versions = {family: module.DEFAULT_VERSION for family, module in self.k.items()}
+        self.versions.update(versions or {})
+        self.is_gpu = name == "cuda"
+
+    @classmethod
+    def gpu(cls, versions=None):
+        import cupy
+        return cls(cupy, "cuda", versions)
+
+    @classmethod
+    def simulator(cls, versions=None):
+        return cls(np, "sim", versions)
+
+    def _v(self, family):
+        return self.versions[family]
+
+    # -- array management: allocation and copies only ------------------------------
+    def asarray(self, a, dtype=np.float32):
+        host = np.ascontiguousarray(a, dtype=dtype)
+        return self.xp.array(host) if self.is_gpu else host.copy()
+
+    def to_numpy(self, a):
+        return a.get() if self.is_gpu else np.array(a, copy=True)
+
+    def empty(self, shape, dtype=np.float32):
+        if not self.is_gpu and dtype == np.float32:
+            # Under the simulator, fresh memory is NaN: a kernel that forgets to write an
+            # element shows up in every comparison instead of passing by luck.
+            return np.full(shape, np.nan, dtype=dtype)
+        return self.xp.empty(shape, dtype=dtype)
+
+    def full(self, shape, value, dtype=np.float32):
+        out = self.empty(shape, dtype)
+        if out.size:
+            self.k["elementwise"].fill(out, value, self._v("elementwise"))
+        return out
+
+    def zeros(self, shape, dtype=np.float32):
+        return self.full(shape, 0.0, dtype)
+
+    def copy(self, a):
+        return a.copy()
+
+    def accumulate(self, dst, src):
+        self.k["elementwise"].add_into(dst, src, self._v("elementwise"))
+
+    def synchronize(self):
+        if self.is_gpu:
+            self.xp.cuda.get_current_stream().synchronize()
+
+    # -- convolution ---------------------------------------------------------------
+    def conv2d_forward(self, x, w, b=None, stride=1, padding=0):
+        (sh, sw), (ph, pw) = pair(stride), pair(padding)
+        n, _, h, wd = x.shape
+        cout, _, kh, kw = w.shape
+        y = self.empty((n, cout, conv2d_output_size(h, kh, sh, ph), conv2d_output_size(wd, kw, sw, pw)))
+        self.k["conv2d"].forward(x, w, y, (sh, sw), (ph, pw), self._v("conv2d"))
+        return y if b is None else self.add_channel_bias(y, b)
+
+    def conv2d_backward_data(self, dy, w, x_shape, stride=1, padding=0):
+        dx = self.empty(tuple(x_shape))
+        self.k["conv2d"].backward_data(dy, w, dx, pair(stride), pair(padding), self._v("conv2d"))
+        return dx
+
+    def conv2d_backward_weight(self, x, dy, w_shape, stride=1, padding=0):
+        dw = self.empty(tuple(w_shape))
+        self.k["conv2d"].backward_weight(x, dy, dw, pair(stride), pair(padding), self._v("conv2d"))
+        return dw
+
+    def bias_backward(self, dy):
+        out = self.empty((dy.shape[1],))
+        self.k["reduction"].channel_sum(dy, out, self._v("reduction"))
+        return out
+
+    def add_channel_bias(self, y, b):
+        out = self.empty(y.shape)
+        self.k["elementwise"].channel_bias(y, b, out, self._v("elementwise"))
+        return out
+
+    # -- linear --------------------------------------------------------------------
+    def linear_forward(self, x, w, b=None):
+        y = self.empty((x.shape[0], w.shape[0]))
+        self.k["linear"].forward(x, w, y, self._v("linear"))
+        return y if b is None else self.add_channel_bias(y, b)
+
+    def linear_backward_data(self, dy, w):
+        dx = self.empty((dy.shape[0], w.shape[1]))
+        self.k["linear"].backward_data(dy, w, dx, self._v("linear"))
+        return dx
+
+    def linear_backward_weight(self, x, dy):
+        dw = self.empty((dy.shape[1], x.shape[1]))
+        self.k["linear"].backward_weight(x, dy, dw, self._v("linear"))
+        return dw
+
+    # -- batchnorm -----------------------------------------------------------------
+    def batchnorm2d_forward_train(self, x, gamma, beta, eps=1e-5):
+        c = x.shape[1]
+        y, mean, var = self.empty(x.shape), self.empty((c,)), self.empty((c,))
+        self.k["batchnorm"].forward_train(x, gamma, beta, y, mean, var, eps, self._v("batchnorm"))
+        return y, mean, var
+
+    def batchnorm2d_forward_eval(self, x, gamma, beta, running_mean, running_var, eps=1e-5):
+        y = self.empty(x.shape)
+        self.k["batchnorm"].forward_eval(x, gamma, beta, running_mean, running_var, y, eps,
+                                         self._v("batchnorm"))
+        return y
+
+    def batchnorm2d_update_running(self, running_mean, running_var, mean, var, count, momentum=0.1):
+        self.k["batchnorm"].update_running(running_mean, running_var, mean, var, count, momentum,
+                                           self._v("batchnorm"))
+
+    def batchnorm2d_backward(self, dy, x, gamma, mean, var, eps=1e-5, batch_stats=True):
+        c = x.shape[1]
+        dx, dgamma, dbeta = self.empty(x.shape), self.empty((c,)), self.empty((c,))
+        self.k["batchnorm"].backward(dy, x, gamma, mean, var, dx, dgamma, dbeta, eps, batch_stats,
+                                     self._v("batchnorm"))
+        return dx, dgamma, dbeta
+
+    # -- activations ---------------------------------------------------------------
+    def relu_forward(self, x):
+        y = self.empty(x.shape)
+        self.k["elementwise"].relu_forward(x, y, self._v("elementwise"))
+        return y
+
+    def relu_backward(self, dy, x):
+        dx = self.empty(x.shape)
+        self.k["elementwise"].relu_backward(dy, x, dx, self._v("elementwise"))
+        return dx
+
+    def leaky_relu_forward(self, x, slope=0.2):
+        y = self.empty(x.shape)
+        self.k["elementwise"].leaky_relu_forward(x, y, slope, self._v("elementwise"))
+        return y
+
+    def leaky_relu_backward(self, dy, x, slope=0.2):
+        dx = self.empty(x.shape)
+        self.k["elementwise"].leaky_relu_backward(dy, x, dx, slope, self._v("elementwise"))
+        return dx
+
+    def tanh_forward(self, x):
+        y = self.empty(x.shape)
+        self.k["elementwise"].tanh_forward(x, y, self._v("elementwise"))
+        return y
+
+    def tanh_backward(self, dy, y):
+        dx = self.empty(y.shape)
+        self.k["elementwise"].tanh_backward(dy, y, dx, self._v("elementwise"))
+        return dx
+
+    def sigmoid_forward(self, x):
+        y = self.empty(x.shape)
+        self.k["elementwise"].sigmoid_forward(x, y, self._v("elementwise"))
+        return y
+
+    def sigmoid_backward(self, dy, y):
+        dx = self.empty(y.shape)
+        self.k["elementwise"].sigmoid_backward(dy, y, dx, self._v("elementwise"))
+        return dx
+
+    # -- losses --------------------------------------------------------------------
+    # A loss is a 0-d array; kernels write it through a 1-element view, and read the
+    # upstream gradient the same way, so nothing waits for the host.
+    def bce_with_logits_forward(self, z, target):
+        loss = self.empty((1,))
+        self.k["loss"].bce_with_logits_forward(z.reshape(-1), float(target), loss, self._v("loss"))
+        return loss.reshape(())
+
+    def bce_with_logits_backward(self, z, target, dloss=1.0):
+        dz = self.empty(z.shape)
+        self.k["loss"].bce_with_logits_backward(z.reshape(-1), float(target), self._as_scalar(dloss),
+                                                dz.reshape(-1), self._v("loss"))
+        return dz
+
+    def softmax_cross_entropy_forward(self, logits, labels):
+        loss = self.empty((1,))
+        self.k["loss"].softmax_cross_entropy_forward(logits, labels, loss, self._v("loss"))
+        return loss.reshape(())
+
+    def softmax_cross_entropy_backward(self, logits, labels, dloss=1.0):
+        dlogits = self.empty(logits.shape)
+        self.k["loss"].softmax_cross_entropy_backward(logits, labels, self._as_scalar(dloss), dlogits,
+                                                      self._v("loss"))
+        return dlogits
+
+    def _as_scalar(self, dloss):
+        """The upstream gradient as a 1-element device array."""
+        if isinstance(dloss, (int, float)):
+            return self.full((1,), dloss)
+        return dloss.reshape(1)
+
+    # -- pooling -------------------------------------------------------------------
+    def adaptive_max_pool2d_forward(self, x, output_size):
+        oh, ow = pair(output_size)
+        shape = (x.shape[0], x.shape[1], oh, ow)
+        y, argmax = self.empty(shape), self.empty(shape, dtype=np.int64)
+        self.k["pool"].adaptive_max_pool2d_forward(x, y, argmax, self._v("pool"))
+        return y, argmax
+
+    def adaptive_max_pool2d_backward(self, dy, argmax, x_shape):
+        dx = self.empty(tuple(x_shape))
+        self.k["pool"].adaptive_max_pool2d_backward(dy, argmax, dx, self._v("pool"))
+        return dx
+
+    # -- optimizer -----------------------------------------------------------------
+    def adam_step(self, param, grad, exp_avg, exp_avg_sq, step, lr=2e-4, beta1=0.9, beta2=0.999,
+                  eps=1e-8, weight_decay=0.0):
+        # The bias corrections depend only on the step count: computed once on the host.
+        step_size = lr / (1 - beta1 ** step)
+        bias2_sqrt = math.sqrt(1 - beta2 ** step)
+        self.k["adam"].adam_step(param, grad, exp_avg, exp_avg_sq, step_size, beta1, beta2,
+                                 bias2_sqrt, eps, weight_decay, self._v("adam"))

@@ -1,0 +1,378 @@
+"""Train a DCGAN: ``python -m dcgan_cuda.train``.
+
+The flags are pytorch/examples dcgan's (camelCase or kebab-case), with the same meanings
+and defaults where they apply, plus --device, --arch and the run-management flags. The
+loop is that example's: per batch, one D step on a real and a fake batch, then one G step
+with the fake batch labelled real.
+
+Outputs in --outf: real_samples.png, fake_samples_epoch_NNN.png (from fixed noise),
+netG_epoch_N.safetensors / netD_epoch_N.safetensors (PyTorch names; they load into the
+pytorch/examples networks), checkpoint.safetensors (everything needed to continue the
+run exactly: --resume), metrics.jsonl (one JSON line per iteration) and loss_curve.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+
+from . import ops
+from .autograd import Tensor
+from .backend import BackendUnavailable, get_backend
+from .checkpoint import (CheckpointError, load_model_into, load_training_state, save_model,
+                         save_training_state)
+from .data import DATASETS, DEFAULT_CHANNELS, DatasetError, load_dataset
+from .images import plot_losses, read_metrics, save_grid
+from .models import ARCHS, IMAGE_SIZES, ModelConfigError, build_models
+from .optim import Adam
+
+REAL_LABEL, FAKE_LABEL = 1.0, 0.0
+STATE_FILE = "checkpoint.safetensors"
+# What a resumed run takes from its checkpoint; passing a different value is an error.
+RESUME_KEYS = ("dataset", "imageSize", "nc", "nz", "ngf", "ndf", "arch", "batchSize",
+               "manualSeed", "lr", "beta1", "weight_decay")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue; the message says why and what was kept."""
+
+
+# ------------------------------------------------------------------------------ CLI
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="python -m dcgan_cuda.train",
+        description="Train a DCGAN (Radford et al., 2015) on our own kernels: the NumPy "
+                    "reference on a CPU, hand-written Numba CUDA kernels on a GPU. Flags follow "
+                    "pytorch/examples' dcgan; each is also accepted in kebab-case.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+    def flag(name, *aliases, **kw):
+        kebab = "--" + "".join("-" + c.lower() if c.isupper() else c for c in name).replace("_", "-")
+        names = ["--" + name] + ([kebab] if kebab != "--" + name else []) + list(aliases)
+        p.add_argument(*names, dest=name, **kw)
+
+    flag("dataset", default="digits", choices=DATASETS,
+         help="digits is embedded (scikit-learn's 8x8 UCI digits, resized); folder is a folder "
+              "of images (recursive); cifar10 / mnist read their files from --dataroot; fake is "
+              "random noise for smoke tests")
+    flag("dataroot", default=None, help="path to the dataset's files (not needed for digits/fake)")
+    flag("workers", type=int, default=2, help="accepted for compatibility; data is held in memory")
+    flag("batchSize", type=int, default=64, help="input batch size")
+    flag("imageSize", type=int, default=None,
+         help=f"height/width of the images, one of {IMAGE_SIZES} (default: 32 for digits, 64 otherwise)")
+    flag("nc", type=int, default=None, choices=(1, 3),
+         help="image channels (default: 1 for digits/mnist, 3 otherwise)")
+    flag("nz", type=int, default=None, help="size of the latent z vector (default 100)")
+    flag("ngf", type=int, default=None, help="generator width (default 64)")
+    flag("ndf", type=int, default=None, help="discriminator width (default 64)")
+    flag("niter", type=int, default=25, help="number of epochs to train for")
+    flag("lr", type=float, default=None, help="learning rate (default 0.0002)")
+    flag("beta1", type=float, default=None, help="beta1 for Adam (default 0.5)")
+    flag("weight_decay", type=float, default=None,
+         help="L2 weight decay in Adam (default 0; the paper's code used 1e-5)")
+    flag("arch", default=None, choices=ARCHS,
+         help="pytorch: 4x4 kernels as pytorch/examples (default); paper: 5x5 kernels, dense "
+              "projection and dense D head as the authors' code")
+    flag("device", default="auto", choices=("auto", "cpu", "cuda", "sim"),
+         help="cuda: our CUDA kernels on a GPU; cpu: the NumPy reference; auto: cuda if a GPU "
+              "is usable, else cpu; sim: our kernels under Numba's simulator "
+              "(NUMBA_ENABLE_CUDASIM=1, tiny models only)")
+    flag("cuda", action="store_true", help="same as --device cuda (pytorch/examples' flag)")
+    flag("ngpu", type=int, default=1, help="number of GPUs; only 1 is supported")
+    flag("netG", default="", help="path to netG weights to start from (model file or checkpoint)")
+    flag("netD", default="", help="path to netD weights to start from (model file or checkpoint)")
+    flag("resume", default="",
+         help="continue a run exactly from a training checkpoint (outf/checkpoint.safetensors)")
+    flag("outf", default="out", help="folder to output images and model checkpoints")
+    flag("manualSeed", type=int, default=None, help="manual seed (random if not given)")
+    flag("save_every", type=int, default=0,
+         help="also write the training checkpoint every N iterations (0: at epoch ends only)")
+    flag("max_images", type=int, default=None, help="use only the first N images of the dataset")
+    flag("dry_run", action="store_true", help="check a single training cycle works, then stop")
+    flag("no_progress", action="store_true", help="print one line per epoch instead of a progress bar")
+    return p
+
+
+def parse_args(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.cuda:
+        args.device = "cuda"
+    if args.ngpu != 1:
+        raise TrainingError("--ngpu: only a single GPU is supported")
+    for name in ("batchSize", "niter", "workers"):
+        if getattr(args, name) < (0 if name == "workers" else 1):
+            raise TrainingError(f"--{name} must be positive, got {getattr(args, name)}")
+    return args
+
+
+def fill_defaults(args):
+    defaults = dict(nz=100, ngf=64, ndf=64, lr=2e-4, beta1=0.5, weight_decay=0.0, arch="pytorch",
+                    imageSize=32 if args.dataset == "digits" else 64,
+                    nc=DEFAULT_CHANNELS[args.dataset])
+    for k, v in defaults.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if args.manualSeed is None:
+        args.manualSeed = int(np.random.SeedSequence().entropy % 10000) + 1
+    if args.imageSize not in IMAGE_SIZES:
+        raise ModelConfigError(f"--imageSize {args.imageSize} is not supported: choose one of "
+                               f"{', '.join(map(str, IMAGE_SIZES))}")
+
+
+def apply_resume_config(args, saved):
+    """Take the run's shape from the checkpoint; refuse flags that contradict it."""
+    for k in RESUME_KEYS:
+        given = getattr(args, k)
+        if given is not None and given != saved[k]:
+            raise TrainingError(f"--resume: the checkpoint was trained with --{k} {saved[k]}, "
+                                f"but --{k} {given} was passed (leave it out to continue the run)")
+        setattr(args, k, saved[k])
+
+
+# ----------------------------------------------------------------------- the step
+def train_step(netG, netD, optG, optD, real, noise):
+    """One DCGAN iteration. real and noise are Tensors on the networks' backend.
+
+    (1) D: maximise log D(x) + log(1 - D(G(z)))   (2) G: maximise log D(G(z))
+    Returns host floats: Loss_D, Loss_G, D(x), D(G(z)) before and after the D step.
+    """
+    netD.zero_grad()
+    out_real = netD(real)
+    err_real = ops.bce_with_logits(out_real, REAL_LABEL)
+    err_real.backward()
+    fake = netG(noise)
+    out_fake = netD(fake.detach())
+    err_fake = ops.bce_with_logits(out_fake, FAKE_LABEL)
+    err_fake.backward()
+    optD.step()
+
+    netG.zero_grad()
+    # D's weights are constants in G's step: not asking for their gradients skips two
+    # weight-gradient convolutions per D layer and changes no number (D's grads were
+    # zeroed before its own step anyway).
+    netD.requires_grad_(False)
+    out_g = netD(fake)
+    err_g = ops.bce_with_logits(out_g, REAL_LABEL)
+    err_g.backward()
+    netD.requires_grad_(True)
+    optG.step()
+
+    def mean_probability(logits):  # for display only, on the host copy of N numbers
+        z = logits.numpy().astype(np.float64)
+        return float(np.mean(1 / (1 + np.exp(-z))))
+
+    return {"loss_D": err_real.item() + err_fake.item(), "loss_G": err_g.item(),
+            "D_x": mean_probability(out_real), "D_G_z1": mean_probability(out_fake),
+            "D_G_z2": mean_probability(out_g)}
+
+
+def epoch_order(n, seed, epoch):
+    """The shuffled order of the dataset in an epoch: a function of (seed, epoch) only, so a
+    resumed run sees the same batches as an uninterrupted one."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def fixed_noise(netG, seed, n=64):
+    return netG.sample_noise(n, np.random.default_rng([seed, 0xF1CED]))
+
+
+# ------------------------------------------------------------------------ the run
+class Run:
+    def __init__(self, args, log=print):
+        self.args, self.log = args, log
+        os.makedirs(args.outf, exist_ok=True)
+        if not os.access(args.outf, os.W_OK):
+            raise TrainingError(f"--outf {args.outf} is not writable")
+        self.state_path = os.path.join(args.outf, STATE_FILE)
+        self.metrics_path = os.path.join(args.outf, "metrics.jsonl")
+        saved = None
+        if args.resume:
+            from .checkpoint import read_tensors
+            _, meta = read_tensors(args.resume)
+            saved = meta.get("progress", {}).get("config")
+            if saved is None:
+                raise CheckpointError(f"{args.resume} is not a training checkpoint "
+                                      "(it has no run configuration); --netG/--netD load model files")
+            apply_resume_config(args, saved)
+        fill_defaults(args)
+
+        self.backend = get_backend(args.device, announce=log)
+        self.data = load_dataset(args.dataset, args.dataroot, args.imageSize, args.nc,
+                                 split="train", max_images=args.max_images, seed=args.manualSeed,
+                                 warn=log)
+        self.netG, self.netD = build_models(args.arch, args.imageSize, args.nc, args.nz, args.ngf,
+                                            args.ndf, seed=args.manualSeed, backend=self.backend)
+        betas = (args.beta1, 0.999)
+        self.optG = Adam(self.netG.parameters(), args.lr, betas, weight_decay=args.weight_decay)
+        self.optD = Adam(self.netD.parameters(), args.lr, betas, weight_decay=args.weight_decay)
+        self.noise_rng = np.random.default_rng([args.manualSeed, 1])
+        self.epoch, self.batch, self.iteration = 0, 0, 0
+        if args.netG:
+            load_model_into(self.netG, args.netG)
+        if args.netD:
+            load_model_into(self.netD, args.netD)
+        if args.resume:
+            progress = load_training_state(args.resume, self.netG, self.netD, self.optG, self.optD)
+            self.epoch, self.batch, self.iteration = progress["epoch"], progress["batch"], progress["iteration"]
+            self.noise_rng.bit_generator.state = progress["noise_rng"]
+            self._truncate_metrics()
+            log(f"[dcgan_cuda] resuming {args.resume} at epoch {self.epoch + 1}, "
+                f"batch {self.batch}, iteration {self.iteration}")
+        self.fixed_noise = Tensor(self.backend.asarray(fixed_noise(self.netG, args.manualSeed)), self.backend)
+        self.last_checkpoint = args.resume or None
+        self.stop_requested = False
+
+    def request_stop(self, signum=None, frame=None):
+        """First Ctrl-C: finish the current iteration, save, stop. Second: stop at once."""
+        if self.stop_requested:
+            raise KeyboardInterrupt
+        self.stop_requested = True
+        print("\n[dcgan_cuda] stopping after this iteration (Ctrl-C again to abort without saving)",
+              file=sys.stderr)
+
+    def config(self):
+        return {k: getattr(self.args, k) for k in RESUME_KEYS}
+
+    def progress(self):
+        return {"epoch": self.epoch, "batch": self.batch, "iteration": self.iteration,
+                "noise_rng": self.noise_rng.bit_generator.state, "config": self.config()}
+
+    def _truncate_metrics(self):
+        """Drop log lines from iterations after the checkpoint: they will be run again."""
+        if not os.path.exists(self.metrics_path):
+            return
+        from .checkpoint import atomic_write_bytes
+        rows = [r for r in read_metrics(self.metrics_path) if r.get("iteration", 0) <= self.iteration]
+        atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+
+    # -- saving -------------------------------------------------------------------
+    def save_state(self):
+        save_training_state(self.state_path, self.netG, self.netD, self.optG, self.optD, self.progress())
+        self.last_checkpoint = self.state_path
+
+    def save_epoch(self, epoch):
+        out = self.args.outf
+        save_model(os.path.join(out, f"netG_epoch_{epoch}.safetensors"), self.netG)
+        save_model(os.path.join(out, f"netD_epoch_{epoch}.safetensors"), self.netD)
+        self.save_state()
+
+    def save_samples(self, epoch):
+        from .autograd import no_grad
+        with no_grad():
+            fake = self.netG(self.fixed_noise)  # train-mode batchnorm, as pytorch/examples does
+        save_grid(fake.numpy(), os.path.join(self.args.outf, f"fake_samples_epoch_{epoch:03d}.png"))
+
+    # -- the loop -------------------------------------------------------------------
+    def train(self):
+        args, n = self.args, len(self.data)
+        batches = math.ceil(n / args.batchSize)
+        if self.iteration == 0:
+            first = self.data.batch(np.arange(min(64, n)))
+            save_grid(first, os.path.join(args.outf, "real_samples.png"))
+        self.log(f"[dcgan_cuda] {args.dataset}: {n} images {args.nc}x{args.imageSize}x{args.imageSize}, "
+                 f"arch {args.arch}, backend {self.backend.name}, seed {args.manualSeed}, "
+                 f"{batches} batches of {args.batchSize} per epoch, epochs {self.epoch + 1}..{args.niter}")
+        with open(self.metrics_path, "a", encoding="utf-8") as metrics:
+            while self.epoch < args.niter:
+                order = epoch_order(n, args.manualSeed, self.epoch)
+                bar = self._progress_bar(batches)
+                t_epoch = time.perf_counter()
+                while self.batch < batches:
+                    idx = order[self.batch * args.batchSize:(self.batch + 1) * args.batchSize]
+                    real = Tensor(self.backend.asarray(self.data.batch(idx)), self.backend)
+                    noise = Tensor(self.backend.asarray(self.netG.sample_noise(len(idx), self.noise_rng)),
+                                   self.backend)
+                    t0 = time.perf_counter()
+                    stats = train_step(self.netG, self.netD, self.optG, self.optD, real, noise)
+                    self.batch += 1
+                    self.iteration += 1
+                    self._guard(stats)
+                    row = {"epoch": self.epoch + 1, "batch": self.batch, "iteration": self.iteration,
+                           **{k: round(v, 6) for k, v in stats.items()},
+                           "step_ms": round((time.perf_counter() - t0) * 1e3, 2)}
+                    metrics.write(json.dumps(row) + "\n")
+                    metrics.flush()
+                    if bar is not None:
+                        bar.set_postfix_str(f"Loss_D {stats['loss_D']:.3f} Loss_G {stats['loss_G']:.3f} "
+                                            f"D(x) {stats['D_x']:.3f} D(G(z)) {stats['D_G_z1']:.3f}/"
+                                            f"{stats['D_G_z2']:.3f}")
+                        bar.update(1)
+                    if args.save_every and self.iteration % args.save_every == 0:
+                        self.save_state()
+                    if args.dry_run or self.stop_requested:
+                        break
+                if bar is not None:
+                    bar.close()
+                else:
+                    self.log(f"[{self.epoch + 1}/{args.niter}] Loss_D {stats['loss_D']:.4f} "
+                             f"Loss_G {stats['loss_G']:.4f} D(x) {stats['D_x']:.4f} "
+                             f"D(G(z)) {stats['D_G_z1']:.4f}/{stats['D_G_z2']:.4f} "
+                             f"({time.perf_counter() - t_epoch:.1f}s)")
+                finished_epoch, complete = self.epoch, self.batch >= batches
+                if complete:
+                    self.epoch, self.batch = self.epoch + 1, 0
+                self.save_samples(finished_epoch)
+                if complete:
+                    self.save_epoch(finished_epoch)
+                else:  # stopped mid-epoch: no epoch files, just the state to resume from
+                    self.save_state()
+                metrics.flush()
+                plot_losses(read_metrics(self.metrics_path), os.path.join(args.outf, "loss_curve.png"))
+                if args.dry_run or self.stop_requested:
+                    break
+        if self.stop_requested:
+            raise KeyboardInterrupt
+        self.log(f"[dcgan_cuda] done: {self.iteration} iterations; samples and checkpoints in {args.outf}")
+
+    def _progress_bar(self, batches):
+        if self.args.no_progress:
+            return None
+        from tqdm import tqdm
+        return tqdm(total=batches, initial=self.batch, desc=f"[{self.epoch + 1}/{self.args.niter}]",
+                    unit="it", dynamic_ncols=True, leave=True)
+
+    def _guard(self, stats):
+        bad = [k for k, v in stats.items() if not math.isfinite(v)]
+        if bad:
+            where = (f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint
+                     else "no checkpoint was written yet")
+            raise TrainingError(f"training diverged: {', '.join(bad)} became non-finite at iteration "
+                                f"{self.iteration}; nothing was saved from this iteration on; {where}")
+
+
+def main(argv=None):
+    try:
+        args = parse_args(argv)
+        run = Run(args)
+        previous = signal.signal(signal.SIGINT, run.request_stop)
+        try:
+            run.train()
+        except KeyboardInterrupt:
+            if run.stop_requested and run.last_checkpoint == run.state_path:
+                print(f"[dcgan_cuda] interrupted at iteration {run.iteration}; state saved; continue "
+                      f"with --resume {run.state_path}", file=sys.stderr)
+            else:
+                print(f"[dcgan_cuda] aborted at iteration {run.iteration}; last complete checkpoint: "
+                      f"{run.last_checkpoint or 'none'}", file=sys.stderr)
+            return 130
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    except (DatasetError, ModelConfigError, BackendUnavailable, CheckpointError, TrainingError,
+            ops.OpError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot write output ({exc.strerror or exc}: {exc.filename or ''}); "
+              "the previous checkpoint is left as it was", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

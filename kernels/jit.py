@@ -1,0 +1,145 @@
+"""How every kernel in this folder is compiled and launched.
+
+A kernel here is a plain Python function written in Numba's CUDA dialect, wrapped in a
+``Kernel`` with its explicit signatures (the argument types it is compiled for). The
+wrapper does three things:
+
+* **Lazy compilation.** ``cuda.jit("signature")`` compiles at decoration time, which needs
+  a CUDA driver: a module written that way cannot even be imported on a laptop. A Kernel
+  compiles on its first launch, for all its signatures at once (so a launch never pays for
+  argument-type inference), and importing this folder needs no GPU.
+* **The same code on three targets.** On a GPU it launches on CuPy's current stream (one
+  stream for everything: kernels run in launch order, no synchronisation needed between
+  them). Under Numba's simulator (NUMBA_ENABLE_CUDASIM=1, set before numba is imported)
+  the same Python runs on NumPy arrays, one OS thread per GPU thread, checking every index.
+  ``Kernel.ptx()`` compiles for a chosen compute capability without any GPU, which is how
+  CI proves that each kernel type-checks and compiles for real hardware.
+* **A registry** of every kernel, so tests can compile them all.
+
+Argument conventions: arrays are C-contiguous float32 (``f32_4d`` is NCHW), Python ints
+are passed as int64, floats as np.float32 (a float64 scalar would turn the arithmetic it
+touches into double precision, which is slow on GPUs).
+"""
+from __future__ import annotations
+
+import os
+from collections import namedtuple
+from types import SimpleNamespace
+
+# Launch on CuPy arrays without Numba synchronising on every __cuda_array_interface__
+# export: all our work is on one stream, so ordering is already guaranteed. (Effective only
+# if set before numba.cuda reads its configuration, which is when this module is imported first.)
+os.environ.setdefault("NUMBA_CUDA_ARRAY_INTERFACE_SYNC", "0")
+
+import numpy as np  # noqa: E402
+from numba import cuda, types  # noqa: E402
+
+SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
+
+# ---------------------------------------------------------------- argument types
+f32 = types.float32
+i64 = types.int64
+f32_1d = types.float32[::1]
+f32_2d = types.float32[:, ::1]
+f32_4d = types.float32[:, :, :, ::1]
+i32_1d = types.int32[::1]
+i64_4d = types.int64[:, :, :, ::1]
+
+REGISTRY = []
+
+# One numbered version of a kernel family: its short name, the one idea it adds, and the
+# Kernel objects (or launcher functions) that implement each op of the family.
+Version = namedtuple("Version", "name idea ops")
+
+
+class Kernel:
+    """A CUDA kernel with explicit signatures, compiled on first launch."""
+
+    def __init__(self, py_func, signatures):
+        self.py_func = py_func
+        self.signatures = list(signatures)
+        self.name = f"{py_func.__module__.rsplit('.', 1)[-1]}.{py_func.__name__}"
+        self._dispatcher = None
+        REGISTRY.append(self)
+
+    def __repr__(self):
+        return f"<Kernel {self.name}>"
+
+    @property
+    def dispatcher(self):
+        if self._dispatcher is None:
+            if SIMULATOR:
+                self._dispatcher = cuda.jit(self.py_func)
+            else:
+                self._dispatcher = cuda.jit(self.signatures)(self.py_func)
+        return self._dispatcher
+
+    def __getitem__(self, config):
+        """kernel[blocks, threads](*args): launch on the current stream."""
+        blocks, threads = config
+        if SIMULATOR:
+            return self.dispatcher[blocks, threads]
+        return self.dispatcher[blocks, threads, current_stream()]
+
+    def ptx(self, cc=(9, 0)):
+        """PTX for each signature, compiled for compute capability ``cc``; no GPU needed."""
+        return [compile_ptx(self.py_func, sig, cc) for sig in self.signatures]
+
+
+def kernel(*signatures):
+    """Decorator: ``@kernel((f32_1d, f32_1d, i64))`` makes a lazily compiled Kernel."""
+    def wrap(py_func):
+        return Kernel(py_func, signatures)
+    return wrap
+
+
+def compile_ptx(py_func, signature, cc=(9, 0)):
+    """numba.cuda.compile_ptx, also for kernels that call device functions.
+
+    Numba compiles a called device function for the *current* device, which does not
+    exist on a machine without a GPU; for the duration of the call we tell it which
+    compute capability to assume.
+    """
+    import numba.cuda.dispatcher as dispatcher_module
+    real = dispatcher_module.get_current_device
+    dispatcher_module.get_current_device = lambda: SimpleNamespace(compute_capability=cc)
+    try:
+        ptx, _ = cuda.compile_ptx(py_func, signature, cc=cc)
+    finally:
+        dispatcher_module.get_current_device = real
+    return ptx
+
+
+# ------------------------------------------------------------------------- streams
+_streams = {}
+
+
+def current_stream():
+    """CuPy's current stream as a Numba stream, so our launches queue behind CuPy's copies."""
+    import cupy
+    ptr = cupy.cuda.get_current_stream().ptr
+    stream = _streams.get(ptr)
+    if stream is None:
+        stream = _streams[ptr] = cuda.external_stream(ptr) if ptr else cuda.default_stream()
+    return stream
+
+
+# ------------------------------------------------------------------ launch shapes
+THREADS = 256          # a multiple of the 32-thread warp; 8 warps hide latency well
+MAX_BLOCKS = 4096      # grid-stride loops cover the rest: ~16 waves of 256-thread blocks on 132 SMs
+SIM_THREADS, SIM_MAX_BLOCKS = 32, 4  # the simulator pays per thread: few threads, many loop trips
+
+
+def grid_1d(n):
+    """(blocks, threads) for a grid-stride loop over n items.
+
+    Under the simulator the grid is deliberately tiny, so every loop in every kernel runs
+    several trips: a kernel that forgets its stride fails there, not later on a GPU.
+    """
+    threads, cap = (SIM_THREADS, SIM_MAX_BLOCKS) if SIMULATOR else (THREADS, MAX_BLOCKS)
+    return max(1, min(cap, -(-n // threads))), threads
+
+
+def scalar(v):
+    """A Python number as the float32 the kernels' signatures expect."""
+    return np.float32(v)
