@@ -1,0 +1,792 @@
+"""Datasets for DCGAN training: images in, uint8 arrays out.
+
+Every dataset is loaded whole into memory as one ``(N, C, S, S)`` uint8 array (``S`` =
+``image_size``), already cropped and resized, so a training step only has to index it and
+scale it to float32 in [-1, 1] (:meth:`Dataset.batch`). Keeping uint8 rather than float32
+takes 4x less memory, and decoding/resizing once up front keeps image codecs out of the
+training loop.
+
+Datasets (``load_dataset(name, ...)``):
+
+``digits``   scikit-learn's bundled UCI hand-written digits (1797 images of 8x8, 10 classes).
+             Needs no files and no network, so it is the default: the project runs anywhere.
+``folder``   every image file under ``dataroot`` (recursively), like torchvision's
+             ImageFolder; sub-folders become class labels.
+``cifar10``  the official "python version" pickle batches, or their .tar.gz archive.
+``mnist``    the IDX files (plain or .gz), in the layouts people usually have them in.
+``fake``     1000 random images, for smoke tests (like torchvision's FakeData).
+
+Geometry follows pytorch/examples' dcgan (``Resize(S)`` then ``CenterCrop(S)``): the
+central square of the image is scaled to ``S x S``. We do it as one Pillow call, scaling the
+central square directly (``resize(box=...)``); that is the same geometry, but the crop
+stays exactly centred instead of being rounded to whole pixels, and we never build the
+intermediate resized image.
+
+Resampling filter: bicubic everywhere. For the 8x upscale of the 8x8 digits, bilinear
+leaves visible diamond-shaped artefacts along the source pixel grid and Lanczos rings
+around strokes; bicubic gives smooth strokes with only a slight overshoot, which the uint8
+result clips. For downscaling, Pillow widens the filter to the scale factor (it
+antialiases), so bicubic is also a good downscaler.
+
+Only :class:`DatasetError` leaves this module for a problem with the data or the
+arguments; its message says what is wrong and what to do.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import gzip
+import io
+import os
+import pickle
+import posixpath
+import stat
+import struct
+import tarfile
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps
+
+__all__ = [
+    "DATASETS", "DEFAULT_CHANNELS", "SPLITS", "IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS",
+    "DatasetError", "Dataset", "load_dataset", "to_channels",
+]
+
+DATASETS = ("digits", "folder", "cifar10", "mnist", "fake")
+DEFAULT_CHANNELS = {"digits": 1, "mnist": 1, "folder": 3, "cifar10": 3, "fake": 3}
+SPLITS = ("train", "test", "all")
+
+# File name endings the folder loader tries to decode (compared in lower case). Other files
+# (notes, CSVs, archives) are ignored without a word: they are not meant as images.
+IMAGE_EXTENSIONS = (
+    ".bmp", ".gif", ".jpe", ".jpeg", ".jpg", ".pbm", ".pgm", ".png", ".pnm", ".ppm",
+    ".tif", ".tiff", ".webp",
+)
+
+# The largest image (width * height, from the file header) the folder loader decodes.
+# A small file can declare an enormous image (a "decompression bomb") and exhaust memory
+# when decoded. Pillow's own guard only warns up to 89 M pixels and fails above 179 M; we
+# reject earlier, at 2**26 = 67 M pixels (8192 x 8192; a 48-megapixel photo still fits),
+# and skip the file like any other unreadable one instead of aborting the whole load.
+MAX_IMAGE_PIXELS = 1 << 26
+
+# Digits (and fake) train/test split: a fixed permutation, independent of the training seed, so the
+# held-out images stay held out whatever seed a run uses. 1511 is the arXiv number of the
+# DCGAN paper (1511.06434), an arbitrary but memorable constant.
+_SPLIT_SEED = 1511
+_TRAIN_FRACTION = 0.8
+_FAKE_COUNT = 1000
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+_CIFAR_DIR = "cifar-10-batches-py"
+_CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
+_CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+_CIFAR_TEST = ("test_batch",)
+_CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
+                  "dog", "frog", "horse", "ship", "truck"]
+
+_MNIST_TRAIN = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
+_MNIST_TEST = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_MNIST_URLS = ("https://ossci-datasets.s3.amazonaws.com/mnist/ (torchvision's mirror) "
+               "or http://yann.lecun.com/exdb/mnist/")
+
+# Pillow >= 9.1 names filters in Image.Resampling; older versions only as Image.BICUBIC.
+_BICUBIC = getattr(Image, "Resampling", Image).BICUBIC
+
+
+class DatasetError(ValueError):
+    """A dataset cannot be loaded as asked; the message says why and what to do.
+
+    Subclasses ValueError so callers that validate arguments generically still catch it;
+    the training CLI prints the message without a traceback.
+    """
+
+
+@dataclass
+class Dataset:
+    """A whole dataset in memory, ready for training.
+
+    ``images`` is ``(N, C, S, S)`` uint8, already cropped and resized; ``labels`` is ``(N,)``
+    int64 class indices into ``classes``, or None when the dataset has no labels; ``skipped``
+    counts files that could not be read (folder dataset only).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray | None
+    name: str
+    classes: list[str] | None = None
+    skipped: int = 0
+
+    def __post_init__(self):
+        # Cheap checks that catch a loader bug here rather than deep inside training.
+        if self.images.dtype != np.uint8 or self.images.ndim != 4:
+            raise TypeError(f"images must be (N, C, S, S) uint8, got {self.images.dtype} "
+                            f"{self.images.shape}")
+        if self.labels is not None and self.labels.shape != (len(self.images),):
+            raise ValueError(f"labels shape {self.labels.shape} does not match "
+                             f"{len(self.images)} images")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def num_channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.images.shape[2]
+
+    def batch(self, indices) -> np.ndarray:
+        """The images at ``indices`` (a slice, or a list/array of ints) as a float32
+        ``(B, C, S, S)`` C-contiguous batch scaled to [-1, 1] by ``x / 127.5 - 1``: the range
+        of the generator's tanh output. 0 maps to exactly -1 and 255 to exactly +1
+        (127.5 is exact in binary and 255 / 127.5 rounds to 2.0).
+        """
+        x = np.ascontiguousarray(self.images[indices], dtype=np.float32)
+        x /= np.float32(127.5)
+        x -= np.float32(1.0)
+        return x
+
+
+def load_dataset(name: str, dataroot=None, image_size: int = 64, nc: int | None = None,
+                 split: str = "train", max_images: int | None = None, seed: int = 0,
+                 warn: Callable[[str], object] = print) -> Dataset:
+    """Load dataset ``name`` as a :class:`Dataset` of ``image_size`` x ``image_size`` images.
+
+    nc          channels wanted: None for the dataset's default (``DEFAULT_CHANNELS``), 1
+                (colour images become luminance, ITU-R 601-2 as in Pillow's ``convert("L")``)
+                or 3 (grey images repeated into R, G and B).
+    split       "train", "test" or "all". digits and fake: a fixed 80/20 split; cifar10 and
+                mnist: their official train and test files; folder: "train" and "all" are
+                every image, "test" is an error (a folder has no held-out part: put test
+                images in a folder of their own and load it as split "all").
+    max_images  keep at most this many images, a subset drawn with ``seed`` (kept in dataset
+                order), chosen before decoding and resizing so smoke tests stay fast.
+    seed        seeds the ``max_images`` subset and the fake images; never the digits split.
+    warn        called once with a summary line when some files had to be skipped.
+    """
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    # bool is an int subclass, but image_size=True is surely a mistake.
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) \
+            or image_size < 1:
+        raise DatasetError(f"image_size must be a positive integer, got {image_size!r}")
+    image_size = int(image_size)
+    if nc is None:
+        nc = DEFAULT_CHANNELS[name]
+    if isinstance(nc, bool) or nc not in (1, 3):
+        raise DatasetError(f"nc (number of channels) must be 1 (grey) or 3 (RGB), got {nc!r}")
+    nc = int(nc)
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
+    if max_images is not None and (isinstance(max_images, bool)
+                                   or not isinstance(max_images, (int, np.integer))
+                                   or max_images < 1):
+        raise DatasetError(f"max_images must be a positive integer or None, got {max_images!r}")
+
+    if name == "digits":
+        return _load_digits(image_size, nc, split, max_images, seed)
+    if name == "fake":
+        return _load_fake(image_size, nc, split, max_images, seed)
+    if name == "folder":
+        return _load_folder(dataroot, image_size, nc, split, max_images, seed, warn)
+    if name == "cifar10":
+        return _load_cifar10(dataroot, image_size, nc, split, max_images, seed)
+    return _load_mnist(dataroot, image_size, nc, split, max_images, seed)
+
+
+# --------------------------------------------------------------------------- array helpers
+
+def to_channels(images: np.ndarray, nc: int) -> np.ndarray:
+    """Convert uint8 ``(N, C, H, W)`` images with C in {1, 3} to ``nc`` channels.
+
+    3 -> 1 is luminance L = (299 R + 587 G + 114 B) / 1000 in the same 16-bit fixed point
+    (with rounding) as Pillow's ``convert("L")``, so an array dataset and a folder of the
+    same pictures give the same grey values. 1 -> 3 repeats the channel.
+    """
+    c = images.shape[1]
+    if c == nc:
+        return images
+    if c == 1 and nc == 3:
+        return np.repeat(images, 3, axis=1)
+    if c == 3 and nc == 1:
+        rgb = images.astype(np.uint32)
+        lum = (rgb[:, 0] * 19595 + rgb[:, 1] * 38470 + rgb[:, 2] * 7471 + 0x8000) >> 16
+        return lum.astype(np.uint8)[:, None]
+    raise ValueError(f"cannot convert {c} channels to {nc}")
+
+
+def _resize_one(image: np.ndarray, size: int) -> np.ndarray:
+    """One uint8 (C, H, W) image -> (C, size, size): central square, bicubic."""
+    c, h, w = image.shape
+    pil = Image.fromarray(image[0] if c == 1 else image.transpose(1, 2, 0))
+    out = np.asarray(_square_resize(pil, size))
+    return out[None] if c == 1 else out.transpose(2, 0, 1)
+
+
+def _resize_array(images: np.ndarray, size: int) -> np.ndarray:
+    """Resize uint8 ``(N, C, H, W)`` images (C in {1, 3}) to ``(N, C, size, size)``.
+
+    Skipped when the images already have that size. Otherwise one Pillow call per image,
+    spread over threads: Pillow releases the GIL while it resamples, so the resampling runs
+    in parallel, though the per-image Python overhead does not (measured on 2 cores: 1.2x
+    faster than one thread at 64x64, 1.4x at 128x128; CIFAR-10's 60000 images to 64x64 take
+    about 4 s).
+    """
+    n, c, h, w = images.shape
+    if h == w == size:
+        return images
+    out = np.empty((n, c, size, size), np.uint8)
+
+    def work(lo_hi):
+        for i in range(*lo_hi):
+            out[i] = _resize_one(images[i], size)
+
+    _run_chunks(work, n)
+    return out
+
+
+def _workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _run_chunks(work: Callable[[tuple[int, int]], None], n: int) -> None:
+    """Call ``work((lo, hi))`` on contiguous chunks of range(n), in a thread pool."""
+    if n == 0:
+        return
+    chunks = min(n, _workers() * 4)
+    bounds = np.linspace(0, n, chunks + 1).astype(int)
+    ranges = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    if len(ranges) == 1:
+        work(ranges[0])
+        return
+    with concurrent.futures.ThreadPoolExecutor(_workers()) as pool:
+        for f in [pool.submit(work, r) for r in ranges]:
+            f.result()  # re-raises a worker's exception here
+
+
+def _subset(n: int, max_images: int | None, seed: int) -> np.ndarray:
+    """Indices of the images to keep: all of them, or ``max_images`` drawn with ``seed`` and
+    sorted, so a subset keeps the dataset's order (and class mix, on average)."""
+    if max_images is None or max_images >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_images, replace=False))
+
+
+def _fixed_split(n: int, split: str, split_seed: int) -> np.ndarray:
+    """Indices of ``split`` under a fixed permutation of range(n): the first 80% "train",
+    the rest "test", "all" everything. Each part is sorted into dataset order."""
+    if split == "all":
+        return np.arange(n)
+    perm = np.random.default_rng(split_seed).permutation(n)
+    n_train = int(_TRAIN_FRACTION * n)
+    return np.sort(perm[:n_train] if split == "train" else perm[n_train:])
+
+
+# --------------------------------------------------------------------------- digits / fake
+
+@lru_cache(maxsize=1)
+def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as uint8 (1797, 8, 8) in 0..255 and int64 labels."""
+    from sklearn.datasets import load_digits  # imported here: sklearn is slow to import
+
+    digits = load_digits()
+    # Values are 0..16 (counts of set pixels in 4x4 blocks of the original 32x32 bitmaps).
+    images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    images.setflags(write=False)
+    labels = digits.target.astype(np.int64)
+    labels.setflags(write=False)
+    return images, labels
+
+
+@lru_cache(maxsize=4)
+def _digits_resized(image_size: int) -> np.ndarray:
+    """All 1797 digits resized to image_size, cached: a training run, its evaluation and
+    the tests all ask for the same size. ~50 ms to compute at 64x64."""
+    images = _resize_array(_digits_raw()[0][:, None], image_size)
+    images.setflags(write=False)  # shared by every caller; load_dataset hands out copies
+    return images
+
+
+def _load_digits(image_size, nc, split, max_images, seed) -> Dataset:
+    images = _digits_resized(image_size)
+    labels = _digits_raw()[1]
+    idx = _fixed_split(len(images), split, _SPLIT_SEED)
+    idx = idx[_subset(len(idx), max_images, seed)]
+    # Fancy indexing copies, so the cached arrays are never handed out.
+    return Dataset(to_channels(images[idx], nc), labels[idx], "digits",
+                   classes=[str(d) for d in range(10)])
+
+
+def _load_fake(image_size, nc, split, max_images, seed) -> Dataset:
+    """1000 uniformly random images and labels 0..9, the same for the same seed."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(_FAKE_COUNT, nc, image_size, image_size),
+                          dtype=np.uint8)
+    labels = rng.integers(0, 10, size=_FAKE_COUNT).astype(np.int64)
+    idx = _fixed_split(_FAKE_COUNT, split, _SPLIT_SEED)
+    idx = idx[_subset(len(idx), max_images, seed)]
+    return Dataset(images[idx], labels[idx], "fake", classes=[str(d) for d in range(10)])
+
+
+# --------------------------------------------------------------------------- folder
+
+class _Unreadable(Exception):
+    """A file the folder loader skips; the message is the reason shown to the user."""
+
+
+def _square_resize(im: Image.Image, size: int) -> Image.Image:
+    """Scale the central square of ``im`` to ``size`` x ``size`` (Resize + CenterCrop).
+
+    ``box`` selects the source region, so the crop is exactly centred (fractional when the
+    sides differ by an odd number of pixels). ``reducing_gap=3`` first shrinks big images
+    by an integer factor with a box filter, which is much faster and, per Pillow's docs,
+    indistinguishable from full resampling at a gap of 3.
+    """
+    w, h = im.size
+    if (w, h) == (size, size):
+        return im
+    side = min(w, h)
+    left, top = (w - side) / 2, (h - side) / 2
+    return im.resize((size, size), _BICUBIC, box=(left, top, left + side, top + side),
+                     reducing_gap=3.0)
+
+
+def _composite_over_black(im: Image.Image) -> Image.Image:
+    """RGBA -> RGB, LA -> L: composite over black, colour * alpha / 255 rounded.
+
+    Why not just drop alpha (what ``convert("RGB")`` does): the colour under a transparent
+    pixel is arbitrary (often black, sometimes white or leftover paint), so dropping alpha
+    can reveal garbage. Compositing shows what the picture looks like on a black
+    background, which is well defined, and black is -1, the generator's "empty" value.
+    """
+    grey = im.mode == "LA"
+    arr = np.asarray(im, dtype=np.uint32)
+    colour, alpha = arr[..., :-1], arr[..., -1:]
+    # round(c * a / 255) exactly, in integers: floor((2 c a + 255) / 510).
+    out = ((2 * colour * alpha + 255) // 510).astype(np.uint8)
+    return Image.fromarray(out[..., 0] if grey else out, "L" if grey else "RGB")
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit "L" or "RGB", keeping grey images grey."""
+    mode = im.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # 16-bit grey (and "I", in which older Pillow opens 16-bit PNGs). convert("L")
+        # would clip every value above 255 to white, so scale 0..65535 to 0..255 ourselves,
+        # rounding half up: v * 255 / 65535 = v / 257, and floor((2v + 257) / 514) is
+        # round(v / 257) in integers. Values of "I" outside 0..65535 are clipped.
+        try:
+            arr = np.asarray(im).astype(np.int64)
+        except Exception:
+            arr = np.asarray(im.convert("I")).astype(np.int64)
+        arr = np.clip(arr, 0, 65535)
+        return Image.fromarray(((arr * 2 + 257) // 514).astype(np.uint8), "L")
+    if mode == "F":
+        # 32-bit float images (TIFF): assume the usual [0, 1] convention.
+        arr = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0)
+        return Image.fromarray(np.rint(np.clip(arr, 0.0, 1.0) * 255).astype(np.uint8), "L")
+    if mode == "1":
+        return im.convert("L")  # 0 / 255
+    if mode == "P":
+        # A palette can mark entries as transparent ("transparency" in info); resolve it
+        # to RGBA so it is composited like any alpha channel, instead of being ignored.
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode == "PA":
+        im = im.convert("RGBA")
+    elif mode in ("L", "RGB"):
+        return im
+    elif mode in ("RGBa", "La"):  # premultiplied alpha: un-premultiply, then composite
+        im = im.convert("RGBA" if mode == "RGBa" else "LA")
+    if im.mode in ("RGBA", "LA"):
+        return _composite_over_black(im)
+    if im.mode in ("L", "RGB"):
+        return im
+    # CMYK, YCbCr, LAB, HSV, RGBX, ...: Pillow's own conversion to RGB.
+    return im.convert("RGB")
+
+
+def _decode_file(path: str, image_size: int, nc: int) -> np.ndarray:
+    """Decode one file into a uint8 (nc, S, S) array, or raise _Unreadable with the reason.
+
+    Any exception from Pillow becomes _Unreadable: a folder of real-world images contains
+    every kind of broken file, and one of them must not stop training on the others.
+    """
+    try:
+        st = os.stat(path)  # follows symlinks: a dangling link fails here
+    except OSError as e:
+        raise _Unreadable(e.strerror or type(e).__name__) from None
+    if not stat.S_ISREG(st.st_mode):
+        # Never open a FIFO or device: reading it could block forever.
+        raise _Unreadable("not a regular file")
+    if st.st_size == 0:
+        raise _Unreadable("empty file")
+    try:
+        with Image.open(path) as im:
+            w, h = im.size  # from the header; nothing is decoded yet
+            if w * h > MAX_IMAGE_PIXELS:
+                raise _Unreadable(f"{w}x{h} pixels is more than the limit of "
+                                  f"{MAX_IMAGE_PIXELS} (possible decompression bomb)")
+            if im.format == "JPEG":
+                # Let libjpeg decode at 1/2, 1/4 or 1/8 scale (its DCT can do that almost
+                # for free) while both sides stay >= image_size: big photos decode many
+                # times faster. Grey output asks it to decode only the luminance plane.
+                im.draft("L" if nc == 1 and im.mode == "RGB" else None,
+                         (image_size, image_size))
+            im.load()
+            try:
+                # Phone photos store "rotate me" in EXIF instead of rotating the pixels;
+                # apply it so the crop is the picture the user sees.
+                im = ImageOps.exif_transpose(im)
+            except Exception:
+                pass  # bad EXIF does not make the pixels unreadable
+            im = _to_8bit(im)
+            if nc == 1 and im.mode == "RGB":
+                im = im.convert("L")
+            elif nc == 3 and im.mode == "L":
+                im = im.convert("RGB")
+            out = np.asarray(_square_resize(im, image_size))
+    except _Unreadable:
+        raise
+    except Exception as e:
+        reason = str(e).strip() or type(e).__name__
+        if "Permission denied" in reason or isinstance(e, PermissionError):
+            reason = "permission denied"
+        raise _Unreadable(f"{type(e).__name__}: {reason}"[:200]) from None
+    return out[None] if nc == 1 else out.transpose(2, 0, 1)
+
+
+def _find_images(root: Path) -> tuple[list[str], int]:
+    """Relative paths (POSIX style, sorted) of image files under ``root``, and the number of
+    other files ignored.
+
+    Follows symlinked folders (datasets are often linked in), remembering each folder's
+    (device, inode) so a link loop cannot make the walk endless. Hidden entries (names
+    starting with ".") are skipped: they are editor, notebook or macOS metadata
+    (".ipynb_checkpoints", "._photo.jpg"), not images.
+    """
+    found, ignored = [], 0
+    seen = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        rel_dir = Path(dirpath).relative_to(root)
+        for f in filenames:
+            if f.startswith("."):
+                continue
+            if f.lower().endswith(IMAGE_EXTENSIONS):
+                found.append((rel_dir / f).as_posix())
+            else:
+                ignored += 1
+    # Sort by path components, not by string: "a/b.png" and "a.png" then order the same
+    # way on every file system, whatever order os.walk visits them in.
+    found.sort(key=lambda p: p.split("/"))
+    return found, ignored
+
+
+def _load_folder(dataroot, image_size, nc, split, max_images, seed, warn) -> Dataset:
+    """Every image under dataroot; see the module docstring and load_dataset.
+
+    Labels: when images sit in sub-folders, the label is the index of the top-level
+    sub-folder's name in sorted order (``classes``), like torchvision's ImageFolder; images
+    deeper down belong to their top-level folder. Images directly in dataroot, next to
+    such sub-folders, form a class named "." placed first. With no sub-folders at all the
+    dataset is unlabelled: labels and classes are None.
+    """
+    if dataroot is None:
+        raise DatasetError("the folder dataset needs --dataroot: it must point to a folder "
+                           "of images (sub-folders become class labels)")
+    root = Path(dataroot).expanduser()
+    if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DatasetError(f"--dataroot {root} {what}: it must point to a folder of images "
+                           f"(sub-folders become class labels)")
+    if split == "test":
+        raise DatasetError("the folder dataset has no test split: every image is training "
+                           "data. Put held-out images in a folder of their own and load it "
+                           "with split 'all'")
+
+    paths, ignored = _find_images(root)
+    top = sorted({p.split("/")[0] for p in paths if "/" in p})
+    if top:
+        classes = (["."] if any("/" not in p for p in paths) else []) + top
+        index = {c: i for i, c in enumerate(classes)}
+        all_labels = np.array([index[p.split("/")[0] if "/" in p else "."] for p in paths],
+                              dtype=np.int64)
+    else:
+        classes, all_labels = None, None
+
+    # With max_images, decode files in a seeded random order until enough have loaded, so a
+    # smoke test on a huge folder decodes little more than it keeps.
+    order = np.arange(len(paths)) if max_images is None \
+        else np.random.default_rng(seed).permutation(len(paths))
+    want = len(paths) if max_images is None else min(max_images, len(paths))
+    loaded: dict[int, np.ndarray] = {}
+    failures: list[tuple[str, str]] = []
+    pos = 0
+    with warnings.catch_warnings():
+        # We enforce our own pixel limit (MAX_IMAGE_PIXELS); Pillow's warning for images
+        # between its two thresholds would only be noise. The filters are set here, once,
+        # because warning filters are process-wide and not safe to change from threads.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        # Pillow also warns about damage it works around ("Corrupt EXIF data", ...), once
+        # per file: in a folder of 100k photos that would drown the one summary we print.
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+        with concurrent.futures.ThreadPoolExecutor(_workers()) as pool:
+            while len(loaded) < want and pos < len(order):
+                # Decode in parallel (Pillow releases the GIL while decoding and resizing);
+                # chunked so that with max_images we stop soon after having enough.
+                chunk = order[pos:pos + max(4 * _workers(), 2 * (want - len(loaded)))]
+                pos += len(chunk)
+                futures = [pool.submit(_decode_file, str(root / paths[i]), image_size, nc)
+                           for i in chunk]
+                for i, fut in zip(chunk, futures):
+                    try:
+                        image = fut.result()
+                    except _Unreadable as e:
+                        failures.append((paths[i], str(e)))
+                        continue
+                    if len(loaded) < want:
+                        loaded[int(i)] = image
+
+    if not loaded:
+        if not paths:
+            raise DatasetError(
+                f"no image files in {root} (found {ignored} other files; looked for "
+                f"{', '.join(IMAGE_EXTENSIONS)}): --dataroot must point to a folder of images")
+        raise DatasetError(
+            f"no usable image in {root}: found {len(paths)} image files and all "
+            f"{len(failures)} that were tried are unreadable, e.g. "
+            + "; ".join(f"{p} ({r})" for p, r in failures[:3]))
+    if failures:
+        examples = "; ".join(f"{p} ({r})" for p, r in failures[:3])
+        warn(f"folder dataset: skipped {len(failures)} unreadable image files of "
+             f"{pos} tried in {root}, e.g. {examples}")
+
+    keep = sorted(loaded)
+    images = np.stack([loaded[i] for i in keep])
+    labels = None if all_labels is None else all_labels[keep]
+    return Dataset(images, labels, "folder", classes=classes, skipped=len(failures))
+
+
+# --------------------------------------------------------------------------- cifar10
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Unpickles only what a CIFAR batch contains: dicts, lists, strings and numpy arrays.
+
+    A pickle can name any Python callable and the loader calls it, so a doctored file
+    "data_batch_1" could run arbitrary code. CIFAR's format is pickle, so we cannot avoid
+    the format, but we can refuse every global except the few numpy needs.
+    """
+
+    _allowed = None
+
+    @classmethod
+    def _allowed_globals(cls):
+        if cls._allowed is None:
+            import codecs
+
+            try:  # numpy >= 2 moved numpy.core to numpy._core
+                from numpy._core import multiarray, numeric
+            except ImportError:  # pragma: no cover - numpy 1.x
+                from numpy.core import multiarray, numeric
+            cls._allowed = {
+                ("numpy._core.multiarray", "_reconstruct"): multiarray._reconstruct,
+                ("numpy._core.multiarray", "scalar"): multiarray.scalar,
+                ("numpy._core.numeric", "_frombuffer"): numeric._frombuffer,
+                ("numpy", "ndarray"): np.ndarray,
+                ("numpy", "dtype"): np.dtype,
+                ("_codecs", "encode"): codecs.encode,  # bytes in protocol-2 pickles
+            }
+        return cls._allowed
+
+    def find_class(self, module, name):
+        key = (module.replace("numpy.core.", "numpy._core."), name)
+        allowed = self._allowed_globals()
+        if key not in allowed:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return allowed[key]
+
+
+def _unpickle(data: bytes, where: str) -> dict:
+    try:
+        # encoding="bytes": the official batches are Python 2 pickles of byte strings.
+        obj = _SafeUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except Exception as e:
+        raise DatasetError(f"{where} is not a readable CIFAR-10 batch ({e}); delete it and "
+                           f"download {CIFAR10_URL} again") from None
+    if not isinstance(obj, dict):
+        raise DatasetError(f"{where} is not a CIFAR-10 batch (no dict inside)")
+    # Keys are bytes in the official Python-2 files, str if someone re-pickled them.
+    return {(k.decode("latin-1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
+
+
+def _cifar_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """One batch -> uint8 (N, 3, 32, 32) images and int64 labels."""
+    d = _unpickle(data, where)
+    try:
+        images = np.asarray(d["data"])
+        labels = np.asarray(d["labels"], dtype=np.int64)
+    except (KeyError, TypeError, ValueError):
+        raise DatasetError(f"{where} is not a CIFAR-10 batch (needs 'data' and 'labels'; "
+                           f"CIFAR-100 files have 'fine_labels')") from None
+    if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != 3 * 32 * 32 \
+            or labels.shape != (len(images),):
+        raise DatasetError(f"{where} is not a CIFAR-10 batch: data {images.dtype} "
+                           f"{images.shape}, {labels.size} labels")
+    # Each row is 1024 red, 1024 green, then 1024 blue values, each plane row-major: that
+    # is exactly (3, 32, 32), our NCHW layout.
+    return images.reshape(-1, 3, 32, 32), labels
+
+
+def _cifar_classes(meta: bytes | None, where: str) -> list[str]:
+    if meta is None:
+        return list(_CIFAR_CLASSES)
+    names = _unpickle(meta, where).get("label_names")
+    if not isinstance(names, list) or len(names) != 10:
+        return list(_CIFAR_CLASSES)
+    return [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names]
+
+
+def _read_cifar_files(root: Path, needed: Sequence[str]) -> tuple[dict[str, bytes], str]:
+    """Bytes of each needed file (and batches.meta if present), from the extracted folder
+    or straight from the archive (no extraction to disk), and where they came from."""
+    for folder in (root / _CIFAR_DIR, root):
+        if all((folder / f).is_file() for f in needed):
+            files = {f: (folder / f).read_bytes() for f in needed}
+            if (folder / "batches.meta").is_file():
+                files["batches.meta"] = (folder / "batches.meta").read_bytes()
+            return files, str(folder)
+    archive = root / _CIFAR_ARCHIVE
+    if archive.is_file():
+        files = {}
+        try:
+            # One sequential pass: gzip cannot seek, so reading members in archive order
+            # decompresses the 163 MB once.
+            with tarfile.open(archive, "r:gz") as tar:
+                for member in tar:
+                    base = posixpath.basename(member.name)
+                    if member.isfile() and (base in needed or base == "batches.meta"):
+                        files[base] = tar.extractfile(member).read()
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise DatasetError(f"{archive} is damaged ({e}); delete it and download "
+                               f"{CIFAR10_URL} again") from None
+        missing = [f for f in needed if f not in files]
+        if missing:
+            raise DatasetError(f"{archive} lacks {', '.join(missing)}; it is not the "
+                               f"CIFAR-10 python archive from {CIFAR10_URL}")
+        return files, str(archive)
+    raise DatasetError(
+        f"CIFAR-10 not found: expected {', '.join(needed)} in {root / _CIFAR_DIR} or {root}, "
+        f"or the archive {_CIFAR_ARCHIVE} in {root}. Download {CIFAR10_URL} (163 MB) into "
+        f"{root}; it is read as it is, no need to extract it")
+
+
+def _load_cifar10(dataroot, image_size, nc, split, max_images, seed) -> Dataset:
+    if dataroot is None:
+        raise DatasetError(f"the cifar10 dataset needs --dataroot: a folder holding "
+                           f"{_CIFAR_ARCHIVE} (download {CIFAR10_URL}) or its extracted "
+                           f"{_CIFAR_DIR}/ folder")
+    root = Path(dataroot).expanduser()
+    needed = {"train": _CIFAR_TRAIN, "test": _CIFAR_TEST, "all": _CIFAR_TRAIN + _CIFAR_TEST}
+    names = needed[split]
+    files, where = _read_cifar_files(root, names)
+    parts = [_cifar_batch(files[f], f"{f} (in {where})") for f in names]
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    idx = _subset(len(images), max_images, seed)
+    # Channels first (3 -> 1 is cheaper before resizing); then resize.
+    images = _resize_array(to_channels(images[idx], nc), image_size)
+    classes = _cifar_classes(files.get("batches.meta"), f"batches.meta (in {where})")
+    return Dataset(images, labels[idx], "cifar10", classes=classes)
+
+
+# --------------------------------------------------------------------------- mnist
+
+def _find_mnist_file(root: Path, name: str) -> Path | None:
+    """``name`` or ``name.gz`` in root, root/raw or root/MNIST/raw (torchvision's layout).
+    Also accepts "train-images.idx3-ubyte", the spelling some mirrors use."""
+    alt = name.replace("-idx", ".idx")
+    for folder in (root, root / "raw", root / "MNIST" / "raw"):
+        for candidate in (name, name + ".gz", alt, alt + ".gz"):
+            if (folder / candidate).is_file():
+                return folder / candidate
+    return None
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """Read an IDX file of unsigned bytes with ``ndim`` dimensions, checking its header.
+
+    Format: two zero bytes, a type byte (0x08 = unsigned byte), the number of dimensions,
+    then each dimension as a big-endian uint32, then the data. MNIST images are
+    0x00000803 (N, 28, 28), labels 0x00000801 (N,).
+    """
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                data = f.read()
+        else:
+            data = path.read_bytes()
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+        raise DatasetError(f"cannot read {path} ({e}); delete it and download it again") \
+            from None
+    header = 4 + 4 * ndim
+    expected_magic = 0x0800 | ndim
+    if len(data) < 4 or struct.unpack(">I", data[:4])[0] != expected_magic:
+        magic = data[:4].hex() if len(data) >= 4 else "missing"
+        raise DatasetError(f"{path} is not an IDX file of {ndim}-D unsigned bytes (magic "
+                           f"number {magic}, expected {expected_magic:08x}); delete it and "
+                           f"download it again")
+    if len(data) < header:
+        raise DatasetError(f"{path} is truncated (header incomplete)")
+    dims = struct.unpack(f">{ndim}I", data[4:header])
+    size = int(np.prod(dims, dtype=np.int64))
+    if len(data) != header + size:
+        raise DatasetError(f"{path} has {len(data) - header} data bytes but its header "
+                           f"declares {dims} = {size}: the file is truncated or corrupt")
+    return np.frombuffer(data, np.uint8, offset=header).reshape(dims)
+
+
+def _load_mnist(dataroot, image_size, nc, split, max_images, seed) -> Dataset:
+    needed = {"train": [_MNIST_TRAIN], "test": [_MNIST_TEST],
+              "all": [_MNIST_TRAIN, _MNIST_TEST]}[split]
+    names = [n for pair in needed for n in pair]
+    if dataroot is None:
+        raise DatasetError(f"the mnist dataset needs --dataroot: a folder holding "
+                           f"{', '.join(names)} (optionally .gz), from {_MNIST_URLS}")
+    root = Path(dataroot).expanduser()
+    found = {n: _find_mnist_file(root, n) for n in names}
+    missing = [n for n, p in found.items() if p is None]
+    if missing:
+        raise DatasetError(
+            f"MNIST not found: missing {', '.join(missing)} (plain or .gz) in {root}, "
+            f"{root / 'raw'} or {root / 'MNIST' / 'raw'}. Download them from {_MNIST_URLS}, "
+            f"or let torchvision.datasets.MNIST(root, download=True) fetch them")
+    images, labels = [], []
+    for image_name, label_name in needed:
+        x = _read_idx(found[image_name], 3)
+        y = _read_idx(found[label_name], 1)
+        if len(x) != len(y):
+            raise DatasetError(f"{found[image_name]} has {len(x)} images but "
+                               f"{found[label_name]} has {len(y)} labels: one of them is "
+                               f"from another download")
+        images.append(x)
+        labels.append(y)
+    x = np.concatenate(images)
+    y = np.concatenate(labels).astype(np.int64)
+    idx = _subset(len(x), max_images, seed)
+    x = _resize_array(x[idx][:, None], image_size)
+    return Dataset(to_channels(x, nc), y[idx], "mnist", classes=[str(d) for d in range(10)])
