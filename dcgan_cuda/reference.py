@@ -278,9 +278,11 @@ def sigmoid_backward(dy, y):
 
 # ------------------------------------------------------------------------------ loss
 def bce_with_logits_forward(z, target):
-    """mean_i [ max(z,0) - z*t + log(1 + exp(-|z|)) ] = mean BCE(sigmoid(z), t), never overflows."""
+    """mean_i [ max(z,0) - z*t + log(1 + exp(-|z|)) ] = mean BCE(sigmoid(z), t), never overflows.
+
+    target: a scalar, or an array with one value per logit (shaped like z, or flat)."""
     z = z.reshape(-1)
-    target = np.broadcast_to(np.asarray(target, dtype=z.dtype), z.shape)
+    target = np.broadcast_to(np.asarray(target, dtype=z.dtype).reshape(-1), z.shape)
     per_item = np.maximum(z, 0) - z * target + np.log1p(np.exp(-np.abs(z)))
     return np.asarray(per_item.mean(), dtype=z.dtype)
 
@@ -289,7 +291,7 @@ def bce_with_logits_backward(z, target, dloss=1.0):
     """d mean BCE / dz = (sigmoid(z) - t) / N, times the upstream gradient."""
     shape = z.shape
     z = z.reshape(-1)
-    target = np.broadcast_to(np.asarray(target, dtype=z.dtype), z.shape)
+    target = np.broadcast_to(np.asarray(target, dtype=z.dtype).reshape(-1), z.shape)
     scale = z.dtype.type(np.asarray(dloss).item() / z.size)
     return ((sigmoid_forward(z) - target) * scale).reshape(shape)
 
