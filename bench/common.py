@@ -1,0 +1,123 @@
+"""What the benchmarks share: naming the machine, timing, FLOP counts, writing results.
+
+Timings are medians: on a GPU of CUDA-event intervals, after warm-up; on a CPU of
+perf_counter intervals. Every result file records the date, the machine and the command.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+# FP32 (non-tensor-core) peaks in TFLOP/s, from the vendors' datasheets.
+FP32_PEAK_TFLOPS = {"H100 PCIe": 51.2, "H100 NVL": 60.0, "H100": 66.9, "H200": 66.9,
+                    "GH200": 66.9, "A100": 19.5, "L40S": 91.6, "L4": 30.3, "A10": 31.2,
+                    "RTX 4090": 82.6, "V100": 15.7, "T4": 8.1}
+
+
+def gpu_description():
+    """(name, FP32 peak in TFLOP/s or None) of the current CuPy device."""
+    import cupy
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    for key in sorted(FP32_PEAK_TFLOPS, key=len, reverse=True):  # most specific name first
+        if key in name:
+            return name, FP32_PEAK_TFLOPS[key]
+    return name, None
+
+
+def cpu_description():
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model} ({os.cpu_count()} logical cores)"
+
+
+def time_cpu(fn, warmup=2, reps=10):
+    """Median milliseconds of fn() on the host clock."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(times))
+
+
+def time_cuda(fn, warmup=3, reps=20, sync=None):
+    """Median milliseconds of fn() between CUDA events on the current stream, after warm-up."""
+    import cupy
+    for _ in range(warmup):
+        fn()
+    cupy.cuda.get_current_stream().synchronize()
+    start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+    times = []
+    for _ in range(reps):
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(start, stop))
+    return float(np.median(times))
+
+
+def time_torch_cuda(fn, warmup=3, reps=20):
+    """Median milliseconds of fn() between torch CUDA events, after warm-up."""
+    import torch
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        times.append(start.elapsed_time(stop))
+    return float(np.median(times))
+
+
+def conv_macs(kind, n, cin, cout, k, out_hw, in_hw):
+    """Multiply-adds of one convolution pass (the same for forward, backward-data, backward-weight).
+
+    conv: every output pixel of every output channel sums cin*k*k products;
+    transposed conv: every *input* pixel scatters into cout*k*k outputs.
+    """
+    if kind == "conv":
+        return n * cout * out_hw[0] * out_hw[1] * cin * k * k
+    return n * cin * in_hw[0] * in_hw[1] * cout * k * k
+
+
+def table(rows, columns):
+    """A plain-text table: rows are dicts, columns (key, header, format)."""
+    cells = [[h for _, h, _ in columns]]
+    for r in rows:
+        cells.append([("" if r.get(k) is None else fmt.format(r[k])) for k, _, fmt in columns])
+    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_json(path, payload):
+    payload = dict(payload)
+    payload.setdefault("date", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    payload.setdefault("command", " ".join([os.path.basename(sys.executable)] + sys.argv))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2)
+        f.write("\n")

@@ -1,0 +1,267 @@
+"""Our convolution kernels against cuDNN, layer by layer, at the DCGAN shapes.
+
+    python bench/conv_bench.py                          # every G and D convolution, 3 directions, all versions
+    python bench/conv_bench.py --layers D2 G3 --directions fwd --versions 1 2
+    python bench/conv_bench.py --batch 64 --image-size 32 --ngf 32 --json out.json
+
+For each convolution of the generator (transposed) and discriminator at batch 128, 64x64,
+ngf = ndf = 64 (pytorch/examples' DCGAN), and each direction (fwd, bwd_data, bwd_weight):
+median ms of CUDA-event timings after warm-up over rotating input buffers (so inputs are
+not sitting in the 50 MB L2), GFLOP/s, % of the card's FP32 peak, max error relative to the
+largest reference value, and the ratio to cuDNN through PyTorch with TF32 off (the fair
+FP32 yardstick) and on (labelled TF32; tensor cores, which Numba cannot use).
+
+Without a GPU it still runs: NumPy reference timings at the same shapes, and a simulator
+validation of every kernel version on tiny shapes; GPU timings need a GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402
+
+from dcgan_cuda import nn as our_nn  # noqa: E402
+from dcgan_cuda import reference  # noqa: E402
+from dcgan_cuda.models import build_models  # noqa: E402
+
+DIRECTIONS = ("fwd", "bwd_data", "bwd_weight")
+
+
+def dcgan_convolutions(arch, batch, size, nc, nz, ngf, ndf):
+    """Every convolution of G and D: name, kind, x shape, w shape, stride, padding, output shape."""
+    netG, netD = build_models(arch, size, nc, nz, ngf, ndf, seed=0)
+    layers = []
+    for prefix, net, shape in (("G", netG, (batch, nz, 1, 1)), ("D", netD, (batch, nc, size, size))):
+        index = 0
+        for layer in net.main:
+            if isinstance(layer, our_nn.Linear):
+                shape = (batch, layer.shape[0])
+            elif isinstance(layer, our_nn.Unflatten):
+                shape = (batch,) + layer.shape
+            elif isinstance(layer, (our_nn.Conv2d, our_nn.ConvTranspose2d)):
+                index += 1
+                n, cin, h, w = shape
+                transposed = isinstance(layer, our_nn.ConvTranspose2d)
+                kh, kw = layer.shape[2:]
+                (sh, sw), (ph, pw) = layer.stride, layer.padding
+                if transposed:
+                    cout = layer.shape[1]
+                    oph, opw = layer.output_padding
+                    out = (n, cout, (h - 1) * sh - 2 * ph + kh + oph, (w - 1) * sw - 2 * pw + kw + opw)
+                else:
+                    cout = layer.shape[0]
+                    out = (n, cout, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
+                kind = "convT" if transposed else "conv"
+                layers.append(dict(name=f"{prefix}{index}", kind=kind, x=shape, w=layer.shape, y=out,
+                                   stride=(sh, sw), padding=(ph, pw),
+                                   label=f"{prefix}{index} {kind} {cin}->{cout} {h}->{out[2]} k{kh}s{sh}p{ph}"))
+                shape = out
+    return layers
+
+
+def macs(layer):
+    n, cin, h, w = layer["x"]
+    _, cout, ho, wo = layer["y"]
+    kh, kw = layer["w"][2:]
+    if layer["kind"] == "conv":
+        return n * cout * ho * wo * cin * kh * kw
+    return n * cin * h * w * cout * kh * kw
+
+
+def reference_direction(layer, direction, x, w, dy):
+    """The NumPy result of one direction of one layer (float32)."""
+    s, p = layer["stride"], layer["padding"]
+    if layer["kind"] == "conv":
+        return {"fwd": lambda: reference.conv2d_forward(x, w, None, s, p),
+                "bwd_data": lambda: reference.conv2d_backward_data(dy, w, x.shape, s, p),
+                "bwd_weight": lambda: reference.conv2d_backward_weight(x, dy, w.shape, s, p)}[direction]()
+    return {"fwd": lambda: reference.conv2d_backward_data(x, w, layer["y"], s, p),
+            "bwd_data": lambda: reference.conv2d_forward(dy, w, None, s, p),
+            "bwd_weight": lambda: reference.conv2d_backward_weight(dy, x, w.shape, s, p)}[direction]()
+
+
+def our_launcher(layer, direction, version, x, w, dy, out):
+    from dcgan_cuda.kernels import conv2d, conv_transpose2d
+    module = conv2d if layer["kind"] == "conv" else conv_transpose2d
+    s, p = layer["stride"], layer["padding"]
+    if direction == "fwd":
+        return lambda: module.forward(x, w, out, s, p, version=version)
+    if direction == "bwd_data":
+        return lambda: module.backward_data(dy, w, out, s, p, version=version)
+    return lambda: module.backward_weight(x, dy, out, s, p, version=version)
+
+
+def cudnn_launcher(layer, direction, x, w, dy):
+    import torch
+    import torch.nn.functional as F
+    s, p = layer["stride"], layer["padding"]
+    if layer["kind"] == "conv":
+        return {"fwd": lambda: F.conv2d(x, w, None, s, p),
+                "bwd_data": lambda: torch.nn.grad.conv2d_input(layer["x"], w, dy, s, p),
+                "bwd_weight": lambda: torch.nn.grad.conv2d_weight(x, layer["w"], dy, s, p)}[direction]
+    # The transposed convolution's three directions are conv2d's, read through the duality.
+    return {"fwd": lambda: torch.nn.grad.conv2d_input(layer["y"], w, x, s, p),
+            "bwd_data": lambda: F.conv2d(dy, w, None, s, p),
+            "bwd_weight": lambda: torch.nn.grad.conv2d_weight(dy, layer["w"], x, s, p)}[direction]
+
+
+def output_shape(layer, direction):
+    if direction == "bwd_weight":
+        return layer["w"]
+    if direction == "fwd":
+        return layer["y"]
+    return layer["x"]
+
+
+def rotating(make, count):
+    """count independent copies of an input, so that successive timed runs miss in L2."""
+    return [make() for _ in range(count)]
+
+
+def run_gpu(args, layers, versions):
+    import cupy
+    name, peak = common.gpu_description()
+    print(f"GPU: {name}" + (f" (FP32 peak {peak} TFLOP/s)" if peak else ""))
+    try:
+        import torch
+        have_torch = torch.cuda.is_available()
+    except ImportError:
+        have_torch = False
+    if not have_torch:
+        print("PyTorch with CUDA is not installed: no cuDNN comparison")
+    rng = np.random.default_rng(0)
+    rows = []
+    for layer in layers:
+        x = rng.standard_normal(layer["x"]).astype(np.float32)
+        w = (rng.standard_normal(layer["w"]) * 0.05).astype(np.float32)
+        dy = rng.standard_normal(layer["y"]).astype(np.float32)
+        per_set = x.nbytes + w.nbytes + dy.nbytes
+        sets = max(2, min(8, int(np.ceil(120e6 / per_set))))  # > 2x the L2 in total
+        d_sets = rotating(lambda: tuple(cupy.asarray(a) for a in (x, w, dy)), sets)
+        for direction in args.directions:
+            flop = 2 * macs(layer)
+            ref = reference_direction(layer, direction, x, w, dy)
+            scale = float(np.abs(ref).max()) or 1.0
+            cudnn = {}
+            if have_torch:
+                t_sets = [tuple(torch.as_tensor(a, device="cuda") for a in (x, w, dy)) for _ in range(sets)]
+                for tf32 in (False, True):
+                    torch.backends.cudnn.allow_tf32 = tf32
+                    torch.backends.cudnn.benchmark = True
+                    fns = [cudnn_launcher(layer, direction, *t) for t in t_sets]
+                    counter = iter(range(10**9))
+                    cudnn[tf32] = common.time_torch_cuda(lambda: fns[next(counter) % sets](),
+                                                         args.warmup, args.reps)
+                del t_sets
+            for version in versions:
+                outs = [cupy.empty(output_shape(layer, direction), dtype=cupy.float32) for _ in range(sets)]
+                fns = [our_launcher(layer, direction, version, *d, o) for d, o in zip(d_sets, outs)]
+                fns[0]()
+                err = float(np.abs(outs[0].get() - ref).max()) / scale
+                counter = iter(range(10**9))
+                ms = common.time_cuda(lambda: fns[next(counter) % sets](), args.warmup, args.reps)
+                row = dict(layer=layer["label"], direction=direction, version=version, ms=ms,
+                           gflops=flop / ms / 1e6, rel_err=err)
+                if peak:
+                    row["pct_peak"] = 100 * flop / ms / 1e9 / peak
+                if cudnn:
+                    row["cudnn_fp32_ms"], row["cudnn_tf32_ms"] = cudnn[False], cudnn[True]
+                    row["x_cudnn_fp32"] = cudnn[False] / ms
+                    row["x_cudnn_tf32"] = cudnn[True] / ms
+                rows.append(row)
+                print(f"{row['layer']:<34} {direction:<10} v{version} {ms:8.3f} ms {row['gflops']:8.0f} GFLOP/s"
+                      + (f"  x cuDNN FP32 {row['x_cudnn_fp32']:.2f}  TF32 {row['x_cudnn_tf32']:.2f}" if cudnn else "")
+                      + f"  rel err {err:.1e}", flush=True)
+        del d_sets
+    print()
+    cols = [("layer", "layer", "{}"), ("direction", "dir", "{}"), ("version", "v", "{}"),
+            ("ms", "ms", "{:.3f}"), ("gflops", "GFLOP/s", "{:.0f}"), ("pct_peak", "% peak", "{:.1f}"),
+            ("rel_err", "rel err", "{:.1e}"), ("cudnn_fp32_ms", "cuDNN FP32 ms", "{:.3f}"),
+            ("x_cudnn_fp32", "x cuDNN FP32", "{:.2f}"), ("x_cudnn_tf32", "x cuDNN TF32", "{:.2f}")]
+    print(common.table(rows, cols))
+    summary = {}
+    for version in versions:
+        ratios = [r["x_cudnn_fp32"] for r in rows if r["version"] == version and "x_cudnn_fp32" in r]
+        if ratios:
+            summary[version] = float(np.exp(np.mean(np.log(ratios))))
+            print(f"version {version}: geometric mean speed vs cuDNN FP32 (TF32 off) = {summary[version]:.2f}x")
+    return {"machine": name, "fp32_peak_tflops": peak, "results": rows,
+            "geomean_x_cudnn_fp32": summary}
+
+
+def run_cpu(args, layers, versions):
+    print(f"No GPU ({args.why}): GPU timings need a GPU. Timing the NumPy reference on "
+          f"{common.cpu_description()} and validating every kernel version in the simulator.")
+    rng = np.random.default_rng(0)
+    rows = []
+    for layer in layers:
+        x = rng.standard_normal(layer["x"]).astype(np.float32)
+        w = (rng.standard_normal(layer["w"]) * 0.05).astype(np.float32)
+        dy = rng.standard_normal(layer["y"]).astype(np.float32)
+        for direction in args.directions:
+            ms = common.time_cpu(lambda: reference_direction(layer, direction, x, w, dy), 1, args.cpu_reps)
+            rows.append(dict(layer=layer["label"], direction=direction, ms=ms,
+                             gflops=2 * macs(layer) / ms / 1e6))
+            print(f"{layer['label']:<34} {direction:<10} numpy {ms:9.2f} ms {rows[-1]['gflops']:7.1f} GFLOP/s",
+                  flush=True)
+    sim = {}
+    if not args.no_sim:
+        env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+        for module in ("conv2d", "conv_transpose2d"):
+            cmd = [sys.executable, "-m", f"dcgan_cuda.kernels.{module}", "--sim"]
+            for v in versions:
+                cmd += ["--version", str(v)]
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            print(proc.stdout + proc.stderr)
+            sim[module] = proc.returncode == 0
+    return {"machine": common.cpu_description(), "numpy_results": rows, "simulator_validation": sim}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--nc", type=int, default=3)
+    p.add_argument("--nz", type=int, default=100)
+    p.add_argument("--ngf", type=int, default=64)
+    p.add_argument("--ndf", type=int, default=64)
+    p.add_argument("--arch", default="pytorch", choices=("pytorch", "paper"))
+    p.add_argument("--layers", nargs="*", default=None, help="e.g. G2 D3 (default: all)")
+    p.add_argument("--directions", nargs="*", default=list(DIRECTIONS), choices=DIRECTIONS)
+    p.add_argument("--versions", nargs="*", type=int, default=None, help="default: all")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--cpu-reps", type=int, default=3, help="repetitions of the NumPy timing (no GPU)")
+    p.add_argument("--no-sim", action="store_true", help="without a GPU: skip the simulator validation")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    layers = dcgan_convolutions(args.arch, args.batch, args.image_size, args.nc, args.nz, args.ngf, args.ndf)
+    if args.layers:
+        unknown = set(args.layers) - {layer["name"] for layer in layers}
+        if unknown:
+            p.error(f"unknown layers {sorted(unknown)}; this model has {[l['name'] for l in layers]}")
+        layers = [layer for layer in layers if layer["name"] in args.layers]
+    from dcgan_cuda.backend import gpu_status
+    ok, args.why = gpu_status()
+    from dcgan_cuda.kernels import conv2d
+    versions = args.versions or sorted(conv2d.VERSIONS)
+    print(f"DCGAN ({args.arch}) convolutions at batch {args.batch}, {args.nc}x{args.image_size}x{args.image_size}, "
+          f"ngf {args.ngf}, ndf {args.ndf}")
+    result = run_gpu(args, layers, versions) if ok else run_cpu(args, layers, versions)
+    if args.json:
+        common.write_json(args.json, dict(result, batch=args.batch, image_size=args.image_size,
+                                          ngf=args.ngf, ndf=args.ndf, arch=args.arch))
+    failed = [m for m, good in result.get("simulator_validation", {}).items() if not good]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""One full DCGAN training step: ours versus PyTorch eager, same architecture, same batch.
+
+A step is what dcgan_cuda.train does per batch: D on a real batch and on a fake batch,
+D's Adam step, then G through D, G's Adam step. Both sides skip D's weight gradients in
+the G step (D is frozen there), so they do the same arithmetic.
+
+    python bench/train_bench.py --device cpu      # NumPy backend vs PyTorch CPU (32x32, batch 64)
+    python bench/train_bench.py --device cuda     # our kernels vs PyTorch CUDA (64x64, batch 128),
+                                                  # PyTorch in FP32 with TF32 off, and TF32 on (labelled)
+
+Reports ms per step, images per second, and (on a GPU) the step's FLOP count against the
+card's FP32 peak: the physical floor.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402
+from torch_twin import torch_forward, torch_twin  # noqa: E402
+
+from dcgan_cuda import nn as our_nn  # noqa: E402
+from dcgan_cuda.autograd import Tensor  # noqa: E402
+from dcgan_cuda.backend import get_backend  # noqa: E402
+from dcgan_cuda.models import build_models  # noqa: E402
+from dcgan_cuda.optim import Adam  # noqa: E402
+from dcgan_cuda.train import train_step  # noqa: E402
+
+
+def step_flops(netG, netD, batch):
+    """FLOPs of one training step's convolutions and dense layers (2 per multiply-add).
+
+    Passes per layer: D on real: forward, backward-data (not the first layer), weight grads.
+    D on fake: the same. G forward once. G step: D forward and backward-data through every
+    layer (down to the fake images), G backward-data (not the first layer) and weight grads.
+    """
+    def layer_macs(net, x_shape):
+        macs = []
+        shape = x_shape
+        for layer in net.main:
+            if isinstance(layer, (our_nn.Conv2d, our_nn.ConvTranspose2d)):
+                n, cin, h, w = shape
+                if isinstance(layer, our_nn.Conv2d):
+                    cout, _, kh, kw = layer.shape
+                    (sh, sw), (ph, pw) = layer.stride, layer.padding
+                    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+                    macs.append(n * cout * ho * wo * cin * kh * kw)
+                else:
+                    _, cout, kh, kw = layer.shape
+                    (sh, sw), (ph, pw), (oh, ow) = layer.stride, layer.padding, layer.output_padding
+                    ho, wo = (h - 1) * sh - 2 * ph + kh + oh, (w - 1) * sw - 2 * pw + kw + ow
+                    macs.append(n * cin * h * w * cout * kh * kw)
+                shape = (n, cout, ho, wo)
+            elif isinstance(layer, our_nn.Linear):
+                out_f, in_f = layer.shape
+                macs.append(shape[0] * in_f * out_f)
+                shape = (shape[0], out_f)
+            elif isinstance(layer, our_nn.Unflatten):
+                shape = (shape[0],) + layer.shape
+            elif isinstance(layer, our_nn.Flatten):
+                shape = (shape[0], int(np.prod(shape[1:])))
+        return macs
+
+    g = layer_macs(netG, (batch, netG.nz, 1, 1) if netG.arch == "pytorch" else (batch, netG.nz))
+    d = layer_macs(netD, (batch, netD.nc, netD.image_size, netD.image_size))
+    d_train = sum(d) + sum(d[1:]) + sum(d)          # forward, backward-data, weights
+    g_step = sum(d) + sum(d) + sum(g[1:]) + sum(g)   # D forward + backward-data, G backward
+    return 2 * (2 * d_train + sum(g) + g_step)
+
+
+def our_step(netG, netD, optG, optD, backend, real, noise):
+    return lambda: train_step(netG, netD, optG, optD, Tensor(real, backend), Tensor(noise, backend))
+
+
+def torch_step(netG, netD, device, real, noise, lr, beta1):
+    import torch
+    G, D = torch_twin(netG).to(device), torch_twin(netD).to(device)
+    optG = torch.optim.Adam(G.parameters(), lr=lr, betas=(beta1, 0.999))
+    optD = torch.optim.Adam(D.parameters(), lr=lr, betas=(beta1, 0.999))
+    loss = torch.nn.BCEWithLogitsLoss()
+    real_t = torch.as_tensor(real, device=device)
+    noise_t = torch.as_tensor(noise, device=device)
+    ones = torch.ones(real.shape[0], device=device)
+    zeros = torch.zeros(real.shape[0], device=device)
+
+    def step():
+        D.zero_grad()
+        out = torch_forward(D, real_t, False)
+        err_real = loss(out, ones)
+        err_real.backward()
+        fake = torch_forward(G, noise_t, True)
+        err_fake = loss(torch_forward(D, fake.detach(), False), zeros)
+        err_fake.backward()
+        optD.step()
+        G.zero_grad()
+        D.requires_grad_(False)
+        err_g = loss(torch_forward(D, fake, False), ones)
+        err_g.backward()
+        D.requires_grad_(True)
+        optG.step()
+        return err_g
+    return step
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "sim"))
+    p.add_argument("--batch", type=int, default=None, help="default: 64 on cpu, 128 on cuda, 2 on sim")
+    p.add_argument("--image-size", type=int, default=None, help="default: 32 on cpu, 64 on cuda, 16 on sim")
+    p.add_argument("--ngf", type=int, default=None, help="default 64 (4 on sim)")
+    p.add_argument("--ndf", type=int, default=None, help="default 64 (4 on sim)")
+    p.add_argument("--nc", type=int, default=3)
+    p.add_argument("--nz", type=int, default=100)
+    p.add_argument("--arch", default="pytorch", choices=("pytorch", "paper"))
+    p.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--no-torch", action="store_true", help="do not run the PyTorch comparison")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    args = p.parse_args(argv)
+    sim = args.device == "sim"
+    gpu = args.device == "cuda"
+    batch = args.batch or (2 if sim else 128 if gpu else 64)
+    size = args.image_size or (16 if sim else 64 if gpu else 32)
+    ngf, ndf = args.ngf or (4 if sim else 64), args.ndf or (4 if sim else 64)
+    if sim:
+        args.steps, args.warmup = min(args.steps, 1), 0
+
+    backend = get_backend(args.device)
+    netG, netD = build_models(args.arch, size, args.nc, args.nz, ngf, ndf, seed=0)
+    host_state = (netG.state_dict(), netD.state_dict())
+    rng = np.random.default_rng(0)
+    real = rng.uniform(-1, 1, (batch, args.nc, size, size)).astype(np.float32)
+    noise = netG.sample_noise(batch, rng)
+    flops = step_flops(netG, netD, batch)
+
+    machine = common.gpu_description() if gpu else (common.cpu_description(), None)
+    name, peak = machine
+    print(f"machine: {name}" + (f" (FP32 peak {peak} TFLOP/s)" if peak else ""))
+    print(f"DCGAN step: arch {args.arch}, batch {batch}, {args.nc}x{size}x{size}, ngf {ngf}, ndf {ndf}: "
+          f"{flops / 1e9:.1f} GFLOP")
+
+    rows = []
+
+    def record(label, ms):
+        row = {"impl": label, "ms": ms, "img_s": batch / ms * 1e3, "gflops": flops / ms / 1e6}
+        if peak:
+            row["pct_peak"] = 100 * flops / ms / 1e9 / peak
+        rows.append(row)
+        print(f"  {label:<34} {ms:9.2f} ms/step")
+
+    netG.to(backend)
+    netD.to(backend)
+    optG = Adam(netG.parameters(), 2e-4, (0.5, 0.999))
+    optD = Adam(netD.parameters(), 2e-4, (0.5, 0.999))
+    step = our_step(netG, netD, optG, optD, backend, backend.asarray(real), backend.asarray(noise))
+    if gpu:
+        ms = common.time_cuda(step, args.warmup, args.steps)
+    else:
+        ms = common.time_cpu(step, args.warmup, args.steps)
+    record(f"dcgan_cuda ({backend.name})", ms)
+
+    if not args.no_torch and not sim:
+        try:
+            import torch
+        except ImportError:
+            print("  PyTorch is not installed: no comparison (pip install torch)")
+        else:
+            netG.to(get_backend("cpu")).load_state_dict(host_state[0])
+            netD.to(get_backend("cpu")).load_state_dict(host_state[1])
+            if gpu:
+                for tf32 in (False, True):
+                    torch.backends.cudnn.allow_tf32 = tf32
+                    torch.backends.cuda.matmul.allow_tf32 = tf32
+                    torch.backends.cudnn.benchmark = True
+                    step = torch_step(netG, netD, "cuda", real, noise, 2e-4, 0.5)
+                    record(f"PyTorch {torch.__version__} eager " + ("TF32" if tf32 else "FP32"),
+                           common.time_torch_cuda(step, args.warmup, args.steps))
+            else:
+                step = torch_step(netG, netD, "cpu", real, noise, 2e-4, 0.5)
+                record(f"PyTorch {torch.__version__} CPU ({torch.get_num_threads()} threads)",
+                       common.time_cpu(step, args.warmup, args.steps))
+            ratio = rows[0]["ms"] / rows[1]["ms"]
+            print(f"ratio ours / PyTorch {'FP32' if gpu else 'CPU'}: {ratio:.2f}x")
+    cols = [("impl", "implementation", "{}"), ("ms", "ms/step", "{:.2f}"), ("img_s", "img/s", "{:.0f}"),
+            ("gflops", "GFLOP/s", "{:.0f}")] + ([("pct_peak", "% FP32 peak", "{:.1f}")] if peak else [])
+    print()
+    print(common.table(rows, cols))
+    if args.json:
+        common.write_json(args.json, {"machine": name, "fp32_peak_tflops": peak, "arch": args.arch,
+                                      "batch": batch, "image_size": size, "nc": args.nc, "ngf": ngf,
+                                      "ndf": ndf, "step_gflop": flops / 1e9, "results": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
