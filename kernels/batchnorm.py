@@ -1,0 +1,474 @@
+"""batchnorm — per-channel statistics, normalise, backward, running statistics.
+
+What it computes, per channel c over the M = N*H*W values of x[:, c]:
+    forward_train   mean = sum(x)/M,  var = sum((x - mean)^2)/M           (biased)
+                    y = (x - mean) * scale + beta,  scale = gamma / sqrt(var + eps)
+    forward_eval    the same map with the running mean and var
+    update_running  r_mean = (1-m)*r_mean + m*mean,  r_var = (1-m)*r_var + m*var*M/(M-1)
+    backward        xhat = (x - mean)*invstd,  dbeta = sum(dy),  dgamma = sum(dy*xhat)
+                    training (batch statistics):  dx = gamma*invstd*(dy - dbeta/M - xhat*dgamma/M)
+                    eval (running statistics):    dx = gamma*invstd*dy
+forward_* and backward write their outputs (=); update_running updates the running
+buffers in place (r = (1-m)*r + m*stat).
+
+How threads map to data. Two kinds of kernel, as the two halves of the work differ:
+  * per-channel reductions (statistics; the backward's two sums): one block per channel,
+    walking the channel's N runs of H*W contiguous floats with consecutive threads on
+    consecutive addresses, each thread summing privately in a fixed order, then a tree in
+    shared memory (reduction.py explains both). The variance takes two passes over the
+    channel inside the same kernel: the mean first, then the sum of squared deviations. The
+    one-pass formula E[x^2] - E[x]^2 subtracts two nearly equal numbers when |mean| >> std
+    and loses every digit of the variance in float32 (try x = 1000 + N(0, 1): E[x^2] ~ 1e6,
+    whose float32 spacing is 0.06). The block's thread 0 then folds everything the
+    elementwise pass needs into a few numbers per channel (scale = gamma*invstd; for the
+    backward also dbeta/M and dgamma/M), so that pass does no square roots.
+  * elementwise passes (y, dx): a grid-stride loop over all N*C*H*W elements, reading the
+    per-channel coefficients of the element's channel (they stay in L1).
+The coefficients pass between the two kernels through a few floats of scratch memory
+(reduction.workspace). Nothing combines in a data-dependent order: results are bitwise
+reproducible.
+
+Napkin math at the DCGAN shapes (batch 128, 64x64, ngf = ndf = 64). G normalises
+(128, 512, 4, 4), (128, 256, 8, 8), (128, 128, 16, 16), (128, 64, 32, 32); D the middle
+three of those (D's first layer has no batchnorm): 23 M elements per training step, ~10
+FLOP each forward and ~12 backward, ~0.5 GFLOP in all: nothing for a GPU. The bytes
+decide: forward must read x and write y (8 bytes/element, 184 MB per step, 55 us at an
+H100 SXM's 3.35 TB/s), backward must read dy and x and write dx (12 bytes/element, 83 us).
+Version 1 reads x three times forward and dy, x twice backward (16 and 20 bytes/element;
+the repeat reads of a layer under 50 MB can come from L2). The largest layer,
+(128, 64, 32, 32) = 33.5 MB, has only 64 channels: 64 blocks on 132 SMs, each thread
+making 512 trips with one load in flight, so the reductions of version 1 use a few percent
+of the bandwidth there (see reduction.py). Version 2 splits each channel over several
+blocks (~1000 blocks in all): each block computes the mean and the sum of squared
+deviations M2 of its chunk (two passes over a chunk that sits in L1/L2), and a second
+kernel merges the chunks of a channel in a fixed order with Chan's formula for combining
+variances:
+    n = na + nb,  d = mean_b - mean_a,  mean = mean_a + d*nb/n,  M2 = M2a + M2b + d^2*na*nb/n
+
+Versions:
+    1  block-per-channel  one block per channel for the statistics and the backward sums; grid-stride elementwise passes
+    2  split-channel  each channel split over several blocks; chunks merged in a fixed order (Chan's formula)
+Run:
+    python -m dcgan_cuda.kernels.batchnorm --sim     validate on the CPU
+    python -m dcgan_cuda.kernels.batchnorm           validate and time on a GPU
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda, float32
+
+from dcgan_cuda import reference
+
+from .jit import Version, f32, f32_1d, f32_2d, grid_1d, i64, kernel, scalar
+from .reduction import THREADS, advance, block_sum, block_sum2, channel_view, splits_for, workspace
+
+# Rows of the backward's per-channel coefficients (a (4, C) scratch array).
+INVSTD, SCALE, MEAN_DY, MEAN_DY_XHAT = 0, 1, 2, 3
+
+
+# ------------------------------------------------------------ per-channel formulas
+@cuda.jit(device=True)
+def inverse_std(var, eps):
+    return float32(1.0) / math.sqrt(var + eps)
+
+
+@cuda.jit(device=True)
+def write_backward_coefficients(c, sum_dy, sum_dy_xhat, gamma, invstd, count, batch_stats,
+                                dgamma, dbeta, coef):
+    """dbeta, dgamma (=) and the coefficients of dx = scale*(dy - mean_dy - xhat*mean_dy_xhat).
+    With running statistics the two centring terms vanish: dx = scale*dy exactly."""
+    dbeta[c] = sum_dy
+    dgamma[c] = sum_dy_xhat
+    coef[INVSTD, c] = invstd
+    coef[SCALE, c] = gamma * invstd
+    if batch_stats:
+        coef[MEAN_DY, c] = sum_dy / float32(count)
+        coef[MEAN_DY_XHAT, c] = sum_dy_xhat / float32(count)
+    else:
+        coef[MEAN_DY, c] = float32(0.0)
+        coef[MEAN_DY_XHAT, c] = float32(0.0)
+
+
+# ------------------------------------------------------------------------ version 1
+@kernel((f32_2d, f32_1d, f32_1d, f32_1d, f32_1d, i64, f32))
+def statistics_v1(x, gamma, mean, var, scale, channels, eps):
+    """Block c: mean[c], biased var[c] (two passes), scale[c] = gamma/sqrt(var+eps); all (=).
+    x is viewed (N*C, H*W)."""
+    partial = cuda.shared.array(THREADS, float32)
+    c, tid = cuda.blockIdx.x, cuda.threadIdx.x
+    rows, run = x.shape
+    batch = rows // channels
+    count = float32(batch * run)
+    dn, ds = THREADS // run, THREADS % run
+
+    acc = float32(0.0)  # pass 1: the mean
+    n, s = tid // run, tid % run
+    while n < batch:
+        acc += x[n * channels + c, s]
+        n, s = advance(n, s, dn, ds, run)
+    partial[tid] = acc
+    mu = block_sum(partial, tid) / count
+
+    acc = float32(0.0)  # pass 2: squared deviations from it (the channel is likely still in L2)
+    n, s = tid // run, tid % run
+    while n < batch:
+        d = x[n * channels + c, s] - mu
+        acc += d * d
+        n, s = advance(n, s, dn, ds, run)
+    partial[tid] = acc
+    sigma2 = block_sum(partial, tid) / count
+
+    if tid == 0:
+        mean[c] = mu
+        var[c] = sigma2
+        scale[c] = gamma[c] * inverse_std(sigma2, eps)
+
+
+@kernel((f32_1d, f32_1d, f32_1d, f32))
+def eval_scale_v1(gamma, running_var, scale, eps):
+    """scale[c] = gamma[c] / sqrt(running_var[c] + eps); one thread per channel, (=)."""
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for c in range(start, scale.shape[0], stride):
+        scale[c] = gamma[c] * inverse_std(running_var[c], eps)
+
+
+@kernel((f32_2d, f32_1d, f32_1d, f32_1d, f32_2d, i64, i64))
+def normalise_v1(x, mean, scale, beta, y, channels, n):
+    """y = (x - mean[c])*scale[c] + beta[c], elementwise over x viewed (N*C, H*W); (=).
+    (x - mean) first, not x*scale + (beta - mean*scale): the latter cancels when |mean| >> std."""
+    run = x.shape[1]
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, n, stride):
+        r = i // run
+        s = i - r * run
+        c = r % channels
+        y[r, s] = (x[r, s] - mean[c]) * scale[c] + beta[c]
+
+
+@kernel((f32_1d, f32_1d, f32_1d, f32_1d, f32, f32, f32))
+def update_running_v1(running_mean, running_var, mean, var, keep, momentum, unbias):
+    """r = keep*r + momentum*stat (keep = 1 - momentum), var made unbiased by the host scalar
+    unbias = M/(M-1); in place, one thread per channel."""
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for c in range(start, mean.shape[0], stride):
+        running_mean[c] = running_mean[c] * keep + momentum * mean[c]
+        running_var[c] = running_var[c] * keep + momentum * (var[c] * unbias)
+
+
+@kernel((f32_2d, f32_2d, f32_1d, f32_1d, f32_1d, f32_1d, f32_1d, f32_2d, i64, f32, i64))
+def backward_sums_v1(dy, x, gamma, mean, var, dgamma, dbeta, coef, channels, eps, batch_stats):
+    """Block c: dbeta[c] = sum(dy), dgamma[c] = sum(dy*xhat) in one pass (=), and the dx
+    coefficients of channel c into coef (see write_backward_coefficients)."""
+    sums_dy = cuda.shared.array(THREADS, float32)
+    sums_dy_xhat = cuda.shared.array(THREADS, float32)
+    c, tid = cuda.blockIdx.x, cuda.threadIdx.x
+    rows, run = x.shape
+    batch = rows // channels
+    mu, invstd = mean[c], inverse_std(var[c], eps)
+    dn, ds = THREADS // run, THREADS % run
+    acc_dy, acc_dy_xhat = float32(0.0), float32(0.0)
+    n, s = tid // run, tid % run
+    while n < batch:
+        r = n * channels + c
+        g = dy[r, s]
+        acc_dy += g
+        acc_dy_xhat += g * ((x[r, s] - mu) * invstd)
+        n, s = advance(n, s, dn, ds, run)
+    sums_dy[tid] = acc_dy
+    sums_dy_xhat[tid] = acc_dy_xhat
+    sum_dy, sum_dy_xhat = block_sum2(sums_dy, sums_dy_xhat, tid)
+    if tid == 0:
+        write_backward_coefficients(c, sum_dy, sum_dy_xhat, gamma[c], invstd, batch * run, batch_stats,
+                                    dgamma, dbeta, coef)
+
+
+@kernel((f32_2d, f32_2d, f32_1d, f32_2d, f32_2d, i64, i64))
+def dx_v1(dy, x, mean, coef, dx, channels, n):
+    """dx = scale*(dy - mean_dy - xhat*mean_dy_xhat) elementwise, coefficients per channel; (=)."""
+    run = x.shape[1]
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, n, stride):
+        r = i // run
+        s = i - r * run
+        c = r % channels
+        xhat = (x[r, s] - mean[c]) * coef[INVSTD, c]
+        dx[r, s] = coef[SCALE, c] * (dy[r, s] - coef[MEAN_DY, c] - xhat * coef[MEAN_DY_XHAT, c])
+
+
+def _statistics_block(x2, gamma, mean, var, scale, channels, eps):
+    statistics_v1[channels, THREADS](x2, gamma, mean, var, scale, channels, eps)
+
+
+def _backward_sums_block(dy2, x2, gamma, mean, var, dgamma, dbeta, coef, channels, eps, batch_stats):
+    backward_sums_v1[channels, THREADS](dy2, x2, gamma, mean, var, dgamma, dbeta, coef, channels, eps,
+                                        batch_stats)
+
+
+# ------------------------------------------------------------------------ version 2
+@cuda.jit(device=True)
+def chunk_bounds(j, splits, count):
+    """[begin, end) of chunk j when count values are cut into `splits` nearly equal chunks."""
+    chunk = (count + splits - 1) // splits
+    return min(j * chunk, count), min((j + 1) * chunk, count)
+
+
+@kernel((f32_2d, f32_2d, f32_2d, i64))
+def chunk_moments_v2(x, chunk_mean, chunk_m2, channels):
+    """Block (c, j): mean and sum of squared deviations (M2) of chunk j of channel c (=).
+    Two passes over the chunk, as in version 1, but over a chunk small enough to stay cached."""
+    partial = cuda.shared.array(THREADS, float32)
+    c, j, tid = cuda.blockIdx.x, cuda.blockIdx.y, cuda.threadIdx.x
+    splits = chunk_mean.shape[1]
+    rows, run = x.shape
+    begin, end = chunk_bounds(j, splits, (rows // channels) * run)
+    dn, ds = THREADS // run, THREADS % run
+
+    acc = float32(0.0)
+    i = begin + tid
+    n, s = i // run, i % run
+    while i < end:
+        acc += x[n * channels + c, s]
+        n, s = advance(n, s, dn, ds, run)
+        i += THREADS
+    partial[tid] = acc
+    mu = block_sum(partial, tid) / float32(max(end - begin, 1))
+
+    acc = float32(0.0)
+    i = begin + tid
+    n, s = i // run, i % run
+    while i < end:
+        d = x[n * channels + c, s] - mu
+        acc += d * d
+        n, s = advance(n, s, dn, ds, run)
+        i += THREADS
+    partial[tid] = acc
+    m2 = block_sum(partial, tid)
+    if tid == 0:
+        chunk_mean[c, j] = mu
+        chunk_m2[c, j] = m2
+
+
+@kernel((f32_2d, f32_2d, f32_1d, f32_1d, f32_1d, f32_1d, i64, f32))
+def merge_moments_v2(chunk_mean, chunk_m2, gamma, mean, var, scale, count, eps):
+    """Thread c merges channel c's chunks 0, 1, 2, ... in that order (Chan et al.), then writes
+    mean, biased var and scale = gamma/sqrt(var+eps) (=)."""
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    channels, splits = chunk_mean.shape
+    for c in range(start, channels, stride):
+        n_a = float32(0.0)
+        mean_a = float32(0.0)
+        m2_a = float32(0.0)
+        for j in range(splits):
+            begin, end = chunk_bounds(j, splits, count)
+            if end > begin:
+                n_b = float32(end - begin)
+                n = n_a + n_b
+                delta = chunk_mean[c, j] - mean_a
+                mean_a += delta * (n_b / n)
+                m2_a += chunk_m2[c, j] + delta * delta * (n_a * (n_b / n))
+                n_a = n
+        sigma2 = m2_a / float32(count)
+        mean[c] = mean_a
+        var[c] = sigma2
+        scale[c] = gamma[c] * inverse_std(sigma2, eps)
+
+
+@kernel((f32_2d, f32_2d, f32_1d, f32_1d, f32_2d, f32_2d, i64, f32))
+def backward_chunk_sums_v2(dy, x, mean, var, chunk_dy, chunk_dy_xhat, channels, eps):
+    """Block (c, j): sum(dy) and sum(dy*xhat) over chunk j of channel c (=)."""
+    sums_dy = cuda.shared.array(THREADS, float32)
+    sums_dy_xhat = cuda.shared.array(THREADS, float32)
+    c, j, tid = cuda.blockIdx.x, cuda.blockIdx.y, cuda.threadIdx.x
+    splits = chunk_dy.shape[1]
+    rows, run = x.shape
+    begin, end = chunk_bounds(j, splits, (rows // channels) * run)
+    mu, invstd = mean[c], inverse_std(var[c], eps)
+    dn, ds = THREADS // run, THREADS % run
+    acc_dy, acc_dy_xhat = float32(0.0), float32(0.0)
+    i = begin + tid
+    n, s = i // run, i % run
+    while i < end:
+        r = n * channels + c
+        g = dy[r, s]
+        acc_dy += g
+        acc_dy_xhat += g * ((x[r, s] - mu) * invstd)
+        n, s = advance(n, s, dn, ds, run)
+        i += THREADS
+    sums_dy[tid] = acc_dy
+    sums_dy_xhat[tid] = acc_dy_xhat
+    sum_dy, sum_dy_xhat = block_sum2(sums_dy, sums_dy_xhat, tid)
+    if tid == 0:
+        chunk_dy[c, j] = sum_dy
+        chunk_dy_xhat[c, j] = sum_dy_xhat
+
+
+@kernel((f32_2d, f32_2d, f32_1d, f32_1d, f32_1d, f32_1d, f32_2d, i64, f32, i64))
+def merge_backward_sums_v2(chunk_dy, chunk_dy_xhat, gamma, var, dgamma, dbeta, coef, count, eps,
+                           batch_stats):
+    """Thread c adds channel c's chunk sums in chunk order, then writes dgamma, dbeta and the dx
+    coefficients (=)."""
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    channels, splits = chunk_dy.shape
+    for c in range(start, channels, stride):
+        sum_dy = float32(0.0)
+        sum_dy_xhat = float32(0.0)
+        for j in range(splits):
+            sum_dy += chunk_dy[c, j]
+            sum_dy_xhat += chunk_dy_xhat[c, j]
+        write_backward_coefficients(c, sum_dy, sum_dy_xhat, gamma[c], inverse_std(var[c], eps), count,
+                                    batch_stats, dgamma, dbeta, coef)
+
+
+def _statistics_split(x2, gamma, mean, var, scale, channels, eps):
+    count = (x2.shape[0] // channels) * x2.shape[1]
+    splits = splits_for(channels, count)
+    chunk_mean = workspace(x2, (channels, splits), "batchnorm.chunk_mean")
+    chunk_m2 = workspace(x2, (channels, splits), "batchnorm.chunk_m2")
+    chunk_moments_v2[(channels, splits), THREADS](x2, chunk_mean, chunk_m2, channels)
+    merge_moments_v2[grid_1d(channels)](chunk_mean, chunk_m2, gamma, mean, var, scale, count, eps)
+
+
+def _backward_sums_split(dy2, x2, gamma, mean, var, dgamma, dbeta, coef, channels, eps, batch_stats):
+    count = (x2.shape[0] // channels) * x2.shape[1]
+    splits = splits_for(channels, count)
+    chunk_dy = workspace(x2, (channels, splits), "batchnorm.chunk_dy")
+    chunk_dy_xhat = workspace(x2, (channels, splits), "batchnorm.chunk_dy_xhat")
+    backward_chunk_sums_v2[(channels, splits), THREADS](dy2, x2, mean, var, chunk_dy, chunk_dy_xhat,
+                                                        channels, eps)
+    merge_backward_sums_v2[grid_1d(channels)](chunk_dy, chunk_dy_xhat, gamma, var, dgamma, dbeta, coef,
+                                              count, eps, batch_stats)
+
+
+_ELEMENTWISE = {"eval_scale": eval_scale_v1, "normalise": normalise_v1, "dx": dx_v1,
+                "update_running": update_running_v1}
+VERSIONS = {
+    1: Version("block-per-channel",
+               "one block per channel for the statistics and the backward sums; grid-stride elementwise passes",
+               dict(statistics=_statistics_block, backward_sums=_backward_sums_block, **_ELEMENTWISE)),
+    2: Version("split-channel",
+               "each channel split over several blocks; chunks merged in a fixed order (Chan's formula)",
+               dict(statistics=_statistics_split, backward_sums=_backward_sums_split, **_ELEMENTWISE)),
+}
+DEFAULT_VERSION = 1
+
+
+# ------------------------------------------------------------------------ launchers
+# x, y, dy, dx are (N, C, H, W); gamma, beta, mean, var and the running buffers (C,).
+def forward_train(x, gamma, beta, y, mean, var, eps, version=DEFAULT_VERSION):
+    """y = gamma*(x - mean)/sqrt(var + eps) + beta with the batch's statistics; writes y and the
+    per-channel mean and biased var (=)."""
+    ops = VERSIONS[version].ops
+    channels = x.shape[1]
+    x2, y2 = channel_view(x), channel_view(y)
+    scale = workspace(x, (channels,), "batchnorm.scale")
+    ops["statistics"](x2, gamma, mean, var, scale, channels, scalar(eps))
+    ops["normalise"][grid_1d(x.size)](x2, mean, scale, beta, y2, channels, x.size)
+
+
+def forward_eval(x, gamma, beta, running_mean, running_var, y, eps, version=DEFAULT_VERSION):
+    """y = gamma*(x - running_mean)/sqrt(running_var + eps) + beta; writes y (=)."""
+    ops = VERSIONS[version].ops
+    channels = x.shape[1]
+    scale = workspace(x, (channels,), "batchnorm.scale")
+    ops["eval_scale"][grid_1d(channels)](gamma, running_var, scale, scalar(eps))
+    ops["normalise"][grid_1d(x.size)](channel_view(x), running_mean, scale, beta, channel_view(y),
+                                      channels, x.size)
+
+
+def update_running(running_mean, running_var, mean, var, count, momentum, version=DEFAULT_VERSION):
+    """In place: r = (1 - momentum)*r + momentum*stat, var made unbiased by count/(count - 1)
+    (count = N*H*W; a count of 1 leaves var as it is, as the reference does)."""
+    unbias = count / max(count - 1, 1)
+    VERSIONS[version].ops["update_running"][grid_1d(mean.shape[0])](
+        running_mean, running_var, mean, var, scalar(1 - momentum), scalar(momentum), scalar(unbias))
+
+
+def backward(dy, x, gamma, mean, var, dx, dgamma, dbeta, eps, batch_stats, version=DEFAULT_VERSION):
+    """dx, dgamma, dbeta (all =). batch_stats: mean/var are the batch's own (training), else the
+    running statistics (eval), which do not depend on x."""
+    ops = VERSIONS[version].ops
+    channels = x.shape[1]
+    dy2, x2 = channel_view(dy), channel_view(x)
+    coef = workspace(x, (4, channels), "batchnorm.coef")
+    ops["backward_sums"](dy2, x2, gamma, mean, var, dgamma, dbeta, coef, channels, scalar(eps),
+                         int(bool(batch_stats)))
+    ops["dx"][grid_1d(x.size)](dy2, x2, mean, coef, channel_view(dx), channels, x.size)
+
+
+# ------------------------------------------------------------------ validate / time
+# Every batchnorm of the DCGAN at batch 128, 64x64, ngf = ndf = 64. The spatial sizes are
+# the same in both architectures (the paper's 5x5 stride-2 pad-2 layers halve and double
+# like the 4x4 ones, and its dense projection feeds a 4x4x512 volume).
+GPU_SHAPES = [("G", (128, 512, 4, 4)), ("G", (128, 256, 8, 8)), ("G", (128, 128, 16, 16)),
+              ("G", (128, 64, 32, 32)), ("D", (128, 128, 16, 16)), ("D", (128, 256, 8, 8)),
+              ("D", (128, 512, 4, 4))]
+SIM_SHAPES = [("", (1, 3, 1, 1)), ("", (2, 3, 5, 7)), ("", (3, 2, 9, 9))]
+
+
+def cases(sim):
+    out = []
+    for net, shape in (SIM_SHAPES if sim else GPU_SHAPES):
+        for mode in ("train", "eval"):
+            label = " ".join(filter(None, (mode, net, "x".join(map(str, shape)))))
+            out.append((label, lambda rng, shape=shape, mode=mode: (mode,) + _inputs(rng, shape)))
+    return out
+
+
+def _inputs(rng, shape):
+    c = shape[1]
+    x = (rng.standard_normal(shape) + 0.5).astype(np.float32)
+    # dy with a mean and a component along xhat, as real gradients have: dbeta and dgamma are
+    # then large (compared with rtol), and dx = scale*(dy - mean(dy) - xhat*mean(dy*xhat))
+    # cancels those components, so the comparison exercises the cancellation.
+    xhat = (x - x.mean(axis=(0, 2, 3), keepdims=True)) / x.std(axis=(0, 2, 3), keepdims=True).clip(1e-3)
+    dy = (0.5 + 0.5 * xhat + rng.standard_normal(shape)).astype(np.float32)
+    gamma = (1 + 0.2 * rng.standard_normal(c)).astype(np.float32)
+    beta = (0.1 * rng.standard_normal(c)).astype(np.float32)
+    running_mean = (0.5 + 0.1 * rng.standard_normal(c)).astype(np.float32)
+    running_var = (0.5 + rng.random(c)).astype(np.float32)
+    return x, dy, gamma, beta, running_mean, running_var
+
+
+def run(version, label, inputs, device):
+    mode, x, dy, gamma, beta, running_mean, running_var = inputs
+    eps, c = 1e-5, x.shape[1]
+    d_x, d_dy, d_gamma, d_beta, d_rm, d_rv = map(device, (x, dy, gamma, beta, running_mean, running_var))
+    y, dx = device(np.full_like(x, np.nan)), device(np.full_like(x, np.nan))
+    mean, var, dgamma, dbeta = (device(np.full(c, np.nan, np.float32)) for _ in range(4))
+    x64, dy64, gamma64, beta64 = (a.astype(np.float64) for a in (x, dy, gamma, beta))
+    m = x.size // c
+    # The reference runs in float64. Our float32 sums over the m values of a channel err like
+    # sqrt(m)*eps times the size of the terms; y and dx inherit that through the mean and the
+    # two backward means (scaled by gamma*invstd ~ 1 here). dbeta and dgamma are ~m/2, covered
+    # by rtol.
+    atol = 4 * np.sqrt(m) * np.finfo(np.float32).eps * max(1.0, float(np.abs(x).max()), float(np.abs(dy).max()))
+    if mode == "train":
+        ref_y, ref_mean, ref_var = reference.batchnorm2d_forward_train(x64, gamma64, beta64, eps)
+        refs = (ref_y, ref_mean, ref_var) + reference.batchnorm2d_backward(dy64, x64, gamma64, ref_mean,
+                                                                           ref_var, eps)
+
+        def launch():
+            forward_train(d_x, d_gamma, d_beta, y, mean, var, eps, version)
+            backward(d_dy, d_x, d_gamma, mean, var, dx, dgamma, dbeta, eps, True, version)
+            return y, mean, var, dx, dgamma, dbeta
+    else:
+        rm, rv = running_mean.astype(np.float64), running_var.astype(np.float64)
+        refs = (reference.batchnorm2d_forward_eval(x64, gamma64, beta64, rm, rv, eps),) + \
+            reference.batchnorm2d_backward(dy64, x64, gamma64, rm, rv, eps, batch_stats=False)
+
+        def launch():
+            forward_eval(d_x, d_gamma, d_beta, d_rm, d_rv, y, eps, version)
+            backward(d_dy, d_x, d_gamma, d_rm, d_rv, dx, dgamma, dbeta, eps, False, version)
+            return y, dx, dgamma, dbeta
+    # Minimum traffic: forward reads x and writes y, backward reads dy and x and writes dx.
+    # FLOPs: ~10 per element forward, ~12 backward.
+    return launch, refs, atol, 1e-5, 22 * x.size, 5 * x.nbytes
+
+
+if __name__ == "__main__":
+    import sys
+
+    from . import harness
+    sys.exit(harness.main(sys.modules[__name__]))
