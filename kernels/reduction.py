@@ -29,8 +29,10 @@ Why a fixed order matters. Float addition is not associative: (a + b) + c and a 
 can differ in the last bit. Here every value reaches the total along the same path on every
 run (same thread, same loop order, same tree), so the result is bitwise reproducible, and
 so is a whole training run on the same GPU. Atomics (atomicAdd of each block's partial
-into out[c]) combine in whatever order the hardware schedules blocks: faster to write,
-different in the last bits from run to run. None are used on the training path.
+into out[c]) combine in whatever order the hardware schedules blocks: one launch fewer,
+different in the last bits from run to run. Version 3 does exactly that, to be compared
+and measured, never used on the training path (the launcher zeroes out first, so it too
+writes (=)).
 
 Napkin math. In the pytorch-arch DCGAN no layer has a bias (batchnorm follows every
 convolution); in the paper arch only D's final dense layer has one: dy (128, 1), 512 bytes,
@@ -49,6 +51,7 @@ still deterministic.
 Versions:
     1  block-per-channel  one block per channel: strided private sums, then a shared-memory tree
     2  split-channel  each channel split over several blocks; partials summed in a fixed order by a second kernel
+    3  atomic  version 2 with the second kernel replaced by atomicAdd: NOT deterministic, never on the training path
 Run:
     python -m dcgan_cuda.kernels.reduction --sim     validate on the CPU
     python -m dcgan_cuda.kernels.reduction           validate and time on a GPU
@@ -180,15 +183,12 @@ def channel_sum_v1(x, out, channels):
 
 
 # ------------------------------------------------------------------------ version 2
-@kernel((f32_2d, f32_2d, i64))
-def channel_partial_sums_v2(x, partials, channels):
-    """partials[c, j] = sum of chunk j of channel c; block (c, j) of a (C, splits) grid, (=).
+@cuda.jit(device=True)
+def chunk_sum(x, partial, c, j, splits, channels, tid):
+    """Block (c, j)'s sum of chunk j of channel c, returned to every thread.
 
     Chunk j is the contiguous range [j*chunk, (j+1)*chunk) of the channel's value numbers
     i = n*run + s, so a block still reads whole stretches of runs, coalesced."""
-    partial = cuda.shared.array(THREADS, float32)
-    c, j, tid = cuda.blockIdx.x, cuda.blockIdx.y, cuda.threadIdx.x
-    splits = partials.shape[1]
     rows, run = x.shape
     count = (rows // channels) * run
     chunk = (count + splits - 1) // splits
@@ -201,7 +201,15 @@ def channel_partial_sums_v2(x, partials, channels):
         n, s = advance(n, s, dn, ds, run)
         i += THREADS
     partial[tid] = acc
-    total = block_sum(partial, tid)
+    return block_sum(partial, tid)
+
+
+@kernel((f32_2d, f32_2d, i64))
+def channel_partial_sums_v2(x, partials, channels):
+    """partials[c, j] = sum of chunk j of channel c; block (c, j) of a (C, splits) grid, (=)."""
+    partial = cuda.shared.array(THREADS, float32)
+    c, j, tid = cuda.blockIdx.x, cuda.blockIdx.y, cuda.threadIdx.x
+    total = chunk_sum(x, partial, c, j, partials.shape[1], channels, tid)
     if tid == 0:
         partials[c, j] = total
 
@@ -238,6 +246,33 @@ def _channel_sum_split(x2, out, channels):
     sum_partials_v2[grid_1d(channels)](partials, out)
 
 
+# ------------------------------------------------------------------------ version 3
+@kernel((f32_1d,))
+def zero_v3(out):
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for c in range(start, out.shape[0], stride):
+        out[c] = float32(0.0)
+
+
+@kernel((f32_2d, f32_1d, i64, i64))
+def channel_sum_atomic_v3(x, out, channels, splits):
+    """out[c] += sum of chunk j of channel c, by atomicAdd; block (c, j). NOT deterministic:
+    the splits blocks of a channel add in whatever order they finish, and float addition is
+    not associative, so the last bits of out[c] can change from run to run."""
+    partial = cuda.shared.array(THREADS, float32)
+    c, j, tid = cuda.blockIdx.x, cuda.blockIdx.y, cuda.threadIdx.x
+    total = chunk_sum(x, partial, c, j, splits, channels, tid)
+    if tid == 0:
+        cuda.atomic.add(out, c, total)
+
+
+def _channel_sum_atomic(x2, out, channels):
+    count = (x2.shape[0] // channels) * x2.shape[1]
+    splits = splits_for(channels, count)
+    zero_v3[grid_1d(channels)](out)
+    channel_sum_atomic_v3[(channels, splits), THREADS](x2, out, channels, splits)
+
+
 VERSIONS = {
     1: Version("block-per-channel",
                "one block per channel: strided private sums, then a shared-memory tree",
@@ -245,7 +280,12 @@ VERSIONS = {
     2: Version("split-channel",
                "each channel split over several blocks; partials summed in a fixed order by a second kernel",
                {"channel_sum": _channel_sum_split}),
+    3: Version("atomic",
+               "version 2 with the second kernel replaced by atomicAdd: NOT deterministic, never on the training path",
+               {"channel_sum": _channel_sum_atomic}),
 }
+# Versions whose result may differ in the last bits from run to run.
+NONDETERMINISTIC = {3}
 DEFAULT_VERSION = 1
 
 
