@@ -1,0 +1,664 @@
+"""conv2d — strided 2-D convolution: forward, backward-data, backward-weight.
+
+What it computes (NCHW, float32; s = stride, pad = padding, both per axis; no bias here,
+the bias is elementwise.channel_bias):
+    forward          y[n,o,p,q]  = sum_{c,i,j} w[o,c,i,j] * x[n, c, p*s+i-pad, q*s+j-pad]
+    backward_data    dx[n,c,h,v] = sum_{o,i,j} w[o,c,i,j] * dy[n, o, (h+pad-i)/s, (v+pad-j)/s]
+                                   over the taps (i, j) where both divisions are exact and in range
+    backward_weight  dw[o,c,i,j] = sum_{n,p,q} dy[n,o,p,q] * x[n, c, p*s+i-pad, q*s+j-pad]
+x positions outside the image read as 0 (zero padding). Every kernel here writes (=) its
+whole output; none adds. dx may have rows/columns that no window touches (a transposed
+conv's output_padding): they are written 0. Transposed convolution is the same three
+kernels read backwards: see conv_transpose2d.py.
+
+How threads map to data.
+  v1 naive: one thread per OUTPUT element, in a grid-stride loop over the flat output.
+    forward: thread = (n, o, p, q), loops over c, i, j. backward_data: thread = (n, c, h, v), a
+    gather: for each tap i the dy row p = (h + pad - i) / s must be a whole number in
+    [0, Ho) (divisibility test; no thread ever writes another's element, so no atomics).
+    backward_weight: thread = (o, c, i, j), loops over n, p, q in a fixed order
+    (deterministic).
+  v2 smem-tiles: a block owns a tile of outputs and stages, phase by phase, the inputs the
+    tile needs in shared memory; threads still compute one output each.
+    forward: a block = TILE_H x TILE_W output pixels of one image x CHANNEL_TILE output
+    channels (one thread each). Per chunk of input channels it copies the input patch
+    ((TILE-1)*s + k rows/cols, zero-filled where it hangs over the border, so the inner loop
+    needs no bounds checks) and the weight slice [co-tile, ci-chunk, kh, kw] to shared memory,
+    syncthreads, accumulates, syncthreads.
+    backward_data: the same for a TILE_H x TILE_W tile of dx pixels x CHANNEL_TILE input
+    channels, staging a dy patch per chunk of output channels; the gather visits only the
+    taps i = (h+pad) mod s, (h+pad) mod s + s, ... that land on whole dy rows, so it has no
+    divisibility test at all.
+    backward_weight: a block = (co-tile, one input channel c): co_tile*kh*kw weights. It walks
+    the N*Ho*Wo output pixels in fixed-order chunks of BW_PIXELS, staging dy[n, co-tile, pixels]
+    and the matching x taps (an im2col slice) in shared memory. When the block has more
+    threads than weights, `lanes` threads share a weight, each summing every lanes-th pixel;
+    their partial sums are added in shared memory in lane order: deterministic, no atomics.
+
+Napkin math at the DCGAN shapes (pytorch arch, batch 128, 64x64, ngf = ndf = 64).
+FLOPs = 2*N*Co*Ho*Wo*Ci*kh*kw per direction (all three directions do the same multiply-adds),
+counted in conv2d terms (for a transposed layer, its own input is the conv2d "output"):
+    D1 conv  3->64    64->32   0.81 GFLOP   min bytes 40 MB
+    D2 conv  64->128  32->16   8.6  GFLOP   51 MB    (2*128*128*16*16*64*16: 4.3 G multiply-adds)
+    D3 conv  128->256 16->8    8.6  GFLOP   27 MB
+    D4 conv  256->512 8->4     8.6  GFLOP   21 MB
+    D5 conv  512->1   4->1     2.1  MFLOP   4.2 MB
+    G1..G5 (transposed) mirror them: 0.21, 8.6, 8.6, 8.6, 0.81 GFLOP.
+About 53 GFLOP per direction over G and D, 160 GFLOP for all three. On an H100 SXM (67
+TFLOP/s FP32, 3.35 TB/s) D2 forward needs >= 128 us of FMA work but only 15 us to move its
+51 MB once: at 170 FLOP per byte of compulsory traffic the big layers are compute-bound, if
+the kernel reuses what it loads. Only D1/G5 (20 FLOP/byte, right at the ridge 67/3.35)
+and D5 (0.5 FLOP/byte: memory- and launch-bound) are not.
+
+Why v1 is slow: every multiply-add loads its two operands from global memory (8 bytes per
+2 FLOPs = 4 bytes/FLOP; at D2 that is 34 GB of requests for 51 MB of data). L1/L2 catch most,
+but the kernel is bound by load instructions and cache bandwidth, far from the FMA peak.
+backward_weight is worse: only Co*Ci*kh*kw threads (D1: 64*3*16 = 3072, ~1% of the 270k an H100
+keeps resident) each run a serial loop of N*Ho*Wo = 131072 steps.
+Why v2 is faster: each value staged in shared memory is read by many threads. forward at
+k4 s2 (GPU tiles 8x8 pixels x 4 channels): per input channel 18*18 patch + 4*16 weights =
+388 loads feed 8*8*4*16 = 4096 multiply-adds, ~0.2 bytes/FLOP from global memory instead
+of 4 (20x less). backward_data: 6*6 dy patch + 64 weights per 1024 multiply-adds;
+backward_weight (16 channels x 16 taps, 32 pixels): 1024 loads per 8192 multiply-adds.
+What v2 still lacks: each thread computes ONE output, so every multiply-add still needs
+two shared-memory loads and shared-memory bandwidth becomes the limit (register blocking:
+a thread computing a small block of outputs reuses each loaded value from a register --
+the next version, via implicit GEMM); tiles of 8x8 pixels are 75% idle on the 4x4 layers;
+backward_weight still has only ceil(Co/co_tile)*Ci blocks (D1: 12 for 132 SMs) -- the
+reduction over N*Ho*Wo also needs splitting across blocks (with a fixed-order second pass);
+and `ptxas -v` reports 94-120 registers per thread (64-bit index arithmetic), so only two
+256-thread blocks fit on an SM.
+
+Versions:
+    1  naive       one thread per output element, operands read straight from global memory
+    2  smem-tiles  a block stages input and weight tiles in shared memory, reused by its threads
+Run:
+    python -m dcgan_cuda.kernels.conv2d --sim              validate every version on the CPU (tiny shapes)
+    python -m dcgan_cuda.kernels.conv2d --version 2        validate at the DCGAN shapes and time on a GPU
+"""
+from __future__ import annotations
+
+from collections import namedtuple
+
+import numpy as np
+from numba import cuda, float32
+
+from dcgan_cuda import reference
+from dcgan_cuda.reference import conv2d_output_size, conv_transpose2d_output_size
+
+from .jit import (MAX_BLOCKS, SIM_MAX_BLOCKS, SIMULATOR, Version, f32_4d, grid_1d, i64,
+                  kernel)
+
+_SIG = (f32_4d, f32_4d, f32_4d, i64, i64, i64, i64)  # three arrays, stride (h, w), padding (h, w)
+
+
+# ------------------------------------------------------------------------ version 1
+@kernel(_SIG + (i64,))
+def forward_v1(x, w, y, sh, sw, ph, pw, total):
+    """y (=): one thread per output element (n, o, p, q)."""
+    _, cin, height, width = x.shape
+    cout, _, kh, kw = w.shape
+    out_h, out_w = y.shape[2], y.shape[3]
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for idx in range(start, total, step):
+        # q fastest: neighbouring threads write neighbouring addresses (coalesced stores).
+        q = idx % out_w
+        p = (idx // out_w) % out_h
+        o = (idx // (out_w * out_h)) % cout
+        n = idx // (out_w * out_h * cout)
+        acc = float32(0.0)
+        for c in range(cin):
+            for i in range(kh):
+                h = p * sh + i - ph
+                if h >= 0 and h < height:
+                    for j in range(kw):
+                        v = q * sw + j - pw
+                        if v >= 0 and v < width:
+                            acc += w[o, c, i, j] * x[n, c, h, v]
+        y[n, o, p, q] = acc
+
+
+@kernel(_SIG + (i64,))
+def backward_data_v1(dy, w, dx, sh, sw, ph, pw, total):
+    """dx (=): one thread per input element (n, c, h, v), gathering from dy."""
+    cout, _, kh, kw = w.shape
+    _, cin, height, width = dx.shape
+    out_h, out_w = dy.shape[2], dy.shape[3]
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for idx in range(start, total, step):
+        v = idx % width
+        h = (idx // width) % height
+        c = (idx // (width * height)) % cin
+        n = idx // (width * height * cin)
+        acc = float32(0.0)
+        for o in range(cout):
+            for i in range(kh):
+                # Tap i reached x row h from dy row p only if p*s + i - pad == h exactly.
+                row = h + ph - i
+                if row >= 0 and row % sh == 0 and row // sh < out_h:
+                    p = row // sh
+                    for j in range(kw):
+                        col = v + pw - j
+                        if col >= 0 and col % sw == 0 and col // sw < out_w:
+                            acc += w[o, c, i, j] * dy[n, o, p, col // sw]
+        dx[n, c, h, v] = acc
+
+
+@kernel(_SIG + (i64,))
+def backward_weight_v1(x, dy, dw, sh, sw, ph, pw, total):
+    """dw (=): one thread per weight (o, c, i, j), summing over n, p, q in a fixed order."""
+    n_img, _, height, width = x.shape
+    _, cin, kh, kw = dw.shape
+    out_h, out_w = dy.shape[2], dy.shape[3]
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for idx in range(start, total, step):
+        j = idx % kw
+        i = (idx // kw) % kh
+        c = (idx // (kw * kh)) % cin
+        o = idx // (kw * kh * cin)
+        acc = float32(0.0)
+        for n in range(n_img):
+            for p in range(out_h):
+                h = p * sh + i - ph
+                if h >= 0 and h < height:
+                    for q in range(out_w):
+                        v = q * sw + j - pw
+                        if v >= 0 and v < width:
+                            acc += dy[n, o, p, q] * x[n, c, h, v]
+        dw[o, c, i, j] = acc
+
+
+def _forward_v1(x, w, y, sh, sw, ph, pw):
+    forward_v1[grid_1d(y.size)](x, w, y, sh, sw, ph, pw, y.size)
+
+
+def _backward_data_v1(dy, w, dx, sh, sw, ph, pw):
+    backward_data_v1[grid_1d(dx.size)](dy, w, dx, sh, sw, ph, pw, dx.size)
+
+
+def _backward_weight_v1(x, dy, dw, sh, sw, ph, pw):
+    backward_weight_v1[grid_1d(dw.size)](x, dy, dw, sh, sw, ph, pw, dw.size)
+
+
+# ------------------------------------------------------------------------ version 2
+# Tiles of forward / backward_data: TILE_H x TILE_W pixels x CHANNEL_TILE channels, one
+# thread per output. Under the simulator (one OS thread per GPU thread) the tiles are
+# smaller, so tests with images of up to 9x9 still cover several tiles and ragged edges.
+TILE_H = 4 if SIMULATOR else 8
+TILE_W = 4 if SIMULATOR else 8
+CHANNEL_TILE = 2 if SIMULATOR else 4
+TILE_THREADS = TILE_H * TILE_W * CHANNEL_TILE          # 256 on a GPU, 32 in the simulator
+# Shared-memory staging buffers, in floats. The launcher stages as many channels per phase
+# as fit (at least one; a shape where even one channel's patch does not fit is refused).
+PATCH_CAPACITY = 256 if SIMULATOR else 4096            # 16 KB: 12 channels of an 18x18 patch
+WEIGHT_CAPACITY = 128 if SIMULATOR else 2048           # 8 KB
+# backward_weight: BW_THREADS threads per block, BW_PIXELS output pixels staged per phase.
+BW_THREADS = 32 if SIMULATOR else 256
+BW_PIXELS = 8 if SIMULATOR else 32
+BW_MAX_CO_TILE = 32 if SIMULATOR else 64
+BW_MAX_TAPS = 32 if SIMULATOR else 64                  # kh*kw; <= BW_THREADS (one thread per tap at least)
+BW_DY_CAPACITY = BW_MAX_CO_TILE * BW_PIXELS            # 8 KB on a GPU
+BW_X_CAPACITY = BW_PIXELS * BW_MAX_TAPS                # 8 KB
+
+
+def _tile_grid(tiles):
+    """Blocks for a block-stride loop over tiles: a few waves on a GPU; in the simulator
+    only a handful, so every block also runs the loop's later trips."""
+    return max(1, min(tiles, SIM_MAX_BLOCKS if SIMULATOR else MAX_BLOCKS))
+
+
+def _ceil_div(a, b):
+    return -(-a // b)
+
+
+@kernel(_SIG + (i64,))
+def forward_v2(x, w, y, sh, sw, ph, pw, ci_chunk):
+    """y (=): a block computes a TILE_H x TILE_W x CHANNEL_TILE tile of y, staging ci_chunk
+    input channels of its input patch and weights in shared memory per phase."""
+    patch = cuda.shared.array(PATCH_CAPACITY, float32)
+    weights = cuda.shared.array(WEIGHT_CAPACITY, float32)
+    n_img, cin, height, width = x.shape
+    cout, _, kh, kw = w.shape
+    out_h, out_w = y.shape[2], y.shape[3]
+    taps = kh * kw
+    patch_h = (TILE_H - 1) * sh + kh
+    patch_w = (TILE_W - 1) * sw + kw
+    patch_area = patch_h * patch_w
+    tiles_h = (out_h + TILE_H - 1) // TILE_H
+    tiles_w = (out_w + TILE_W - 1) // TILE_W
+    co_tiles = (cout + CHANNEL_TILE - 1) // CHANNEL_TILE
+    tiles = n_img * co_tiles * tiles_h * tiles_w
+    t = cuda.threadIdx.x
+    local_co = t // (TILE_H * TILE_W)
+    ty = (t // TILE_W) % TILE_H
+    tx = t % TILE_W
+    for tile in range(cuda.blockIdx.x, tiles, cuda.gridDim.x):
+        # Spatial tiles vary fastest: consecutive blocks share the image and weights (L2 hits).
+        p0 = ((tile // tiles_w) % tiles_h) * TILE_H
+        q0 = (tile % tiles_w) * TILE_W
+        co0 = ((tile // (tiles_w * tiles_h)) % co_tiles) * CHANNEL_TILE
+        n = tile // (tiles_w * tiles_h * co_tiles)
+        h0 = p0 * sh - ph      # top-left corner of the patch, possibly in the padding
+        v0 = q0 * sw - pw
+        p, q, o = p0 + ty, q0 + tx, co0 + local_co
+        acc = float32(0.0)
+        for c0 in range(0, cin, ci_chunk):
+            chunk = min(ci_chunk, cin - c0)
+            # Phase 1: every thread copies a strided share of the patch and weights.
+            for e in range(t, chunk * patch_area, TILE_THREADS):
+                c = e // patch_area
+                r = e % patch_area
+                h = h0 + r // patch_w
+                v = v0 + r % patch_w
+                value = float32(0.0)
+                if h >= 0 and h < height and v >= 0 and v < width:
+                    value = x[n, c0 + c, h, v]
+                patch[e] = value
+            for e in range(t, CHANNEL_TILE * chunk * taps, TILE_THREADS):
+                oc = e // (chunk * taps)
+                c = (e // taps) % chunk
+                tap = e % taps
+                value = float32(0.0)
+                if co0 + oc < cout:
+                    value = w[co0 + oc, c0 + c, tap // kw, tap % kw]
+                weights[e] = value
+            cuda.syncthreads()
+            # Phase 2: the patch is zero-padded, so no bounds checks in the hot loop.
+            if p < out_h and q < out_w and o < cout:
+                for c in range(chunk):
+                    for i in range(kh):
+                        prow = (c * patch_h + ty * sh + i) * patch_w + tx * sw
+                        wrow = ((local_co * chunk + c) * kh + i) * kw
+                        for j in range(kw):
+                            acc += weights[wrow + j] * patch[prow + j]
+            # Nobody may overwrite the buffers for the next chunk while others still read.
+            cuda.syncthreads()
+        if p < out_h and q < out_w and o < cout:
+            y[n, o, p, q] = acc
+
+
+@kernel(_SIG + (i64,))
+def backward_data_v2(dy, w, dx, sh, sw, ph, pw, co_chunk):
+    """dx (=): a block computes a TILE_H x TILE_W x CHANNEL_TILE tile of dx, staging co_chunk
+    output channels of the dy patch it gathers from, and their weights, per phase."""
+    patch = cuda.shared.array(PATCH_CAPACITY, float32)
+    weights = cuda.shared.array(WEIGHT_CAPACITY, float32)
+    n_img, cin, height, width = dx.shape
+    cout, _, kh, kw = w.shape
+    out_h, out_w = dy.shape[2], dy.shape[3]
+    taps = kh * kw
+    # dx rows h0..h0+TILE_H-1 read dy rows ceil((h0+pad-kh+1)/s) .. floor((h0+TILE_H-1+pad)/s):
+    # never more than (TILE_H+kh-2)//s + 1 of them.
+    patch_h = (TILE_H + kh - 2) // sh + 1
+    patch_w = (TILE_W + kw - 2) // sw + 1
+    patch_area = patch_h * patch_w
+    tiles_h = (height + TILE_H - 1) // TILE_H
+    tiles_w = (width + TILE_W - 1) // TILE_W
+    ci_tiles = (cin + CHANNEL_TILE - 1) // CHANNEL_TILE
+    tiles = n_img * ci_tiles * tiles_h * tiles_w
+    t = cuda.threadIdx.x
+    local_ci = t // (TILE_H * TILE_W)
+    ty = (t // TILE_W) % TILE_H
+    tx = t % TILE_W
+    for tile in range(cuda.blockIdx.x, tiles, cuda.gridDim.x):
+        h0 = ((tile // tiles_w) % tiles_h) * TILE_H
+        v0 = (tile % tiles_w) * TILE_W
+        ci0 = ((tile // (tiles_w * tiles_h)) % ci_tiles) * CHANNEL_TILE
+        n = tile // (tiles_w * tiles_h * ci_tiles)
+        p_lo = -((kh - 1 - h0 - ph) // sh)   # ceil((h0 + ph - kh + 1) / sh), also when negative
+        q_lo = -((kw - 1 - v0 - pw) // sw)
+        h, v, c = h0 + ty, v0 + tx, ci0 + local_ci
+        # Only taps congruent to (h + pad) mod s hit a whole dy row: start there, step by s.
+        i_first = (h + ph) % sh
+        j_first = (v + pw) % sw
+        acc = float32(0.0)
+        for o0 in range(0, cout, co_chunk):
+            chunk = min(co_chunk, cout - o0)
+            for e in range(t, chunk * patch_area, TILE_THREADS):
+                o = e // patch_area
+                r = e % patch_area
+                p = p_lo + r // patch_w
+                q = q_lo + r % patch_w
+                value = float32(0.0)
+                if p >= 0 and p < out_h and q >= 0 and q < out_w:
+                    value = dy[n, o0 + o, p, q]
+                patch[e] = value
+            for e in range(t, chunk * CHANNEL_TILE * taps, TILE_THREADS):
+                o = e // (CHANNEL_TILE * taps)
+                cl = (e // taps) % CHANNEL_TILE
+                tap = e % taps
+                value = float32(0.0)
+                if ci0 + cl < cin:
+                    value = w[o0 + o, ci0 + cl, tap // kw, tap % kw]
+                weights[e] = value
+            cuda.syncthreads()
+            if h < height and v < width and c < cin:
+                for o in range(chunk):
+                    for i in range(i_first, kh, sh):
+                        # h + ph - i is a multiple of sh (maybe negative: then the row is
+                        # padding, staged as zeros); floor division is exact.
+                        prow = (o * patch_h + (h + ph - i) // sh - p_lo) * patch_w - q_lo
+                        wrow = ((o * CHANNEL_TILE + local_ci) * kh + i) * kw
+                        for j in range(j_first, kw, sw):
+                            acc += weights[wrow + j] * patch[prow + (v + pw - j) // sw]
+            cuda.syncthreads()
+        if h < height and v < width and c < cin:
+            dx[n, c, h, v] = acc
+
+
+@kernel(_SIG + (i64, i64))
+def backward_weight_v2(x, dy, dw, sh, sw, ph, pw, co_tile, lanes):
+    """dw (=): a block computes co_tile x kh x kw weights of one input channel, staging
+    BW_PIXELS output pixels of dy and of x's matching taps per phase; `lanes` threads per
+    weight split each phase's pixels and are summed in shared memory in lane order."""
+    dy_tile = cuda.shared.array(BW_DY_CAPACITY, float32)
+    x_taps = cuda.shared.array(BW_X_CAPACITY, float32)
+    partial = cuda.shared.array(BW_THREADS, float32)
+    n_img, cin, height, width = x.shape
+    cout, _, kh, kw = dw.shape
+    out_h, out_w = dy.shape[2], dy.shape[3]
+    taps = kh * kw
+    plane = out_h * out_w
+    pixels = n_img * plane
+    outputs = co_tile * taps                       # weights per block
+    blocks = ((cout + co_tile - 1) // co_tile) * cin
+    t = cuda.threadIdx.x
+    lane = t // outputs
+    mine = t % outputs
+    local_co = mine // taps
+    tap = mine % taps
+    active = lane < lanes                          # threads beyond lanes*outputs only load
+    for blk in range(cuda.blockIdx.x, blocks, cuda.gridDim.x):
+        c = blk % cin
+        co0 = (blk // cin) * co_tile
+        acc = float32(0.0)
+        for r0 in range(0, pixels, BW_PIXELS):
+            for e in range(t, co_tile * BW_PIXELS, BW_THREADS):
+                oc = e // BW_PIXELS
+                r = r0 + e % BW_PIXELS
+                value = float32(0.0)
+                if r < pixels and co0 + oc < cout:
+                    pq = r % plane
+                    value = dy[r // plane, co0 + oc, pq // out_w, pq % out_w]
+                dy_tile[e] = value
+            for e in range(t, BW_PIXELS * taps, BW_THREADS):
+                r = r0 + e // taps
+                value = float32(0.0)
+                if r < pixels:
+                    pq = r % plane
+                    h = (pq // out_w) * sh + (e % taps) // kw - ph
+                    v = (pq % out_w) * sw + (e % taps) % kw - pw
+                    if h >= 0 and h < height and v >= 0 and v < width:
+                        value = x[r // plane, c, h, v]
+                x_taps[e] = value
+            cuda.syncthreads()
+            if active:
+                for k in range(lane, BW_PIXELS, lanes):
+                    acc += dy_tile[local_co * BW_PIXELS + k] * x_taps[k * taps + tap]
+            cuda.syncthreads()
+        partial[t] = acc
+        cuda.syncthreads()
+        if active and lane == 0 and co0 + local_co < cout:
+            total = float32(0.0)
+            for k in range(lanes):                 # fixed order: bitwise reproducible
+                total += partial[k * outputs + mine]
+            dw[co0 + local_co, c, tap // kw, tap % kw] = total
+        cuda.syncthreads()                         # partial is reused by the next block's sum
+
+
+def _too_big(op, what, need, capacity):
+    raise ValueError(f"conv2d v2 {op}: {what} needs {need} floats of shared memory, more than the "
+                     f"{capacity} its tiles hold; use version 1 for this shape")
+
+
+def _channels_per_phase(op, channels, patch_area, weights_per_channel):
+    """How many channels one phase stages: as many as both shared buffers hold."""
+    if patch_area > PATCH_CAPACITY:
+        _too_big(op, "one channel's input patch", patch_area, PATCH_CAPACITY)
+    if weights_per_channel > WEIGHT_CAPACITY:
+        _too_big(op, "one channel's weights", weights_per_channel, WEIGHT_CAPACITY)
+    return min(channels, PATCH_CAPACITY // patch_area, WEIGHT_CAPACITY // weights_per_channel)
+
+
+def _forward_v2(x, w, y, sh, sw, ph, pw):
+    n, cout, out_h, out_w = y.shape
+    cin, kh, kw = w.shape[1:]
+    patch_area = ((TILE_H - 1) * sh + kh) * ((TILE_W - 1) * sw + kw)
+    ci_chunk = _channels_per_phase("forward", cin, patch_area, CHANNEL_TILE * kh * kw)
+    tiles = n * _ceil_div(cout, CHANNEL_TILE) * _ceil_div(out_h, TILE_H) * _ceil_div(out_w, TILE_W)
+    forward_v2[_tile_grid(tiles), TILE_THREADS](x, w, y, sh, sw, ph, pw, ci_chunk)
+
+
+def _backward_data_v2(dy, w, dx, sh, sw, ph, pw):
+    n, cin, height, width = dx.shape
+    cout, _, kh, kw = w.shape
+    patch_area = ((TILE_H + kh - 2) // sh + 1) * ((TILE_W + kw - 2) // sw + 1)
+    co_chunk = _channels_per_phase("backward_data", cout, patch_area, CHANNEL_TILE * kh * kw)
+    tiles = n * _ceil_div(cin, CHANNEL_TILE) * _ceil_div(height, TILE_H) * _ceil_div(width, TILE_W)
+    backward_data_v2[_tile_grid(tiles), TILE_THREADS](dy, w, dx, sh, sw, ph, pw, co_chunk)
+
+
+def _backward_weight_v2(x, dy, dw, sh, sw, ph, pw):
+    cout, cin, kh, kw = dw.shape
+    taps = kh * kw
+    if taps > BW_MAX_TAPS:
+        _too_big("backward_weight", f"a {kh}x{kw} kernel", BW_PIXELS * taps, BW_X_CAPACITY)
+    # As many output channels as give every tap of each a thread; spare threads become lanes.
+    co_tile = min(cout, BW_MAX_CO_TILE, BW_THREADS // taps)
+    lanes = BW_THREADS // (co_tile * taps)
+    blocks = _ceil_div(cout, co_tile) * cin
+    backward_weight_v2[_tile_grid(blocks), BW_THREADS](x, dy, dw, sh, sw, ph, pw, co_tile, lanes)
+
+
+VERSIONS = {
+    1: Version("naive", "one thread per output element, operands read straight from global memory", {
+        "forward": _forward_v1, "backward_data": _backward_data_v1, "backward_weight": _backward_weight_v1,
+    }),
+    2: Version("smem-tiles", "a block stages input and weight tiles in shared memory, reused by its threads", {
+        "forward": _forward_v2, "backward_data": _backward_data_v2, "backward_weight": _backward_weight_v2,
+    }),
+}
+DEFAULT_VERSION = 1
+
+
+# ------------------------------------------------------------------------ launchers
+# x, w, y, dy, dx, dw: C-contiguous float32 NCHW arrays (CuPy on a GPU, NumPy under the
+# simulator), outputs allocated by the caller and entirely overwritten. stride and padding
+# are (h, w) pairs of ints.
+def _check(x_shape, w_shape, y_shape, stride, padding):
+    """The shapes must be those of one convolution: then every kernel index is in range."""
+    (sh, sw), (ph, pw) = stride, padding
+    if min(sh, sw) < 1 or min(ph, pw) < 0:
+        raise ValueError(f"conv2d: stride {stride} must be >= 1 and padding {padding} >= 0")
+    n, cin, height, width = x_shape
+    cout, wcin, kh, kw = w_shape
+    expected = (n, cout, conv2d_output_size(height, kh, sh, ph), conv2d_output_size(width, kw, sw, pw))
+    if wcin != cin or tuple(y_shape) != expected or min(expected) < 1:
+        raise ValueError(f"conv2d: x {tuple(x_shape)}, w {tuple(w_shape)}, stride {stride}, padding "
+                         f"{padding} give y {expected}, but the output side is {tuple(y_shape)}")
+
+
+def forward(x, w, y, stride, padding, version=DEFAULT_VERSION):
+    """y = conv2d(x, w): x (N,Ci,H,W), w (Co,Ci,kh,kw) -> y (N,Co,Ho,Wo), written (=)."""
+    _check(x.shape, w.shape, y.shape, stride, padding)
+    VERSIONS[version].ops["forward"](x, w, y, *stride, *padding)
+
+
+def backward_data(dy, w, dx, stride, padding, version=DEFAULT_VERSION):
+    """dx = dL/dx: dy (N,Co,Ho,Wo), w (Co,Ci,kh,kw) -> dx (N,Ci,H,W), written (=).
+
+    dx's shape is that of x; rows/columns that no window touches get 0.
+    """
+    _check(dx.shape, w.shape, dy.shape, stride, padding)
+    VERSIONS[version].ops["backward_data"](dy, w, dx, *stride, *padding)
+
+
+def backward_weight(x, dy, dw, stride, padding, version=DEFAULT_VERSION):
+    """dw = dL/dw: x (N,Ci,H,W), dy (N,Co,Ho,Wo) -> dw (Co,Ci,kh,kw), written (=)."""
+    _check(x.shape, dw.shape, dy.shape, stride, padding)
+    VERSIONS[version].ops["backward_weight"](x, dy, dw, *stride, *padding)
+
+
+# ------------------------------------------------------------------ validate / time
+DIRECTIONS = ("fwd", "bwd-data", "bwd-weight")
+
+# One convolution layer. For a transposed layer (convT) cin/cout are ITS channels and
+# `size` its input size; its weight is (cin, cout, kh, kw), as in PyTorch.
+Layer = namedtuple("Layer", "name transposed batch cin cout size kernel stride padding output_padding")
+
+
+def layer_output_size(layer):
+    (kh, kw), (sh, sw), (ph, pw), (oph, opw) = layer.kernel, layer.stride, layer.padding, layer.output_padding
+    h, w = layer.size
+    if layer.transposed:
+        return (conv_transpose2d_output_size(h, kh, sh, ph, oph), conv_transpose2d_output_size(w, kw, sw, pw, opw))
+    return conv2d_output_size(h, kh, sh, ph), conv2d_output_size(w, kw, sw, pw)
+
+
+def layer_label(layer, direction):
+    """e.g. 'G2 convT 512->256 4->8 fwd': stable names for tests and benchmarks."""
+    def size(hw):
+        return str(hw[0]) if hw[0] == hw[1] else f"{hw[0]}x{hw[1]}"
+    return (f"{layer.name} {'convT' if layer.transposed else 'conv'} {layer.cin}->{layer.cout} "
+            f"{size(layer.size)}->{size(layer_output_size(layer))} {direction}")
+
+
+def dcgan_layers(batch=128, image_size=64, width=64, nc=3, nz=100, arch="pytorch"):
+    """Every convolution of DCGAN's G (transposed) and D, named by position in the model.
+
+    pytorch arch: G1 is a 4x4 convT from 1x1, the rest k4 s2 p1; D ends in a 4x4 valid conv.
+    paper arch (names prefixed 'paper-'): k5 s2 p2, output_padding 1 in G; its G1 and its
+    last D layer are dense (linear.py), so its convolutions are G2.. and D1..D4.
+    """
+    blocks = int(np.log2(image_size // 4))
+    channels = width * 2 ** (blocks - 1)                 # the 4x4 volume's channels
+    if arch == "pytorch":
+        prefix, k, s, p, op = "", (4, 4), (2, 2), (1, 1), (0, 0)
+        layers = [Layer("G1", True, batch, nz, channels, (1, 1), (4, 4), (1, 1), (0, 0), (0, 0))]
+    else:
+        prefix, k, s, p, op = "paper-", (5, 5), (2, 2), (2, 2), (1, 1)
+        layers = []
+    size = 4
+    for index in range(2, blocks + 2):                   # G2 .. G(blocks+1): doubling the size
+        out = nc if index == blocks + 1 else channels // 2
+        layers.append(Layer(f"{prefix}G{index}", True, batch, channels, out, (size, size), k, s, p, op))
+        channels, size = out, size * 2
+    cin, channels = nc, width
+    for index in range(1, blocks + 1):                   # D1 .. D(blocks): halving it
+        layers.append(Layer(f"{prefix}D{index}", False, batch, cin, channels, (size, size), k, s, p, (0, 0)))
+        cin, channels, size = channels, channels * 2, size // 2
+    if arch == "pytorch":
+        layers.append(Layer(f"D{blocks + 1}", False, batch, cin, 1, (4, 4), (4, 4), (1, 1), (0, 0), (0, 0)))
+    return layers
+
+
+def sim_layers():
+    """Tiny layers with the DCGAN strides/paddings, plus odd and rectangular ones."""
+    return [
+        Layer("tiny-D", False, 2, 3, 4, (8, 8), (4, 4), (2, 2), (1, 1), (0, 0)),
+        Layer("tiny-Dlast", False, 2, 3, 1, (4, 4), (4, 4), (1, 1), (0, 0), (0, 0)),
+        Layer("tiny-odd", False, 1, 2, 3, (7, 5), (3, 2), (2, 1), (1, 0), (0, 0)),
+        Layer("tiny-G1", True, 2, 3, 4, (1, 1), (4, 4), (1, 1), (0, 0), (0, 0)),
+        Layer("tiny-G", True, 2, 4, 2, (3, 3), (4, 4), (2, 2), (1, 1), (0, 0)),
+        Layer("tiny-paperG", True, 1, 3, 2, (3, 3), (5, 5), (2, 2), (2, 2), (1, 1)),
+    ]
+
+
+def cases(sim):
+    """Every layer x direction: tiny ones in the simulator; on a GPU every convolution of
+    both DCGAN archs at batch 128, 64x64, width 64 (G's transposed layers run through the
+    duality, as training runs them)."""
+    layers = sim_layers() if sim else dcgan_layers(arch="pytorch") + dcgan_layers(arch="paper")
+    return [(layer_label(layer, direction),
+             lambda rng, layer=layer, direction=direction: make_inputs(rng, layer, direction))
+            for layer in layers for direction in DIRECTIONS]
+
+
+def make_inputs(rng, layer, direction):
+    """Unit-normal x, w and dy for one layer (host float32), and a slot for its reference."""
+    out_h, out_w = layer_output_size(layer)
+    x = rng.standard_normal((layer.batch, layer.cin) + tuple(layer.size)).astype(np.float32)
+    w_shape = ((layer.cin, layer.cout) if layer.transposed else (layer.cout, layer.cin)) + tuple(layer.kernel)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    dy = rng.standard_normal((layer.batch, layer.cout, out_h, out_w)).astype(np.float32)
+    return dict(layer=layer, direction=direction, x=x, w=w, dy=dy, reference=None)
+
+
+def reference_result(inputs):
+    """The float64 NumPy result of the case's direction (computed once per case)."""
+    if inputs["reference"] is None:
+        layer, direction = inputs["layer"], inputs["direction"]
+        x, w, dy = (inputs[k].astype(np.float64) for k in ("x", "w", "dy"))
+        s, p = layer.stride, layer.padding
+        if layer.transposed:
+            out = {"fwd": lambda: reference.conv_transpose2d_forward(x, w, None, s, p, layer.output_padding),
+                   "bwd-data": lambda: reference.conv_transpose2d_backward_data(dy, w, s, p),
+                   "bwd-weight": lambda: reference.conv_transpose2d_backward_weight(x, dy, w.shape, s, p)}
+        else:
+            out = {"fwd": lambda: reference.conv2d_forward(x, w, None, s, p),
+                   "bwd-data": lambda: reference.conv2d_backward_data(dy, w, x.shape, s, p),
+                   "bwd-weight": lambda: reference.conv2d_backward_weight(x, dy, w.shape, s, p)}
+        inputs["reference"] = out[direction]()
+    return inputs["reference"]
+
+
+def tolerance(terms):
+    """(atol, rtol) for a float32 sum of `terms` products of unit-normal numbers vs float64.
+
+    The sum is ~sqrt(K) in size; each addition rounds by up to eps/2 of the running sum, so
+    the errors random-walk to about eps*K/5 (relative: ~sqrt(K)*eps). 4*eps*K is ~20 such
+    standard deviations: safe for any summation order, yet far below one dropped or doubled
+    term (~1).
+    """
+    eps = float(np.finfo(np.float32).eps)
+    return 4 * eps * terms, 4 * eps
+
+
+def reduction_terms(layer, direction):
+    """How many products each output of a direction sums (K), in the layer's own terms."""
+    kh, kw = layer.kernel
+    out_h, out_w = layer_output_size(layer)
+    # The weight gradient sums over the conv2d output side: a transposed layer's input.
+    pixels = layer.size[0] * layer.size[1] if layer.transposed else out_h * out_w
+    return {"fwd": layer.cin * kh * kw,            # for convT an upper bound: a strided
+            "bwd-data": layer.cout * kh * kw,      # gather hits only ~1/s^2 of the taps
+            "bwd-weight": layer.batch * pixels}[direction]
+
+
+def layer_flops(layer):
+    """2 * multiply-adds; the same for all three directions."""
+    return 2 * reduction_terms(layer, "bwd-weight") * layer.cin * layer.cout * layer.kernel[0] * layer.kernel[1]
+
+
+def run(version, label, inputs, device):
+    layer, direction = inputs["layer"], inputs["direction"]
+    x, w, dy = device(inputs["x"]), device(inputs["w"]), device(inputs["dy"])
+    s, p = layer.stride, layer.padding
+    result_shape = {"fwd": inputs["dy"].shape, "bwd-data": inputs["x"].shape, "bwd-weight": inputs["w"].shape}[direction]
+    out = device(np.full(result_shape, np.nan, np.float32))
+    if layer.transposed:
+        # The duality (DESIGN.md section 3): a transposed layer's forward is conv2d's
+        # backward_data, its backward_data is conv2d's forward, and its weight gradient is
+        # conv2d's with the input (x) and output gradient (dy) trading places.
+        launch = {"fwd": lambda: backward_data(x, w, out, s, p, version),
+                  "bwd-data": lambda: forward(dy, w, out, s, p, version),
+                  "bwd-weight": lambda: backward_weight(dy, x, out, s, p, version)}[direction]
+    else:
+        launch = {"fwd": lambda: forward(x, w, out, s, p, version),
+                  "bwd-data": lambda: backward_data(dy, w, out, s, p, version),
+                  "bwd-weight": lambda: backward_weight(x, dy, out, s, p, version)}[direction]
+
+    def ours():
+        launch()
+        return out
+    terms = reduction_terms(layer, direction)
+    nbytes = inputs["x"].nbytes + inputs["w"].nbytes + inputs["dy"].nbytes  # read two, write one
+    atol, rtol = tolerance(terms)
+    return ours, reference_result(inputs), atol, rtol, layer_flops(layer), nbytes
+
+
+if __name__ == "__main__":
+    import sys
+
+    from . import harness
+    sys.exit(harness.main(sys.modules[__name__]))

@@ -1,0 +1,204 @@
+"""conv2d and conv_transpose2d kernels under the simulator vs the NumPy reference.
+
+Every version, all three directions: hypothesis-drawn tiny shapes (odd sizes, rectangular
+kernels, strides 1-3, paddings 0-2), the exact DCGAN layer configurations at tiny batch and
+width, and the duality between the two files.
+"""
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from dcgan_cuda import reference
+from dcgan_cuda.kernels import conv2d, conv_transpose2d
+from dcgan_cuda.reference import conv2d_output_size, conv_transpose2d_output_size
+
+from .conftest import assert_close, nan_like
+
+VERSIONS = sorted(conv2d.VERSIONS)
+EPS = float(np.finfo(np.float32).eps)
+
+
+def tol(terms):
+    """(atol, rtol) for a float32 sum of `terms` products of unit normals vs a float64 reference.
+
+    The sum is ~sqrt(K) in size and each of its K additions rounds by up to eps/2 of the
+    running sum, so the error random-walks to ~eps*K/5 (sqrt(K)*eps relative); 4*eps*K holds
+    for any summation order (v1 and v2 add in different orders) and is still far below a
+    dropped or doubled term (~1).
+    """
+    return 4 * EPS * terms, 4 * EPS
+
+
+def normal(rng, shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def check_conv2d(rng, n, cin, cout, size, kernel, stride, padding, versions=VERSIONS):
+    """All three conv2d directions of every version against the float64 reference."""
+    (h, w), (kh, kw) = size, kernel
+    out = (conv2d_output_size(h, kh, stride[0], padding[0]), conv2d_output_size(w, kw, stride[1], padding[1]))
+    x, wt, dy = normal(rng, (n, cin, h, w)), normal(rng, (cout, cin, kh, kw)), normal(rng, (n, cout) + out)
+    x64, w64, dy64 = x.astype(np.float64), wt.astype(np.float64), dy.astype(np.float64)
+    ref_y = reference.conv2d_forward(x64, w64, None, stride, padding)
+    ref_dx = reference.conv2d_backward_data(dy64, w64, x.shape, stride, padding)
+    ref_dw = reference.conv2d_backward_weight(x64, dy64, wt.shape, stride, padding)
+    what = f"N={n} {cin}->{cout} {h}x{w} k{kh}x{kw} s{stride} p{padding}"
+    for v in versions:
+        y, dx, dw = nan_like(ref_y.shape), nan_like(x.shape), nan_like(wt.shape)
+        conv2d.forward(x, wt, y, stride, padding, version=v)
+        assert_close(y, ref_y, *tol(cin * kh * kw), f"v{v} forward {what}")
+        conv2d.backward_data(dy, wt, dx, stride, padding, version=v)
+        assert_close(dx, ref_dx, *tol(cout * kh * kw), f"v{v} backward_data {what}")
+        conv2d.backward_weight(x, dy, dw, stride, padding, version=v)
+        assert_close(dw, ref_dw, *tol(n * out[0] * out[1]), f"v{v} backward_weight {what}")
+        # backward_data is forward's adjoint: <conv(x), dy> = <x, conv^T(dy)>. Both sides
+        # come from our float32 outputs, each within the tolerances above.
+        lhs, rhs = np.vdot(y.astype(np.float64), dy64), np.vdot(x64, dx.astype(np.float64))
+        scale = np.abs(y).astype(np.float64).ravel() @ np.abs(dy64).ravel() + np.abs(x64).ravel() @ np.abs(dx).ravel()
+        assert abs(lhs - rhs) <= 1e-5 * scale, f"v{v} adjoint identity {what}: {lhs} vs {rhs}"
+
+
+def check_conv_transpose2d(rng, n, cin, cout, size, kernel, stride, padding, output_padding, versions=VERSIONS):
+    """All three transposed directions of every version against reference.conv_transpose2d_*,
+    and each equal, bit for bit, to the conv2d kernel it is the dual of."""
+    (h, w), (kh, kw) = size, kernel
+    out = tuple(conv_transpose2d_output_size(size[a], kernel[a], stride[a], padding[a], output_padding[a])
+                for a in (0, 1))
+    x, wt, dy = normal(rng, (n, cin, h, w)), normal(rng, (cin, cout, kh, kw)), normal(rng, (n, cout) + out)
+    x64, w64, dy64 = x.astype(np.float64), wt.astype(np.float64), dy.astype(np.float64)
+    ref_y = reference.conv_transpose2d_forward(x64, w64, None, stride, padding, output_padding)
+    ref_dx = reference.conv_transpose2d_backward_data(dy64, w64, stride, padding)
+    ref_dw = reference.conv_transpose2d_backward_weight(x64, dy64, wt.shape, stride, padding)
+    what = f"N={n} {cin}->{cout} {h}x{w} k{kh}x{kw} s{stride} p{padding} op{output_padding}"
+    for v in versions:
+        y, dx, dw = nan_like(ref_y.shape), nan_like(x.shape), nan_like(wt.shape)
+        conv_transpose2d.forward(x, wt, y, stride, padding, version=v)
+        # The forward gather meets at most cin*kh*kw products (fewer with stride > 1).
+        assert_close(y, ref_y, *tol(cin * kh * kw), f"v{v} convT forward {what}")
+        conv_transpose2d.backward_data(dy, wt, dx, stride, padding, version=v)
+        assert_close(dx, ref_dx, *tol(cout * kh * kw), f"v{v} convT backward_data {what}")
+        conv_transpose2d.backward_weight(x, dy, dw, stride, padding, version=v)
+        assert_close(dw, ref_dw, *tol(n * h * w), f"v{v} convT backward_weight {what}")
+        # The duality itself: the same conv2d kernels with the roles swapped.
+        y2, dx2, dw2 = nan_like(y.shape), nan_like(dx.shape), nan_like(dw.shape)
+        conv2d.backward_data(x, wt, y2, stride, padding, version=v)
+        conv2d.forward(dy, wt, dx2, stride, padding, version=v)
+        conv2d.backward_weight(dy, x, dw2, stride, padding, version=v)
+        assert np.array_equal(y, y2) and np.array_equal(dx, dx2) and np.array_equal(dw, dw2), what
+
+
+@st.composite
+def conv_shapes(draw):
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    ph, pw = draw(st.integers(0, min(2, kh - 1))), draw(st.integers(0, min(2, kw - 1)))
+    # The kernel must fit the padded input: H + 2*pad >= k.
+    h, w = draw(st.integers(max(1, kh - 2 * ph), 9)), draw(st.integers(max(1, kw - 2 * pw), 9))
+    return dict(n=draw(st.integers(1, 3)), cin=draw(st.integers(1, 4)), cout=draw(st.integers(1, 4)),
+                size=(h, w), kernel=(kh, kw), stride=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
+                padding=(ph, pw))
+
+
+@settings(max_examples=30, deadline=None)
+@given(shape=conv_shapes(), seed=st.integers(0, 2**16))
+def test_conv2d_matches_reference(shape, seed):
+    check_conv2d(np.random.default_rng(seed), **shape)
+
+
+@st.composite
+def conv_transpose_shapes(draw):
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    ph, pw = draw(st.integers(0, min(2, kh - 1))), draw(st.integers(0, min(2, kw - 1)))
+    # PyTorch's rule: output_padding < stride (0 or 1 here).
+    oph, opw = draw(st.integers(0, min(1, sh - 1))), draw(st.integers(0, min(1, sw - 1)))
+    h, w = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    assume(conv_transpose2d_output_size(h, kh, sh, ph, oph) >= 1)
+    assume(conv_transpose2d_output_size(w, kw, sw, pw, opw) >= 1)
+    return dict(n=draw(st.integers(1, 3)), cin=draw(st.integers(1, 4)), cout=draw(st.integers(1, 4)),
+                size=(h, w), kernel=(kh, kw), stride=(sh, sw), padding=(ph, pw), output_padding=(oph, opw))
+
+
+@settings(max_examples=24, deadline=None)
+@given(shape=conv_transpose_shapes(), seed=st.integers(0, 2**16))
+def test_conv_transpose2d_matches_reference_and_conv2d(shape, seed):
+    check_conv_transpose2d(np.random.default_rng(seed), **shape)
+
+
+# The DCGAN layer configurations, at batch 1-2 and a few channels.
+@pytest.mark.parametrize("n,cin,cout,size,kernel,stride,padding", [
+    (2, 3, 4, (8, 8), (4, 4), (2, 2), (1, 1)),     # D: k4 s2 p1, halving
+    (1, 2, 3, (7, 7), (4, 4), (2, 2), (1, 1)),     # ... on an odd size (a row no window touches)
+    (2, 4, 1, (4, 4), (4, 4), (1, 1), (0, 0)),     # D's last: k4 s1 p0 to 1x1
+    (2, 3, 2, (8, 8), (5, 5), (2, 2), (2, 2)),     # paper D: k5 s2 p2
+], ids=["D-k4s2p1", "D-k4s2p1-odd", "D-last-k4s1p0", "paperD-k5s2p2"])
+def test_conv2d_dcgan_layers(n, cin, cout, size, kernel, stride, padding):
+    check_conv2d(np.random.default_rng(1), n, cin, cout, size, kernel, stride, padding)
+
+
+@pytest.mark.parametrize("n,cin,cout,size,kernel,stride,padding,output_padding", [
+    (2, 5, 3, (1, 1), (4, 4), (1, 1), (0, 0), (0, 0)),   # G's first: k4 s1 p0 from 1x1
+    (2, 4, 2, (3, 3), (4, 4), (2, 2), (1, 1), (0, 0)),   # G: k4 s2 p1, doubling
+    (1, 3, 2, (3, 3), (5, 5), (2, 2), (2, 2), (1, 1)),   # paper G: k5 s2 p2 output_padding 1, doubling
+    (2, 2, 3, (3, 4), (5, 5), (2, 2), (2, 2), (0, 0)),   # ... without output_padding
+], ids=["G1-k4s1p0", "G-k4s2p1", "paperG-k5s2p2op1", "paperG-k5s2p2op0"])
+def test_conv_transpose2d_dcgan_layers(n, cin, cout, size, kernel, stride, padding, output_padding):
+    check_conv_transpose2d(np.random.default_rng(2), n, cin, cout, size, kernel, stride, padding, output_padding)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_version_is_deterministic(version):
+    """Fixed-order sums: the same inputs give bitwise the same outputs, whatever the thread schedule."""
+    rng = np.random.default_rng(3)
+    x, wt, dy = normal(rng, (2, 3, 6, 6)), normal(rng, (4, 3, 4, 4)), normal(rng, (2, 4, 3, 3))
+    runs = []
+    for _ in range(2):
+        dw = nan_like(wt.shape)
+        conv2d.backward_weight(x, dy, dw, (2, 2), (1, 1), version=version)
+        runs.append(dw)
+    assert np.array_equal(runs[0], runs[1])
+
+
+def test_shapes_that_are_not_one_convolution_are_refused():
+    x, wt = np.zeros((1, 2, 5, 5), np.float32), np.zeros((3, 2, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="conv2d"):
+        conv2d.forward(x, wt, nan_like((1, 3, 4, 4)), (1, 1), (0, 0))      # should be 3x3
+    with pytest.raises(ValueError, match="conv2d"):
+        conv2d.backward_data(nan_like((1, 3, 3, 3)), wt, nan_like((1, 3, 5, 5)), (1, 1), (0, 0))
+
+
+def test_v2_refuses_kernels_beyond_its_tiles_and_v1_takes_them():
+    """v2's shared buffers have fixed capacity; a kernel too big for them is an error, not a
+    silent out-of-bounds write. (12x12 exceeds the simulator's tiles in all three directions.)"""
+    rng = np.random.default_rng(4)
+    x, wt, dy = normal(rng, (1, 1, 12, 12)), normal(rng, (1, 1, 12, 12)), normal(rng, (1, 1, 1, 1))
+    for launch, out_shape in ((lambda out, v: conv2d.forward(x, wt, out, (1, 1), (0, 0), v), dy.shape),
+                              (lambda out, v: conv2d.backward_data(dy, wt, out, (1, 1), (0, 0), v), x.shape),
+                              (lambda out, v: conv2d.backward_weight(x, dy, out, (1, 1), (0, 0), v), wt.shape)):
+        with pytest.raises(ValueError, match="version 1"):
+            launch(nan_like(out_shape), 2)
+        out = nan_like(out_shape)
+        launch(out, 1)
+        assert np.isfinite(out).all()
+
+
+def test_transposed_versions_mirror_conv2d():
+    assert {v: t.name for v, t in conv_transpose2d.VERSIONS.items()} == \
+           {v: c.name for v, c in conv2d.VERSIONS.items()}
+    for v, version in conv_transpose2d.VERSIONS.items():
+        assert version.ops == {"forward": conv2d.VERSIONS[v].ops["backward_data"],
+                               "backward_data": conv2d.VERSIONS[v].ops["forward"],
+                               "backward_weight": conv2d.VERSIONS[v].ops["backward_weight"]}
+
+
+def test_dcgan_cases_cover_every_layer_in_three_directions():
+    labels = [label for label, _ in conv2d.cases(sim=False)]
+    for layer in ("G1 convT 100->512 1->4", "G2 convT 512->256 4->8", "G3 convT 256->128 8->16",
+                  "G4 convT 128->64 16->32", "G5 convT 64->3 32->64", "D1 conv 3->64 64->32",
+                  "D2 conv 64->128 32->16", "D3 conv 128->256 16->8", "D4 conv 256->512 8->4",
+                  "D5 conv 512->1 4->1", "paper-G2 convT 512->256 4->8", "paper-D1 conv 3->64 64->32"):
+        for direction in conv2d.DIRECTIONS:
+            assert f"{layer} {direction}" in labels
+    assert len(labels) == len(set(labels))
+    transposed = [label for label, _ in conv_transpose2d.cases(sim=False)]
+    assert "paper-G5 convT 64->3 32->64 bwd-weight" in transposed and not any(" conv " in t for t in transposed)
