@@ -5,7 +5,7 @@
     python bench/conv_bench.py --batch 64 --image-size 32 --ngf 32 --json out.json
 
 For each convolution of the generator (transposed) and discriminator at batch 128, 64x64,
-ngf = ndf = 64 (pytorch/examples' DCGAN), and each direction (fwd, bwd_data, bwd_weight):
+ngf = ndf = 64 (pytorch/examples' DCGAN), and each direction (fwd, bwd-data, bwd-weight):
 median ms of CUDA-event timings after warm-up over rotating input buffers (so inputs are
 not sitting in the 50 MB L2), GFLOP/s, % of the card's FP32 peak, max error relative to the
 largest reference value, and the ratio to cuDNN through PyTorch with TF32 off (the fair
@@ -31,7 +31,7 @@ from dcgan_cuda import nn as our_nn  # noqa: E402
 from dcgan_cuda import reference  # noqa: E402
 from dcgan_cuda.models import build_models  # noqa: E402
 
-DIRECTIONS = ("fwd", "bwd_data", "bwd_weight")
+DIRECTIONS = ("fwd", "bwd-data", "bwd-weight")
 
 
 def dcgan_convolutions(arch, batch, size, nc, nz, ngf, ndf):
@@ -80,11 +80,11 @@ def reference_direction(layer, direction, x, w, dy):
     s, p = layer["stride"], layer["padding"]
     if layer["kind"] == "conv":
         return {"fwd": lambda: reference.conv2d_forward(x, w, None, s, p),
-                "bwd_data": lambda: reference.conv2d_backward_data(dy, w, x.shape, s, p),
-                "bwd_weight": lambda: reference.conv2d_backward_weight(x, dy, w.shape, s, p)}[direction]()
+                "bwd-data": lambda: reference.conv2d_backward_data(dy, w, x.shape, s, p),
+                "bwd-weight": lambda: reference.conv2d_backward_weight(x, dy, w.shape, s, p)}[direction]()
     return {"fwd": lambda: reference.conv2d_backward_data(x, w, layer["y"], s, p),
-            "bwd_data": lambda: reference.conv2d_forward(dy, w, None, s, p),
-            "bwd_weight": lambda: reference.conv2d_backward_weight(dy, x, w.shape, s, p)}[direction]()
+            "bwd-data": lambda: reference.conv2d_forward(dy, w, None, s, p),
+            "bwd-weight": lambda: reference.conv2d_backward_weight(dy, x, w.shape, s, p)}[direction]()
 
 
 def our_launcher(layer, direction, version, x, w, dy, out):
@@ -93,7 +93,7 @@ def our_launcher(layer, direction, version, x, w, dy, out):
     s, p = layer["stride"], layer["padding"]
     if direction == "fwd":
         return lambda: module.forward(x, w, out, s, p, version=version)
-    if direction == "bwd_data":
+    if direction == "bwd-data":
         return lambda: module.backward_data(dy, w, out, s, p, version=version)
     return lambda: module.backward_weight(x, dy, out, s, p, version=version)
 
@@ -104,16 +104,16 @@ def cudnn_launcher(layer, direction, x, w, dy):
     s, p = layer["stride"], layer["padding"]
     if layer["kind"] == "conv":
         return {"fwd": lambda: F.conv2d(x, w, None, s, p),
-                "bwd_data": lambda: torch.nn.grad.conv2d_input(layer["x"], w, dy, s, p),
-                "bwd_weight": lambda: torch.nn.grad.conv2d_weight(x, layer["w"], dy, s, p)}[direction]
+                "bwd-data": lambda: torch.nn.grad.conv2d_input(layer["x"], w, dy, s, p),
+                "bwd-weight": lambda: torch.nn.grad.conv2d_weight(x, layer["w"], dy, s, p)}[direction]
     # The transposed convolution's three directions are conv2d's, read through the duality.
     return {"fwd": lambda: torch.nn.grad.conv2d_input(layer["y"], w, x, s, p),
-            "bwd_data": lambda: F.conv2d(dy, w, None, s, p),
-            "bwd_weight": lambda: torch.nn.grad.conv2d_weight(dy, layer["w"], x, s, p)}[direction]
+            "bwd-data": lambda: F.conv2d(dy, w, None, s, p),
+            "bwd-weight": lambda: torch.nn.grad.conv2d_weight(dy, layer["w"], x, s, p)}[direction]
 
 
 def output_shape(layer, direction):
-    if direction == "bwd_weight":
+    if direction == "bwd-weight":
         return layer["w"]
     if direction == "fwd":
         return layer["y"]
