@@ -33,6 +33,10 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be read, or does not fit the model it is loaded into."""
 
 
+class NonFiniteError(CheckpointError):
+    """A state holding NaN or Inf was about to be written; nothing was written."""
+
+
 # --------------------------------------------------------------------------- writing
 def atomic_write_bytes(path, payload):
     """Write payload to path so that path holds either its old content or all of payload."""
@@ -66,7 +70,7 @@ def save_tensors(path, tensors, metadata):
     tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     if not _all_finite(tensors):
         bad = [k for k, v in tensors.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
-        raise CheckpointError(f"refusing to write {path}: non-finite values in {', '.join(bad[:5])}")
+        raise NonFiniteError(f"refusing to write {path}: non-finite values in {', '.join(bad[:5])}")
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
     atomic_write_bytes(path, st_save(tensors, metadata=meta))
 

@@ -25,8 +25,8 @@ import numpy as np
 from . import ops
 from .autograd import Tensor
 from .backend import BackendUnavailable, get_backend
-from .checkpoint import (CheckpointError, load_model_into, load_training_state, save_model,
-                         save_training_state)
+from .checkpoint import (CheckpointError, NonFiniteError, load_model_into, load_training_state,
+                         save_model, save_training_state)
 from .data import DATASETS, DEFAULT_CHANNELS, DatasetError, load_dataset
 from .images import plot_losses, read_metrics, save_grid
 from .models import ARCHS, IMAGE_SIZES, ModelConfigError, build_models
@@ -253,13 +253,22 @@ class Run:
 
     # -- saving -------------------------------------------------------------------
     def save_state(self):
-        save_training_state(self.state_path, self.netG, self.netD, self.optG, self.optD, self.progress())
+        try:
+            save_training_state(self.state_path, self.netG, self.netD, self.optG, self.optD,
+                                self.progress())
+        except NonFiniteError as exc:
+            # A gradient that was Inf/NaN turns the weights into NaN at the optimizer step,
+            # often before any loss shows it.
+            raise self._diverged(f"the weights became non-finite ({exc})") from None
         self.last_checkpoint = self.state_path
 
     def save_epoch(self, epoch):
         out = self.args.outf
-        save_model(os.path.join(out, f"netG_epoch_{epoch}.safetensors"), self.netG)
-        save_model(os.path.join(out, f"netD_epoch_{epoch}.safetensors"), self.netD)
+        try:
+            save_model(os.path.join(out, f"netG_epoch_{epoch}.safetensors"), self.netG)
+            save_model(os.path.join(out, f"netD_epoch_{epoch}.safetensors"), self.netD)
+        except NonFiniteError as exc:
+            raise self._diverged(f"the weights became non-finite ({exc})") from None
         self.save_state()
 
     def save_samples(self, epoch):
@@ -340,10 +349,13 @@ class Run:
     def _guard(self, stats):
         bad = [k for k, v in stats.items() if not math.isfinite(v)]
         if bad:
-            where = (f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint
-                     else "no checkpoint was written yet")
-            raise TrainingError(f"training diverged: {', '.join(bad)} became non-finite at iteration "
-                                f"{self.iteration}; nothing was saved from this iteration on; {where}")
+            raise self._diverged(f"{', '.join(bad)} became non-finite")
+
+    def _diverged(self, what):
+        where = (f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint
+                 else "no checkpoint was written yet")
+        return TrainingError(f"training diverged at iteration {self.iteration}: {what}; nothing was "
+                             f"saved from this iteration on; {where}")
 
 
 def main(argv=None):
