@@ -171,7 +171,8 @@ def softmax_cross_entropy_backward(logits, labels, dloss, dlogits, version=DEFAU
 # fake with target 1); softmax cross-entropy for a 10-class probe on batch-128 features.
 def cases(sim):
     n = 37 if sim else 128
-    return [(f"bce N={n} t={t:g}", lambda rng, t=t: ("bce", t, (3 * rng.standard_normal(n)).astype(np.float32)))
+    return [(f"bce N={n} t={t:g}",
+             lambda rng, t=t: ("bce", t, (3 * rng.standard_normal(n)).astype(np.float32)))
             for t in (1.0, 0.0)] + \
            [(f"softmax-ce {n}x10", lambda rng: ("ce", rng.integers(0, 10, n).astype(np.int32),
                                                  (3 * rng.standard_normal((n, 10))).astype(np.float32)))]
