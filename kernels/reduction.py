@@ -86,8 +86,8 @@ def block_sum(partial, tid):
     """Sum of partial[0..THREADS) (shared memory, one value per thread), returned to every
     thread. Sequential addressing: active threads stay contiguous, no bank conflicts.
 
-    Every thread of the block must call it (it contains barriers). It ends with a barrier,
-    so the caller may overwrite ``partial`` at once.
+    The block must have exactly THREADS threads, and every one of them must call it (it
+    contains barriers). It ends with a barrier, so the caller may overwrite ``partial`` at once.
     """
     cuda.syncthreads()  # every thread's partial is in shared memory before anyone reads it
     half = THREADS // 2
