@@ -53,7 +53,7 @@ class NumpyBackend:
 
     # -- array management: allocation and copies only ------------------------------
     def asarray(self, a, dtype=np.float32):
-        return np.ascontiguousarray(a, dtype=dtype)
+        return np.asarray(a, dtype=dtype, order="C")  # (ascontiguousarray would make 0-d arrays 1-d)
 
     def to_numpy(self, a):
         return np.array(a, copy=True)

@@ -67,7 +67,7 @@ def _all_finite(tensors):
 
 def save_tensors(path, tensors, metadata):
     """Atomically write a safetensors file; refuses arrays holding NaN or Inf."""
-    tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    tensors = {k: np.asarray(v, order="C") for k, v in tensors.items()}  # keeps 0-d arrays 0-d
     if not _all_finite(tensors):
         bad = [k for k, v in tensors.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
         raise NonFiniteError(f"refusing to write {path}: non-finite values in {', '.join(bad[:5])}")

@@ -45,7 +45,7 @@ class KernelBackend:
 
     # -- array management: allocation and copies only ------------------------------
     def asarray(self, a, dtype=np.float32):
-        host = np.ascontiguousarray(a, dtype=dtype)
+        host = np.asarray(a, dtype=dtype, order="C")
         return self.xp.array(host) if self.is_gpu else host.copy()
 
     def to_numpy(self, a):

@@ -35,7 +35,7 @@ from .optim import Adam
 REAL_LABEL, FAKE_LABEL = 1.0, 0.0
 STATE_FILE = "checkpoint.safetensors"
 # What a resumed run takes from its checkpoint; passing a different value is an error.
-RESUME_KEYS = ("dataset", "imageSize", "nc", "nz", "ngf", "ndf", "arch", "batchSize",
+RESUME_KEYS = ("dataset", "dataroot", "max_images", "imageSize", "nc", "nz", "ngf", "ndf", "arch", "batchSize",
                "manualSeed", "lr", "beta1", "weight_decay")
 
 
@@ -57,13 +57,13 @@ def build_parser():
         names = ["--" + name] + ([kebab] if kebab != "--" + name else []) + list(aliases)
         p.add_argument(*names, dest=name, **kw)
 
-    flag("dataset", default="digits", choices=DATASETS,
+    flag("dataset", default=None, choices=DATASETS,
          help="digits is embedded (scikit-learn's 8x8 UCI digits, resized); folder is a folder "
               "of images (recursive); cifar10 / mnist read their files from --dataroot; fake is "
-              "random noise for smoke tests")
+              "random noise for smoke tests (default: digits)")
     flag("dataroot", default=None, help="path to the dataset's files (not needed for digits/fake)")
     flag("workers", type=int, default=2, help="accepted for compatibility; data is held in memory")
-    flag("batchSize", type=int, default=64, help="input batch size")
+    flag("batchSize", type=int, default=None, help="input batch size (default 64)")
     flag("imageSize", type=int, default=None,
          help=f"height/width of the images, one of {IMAGE_SIZES} (default: 32 for digits, 64 otherwise)")
     flag("nc", type=int, default=None, choices=(1, 3),
@@ -105,14 +105,17 @@ def parse_args(argv=None):
         args.device = "cuda"
     if args.ngpu != 1:
         raise TrainingError("--ngpu: only a single GPU is supported")
-    for name in ("batchSize", "niter", "workers"):
-        if getattr(args, name) < (0 if name == "workers" else 1):
+    for name in ("batchSize", "niter", "workers", "max_images"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "workers" else 1):
             raise TrainingError(f"--{name} must be positive, got {getattr(args, name)}")
     return args
 
 
 def fill_defaults(args):
-    defaults = dict(nz=100, ngf=64, ndf=64, lr=2e-4, beta1=0.5, weight_decay=0.0, arch="pytorch",
+    if args.dataset is None:
+        args.dataset = "digits"
+    defaults = dict(batchSize=64, nz=100, ngf=64, ndf=64, lr=2e-4, beta1=0.5, weight_decay=0.0, arch="pytorch",
                     imageSize=32 if args.dataset == "digits" else 64,
                     nc=DEFAULT_CHANNELS[args.dataset])
     for k, v in defaults.items():
