@@ -36,6 +36,44 @@ from numba import cuda, types  # noqa: E402
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
 
+
+def _simulator_shared_arrays_without_race():
+    """Fix a race in the simulator's shared memory (seen in numba-cuda 0.30.4).
+
+    Every simulated thread of a block calls cuda.shared.array, and the simulator does
+    "look up the array for this source line; if there is none, create and store one"
+    with no lock. Two threads switched out between the lookup and the store get two
+    different arrays, and writes by one are invisible to the other: a tiled kernel then
+    fails now and then (seen: 2 runs in 20 of the GEMM tests). Same keys, with a lock.
+    """
+    import sys
+    import threading
+
+    from numba.cuda.simulator import kernelapi
+    from numba.np import numpy_support
+
+    original = kernelapi.FakeCUDAShared.array
+    lock = threading.Lock()
+
+    def array(self, shape, dtype, alignment=None):
+        if alignment is not None or shape == 0:  # unsupported, or dynamic: nothing allocated
+            return original(self, shape, dtype, alignment)
+        if isinstance(dtype, types.Type):
+            dtype = numpy_support.as_dtype(dtype)
+        caller = sys._getframe(1)
+        key = (caller.f_code.co_filename, caller.f_lineno)  # one array per source line, as the original
+        with lock:
+            found = self._allocations.get(key)
+            if found is None:
+                found = self._allocations[key] = np.empty(shape, dtype)
+        return found
+
+    kernelapi.FakeCUDAShared.array = array
+
+
+if SIMULATOR:
+    _simulator_shared_arrays_without_race()
+
 # ---------------------------------------------------------------- argument types
 f32 = types.float32
 i64 = types.int64

@@ -1,54 +1,15 @@
 """linear (SGEMM) kernels under the simulator vs the NumPy reference, every version."""
-import sys
-import threading
 
 import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from numba import types
-from numba.cuda.simulator import kernelapi
-from numba.np import numpy_support
 
 from dcgan_cuda import reference
 from dcgan_cuda.kernels import linear
 
 from .conftest import assert_close, nan_like
 
-
-# A race in the simulator itself (numba-cuda 0.30.4, simulator/kernelapi.py): every
-# thread of a block calls FakeCUDAShared.array, which does "get the array for this source
-# line; if none, np.empty one and store it" without a lock. Two threads that interleave
-# between the get and the store end up with two different arrays, so what one writes
-# the other never sees: v2 then fails about once in ~10 runs of this file (seen: 3 of
-# 40 elements off by O(1)); making np.empty slow there makes it fail every launch. The
-# fix is a lock around the get-or-create. It is applied here for the duration of this
-# module only; it belongs in tests/sim/conftest.py for every kernel with shared memory.
-_shared_lock = threading.Lock()
-
-
-def _shared_array_with_lock(self, shape, dtype, alignment=None):
-    if alignment is not None or shape == 0:  # unsupported / dynamic shared memory: no allocation race
-        return _original_shared_array(self, shape, dtype, alignment)
-    if isinstance(dtype, types.Type):
-        dtype = numpy_support.as_dtype(dtype)
-    caller = sys._getframe(1)  # one array per source line, as the original keys them
-    key = (caller.f_code.co_filename, caller.f_lineno)
-    with _shared_lock:
-        array = self._allocations.get(key)
-        if array is None:
-            array = self._allocations[key] = np.empty(shape, dtype)
-    return array
-
-
-_original_shared_array = kernelapi.FakeCUDAShared.array
-
-
-@pytest.fixture(autouse=True, scope="module")
-def shared_arrays_without_race():
-    kernelapi.FakeCUDAShared.array = _shared_array_with_lock
-    yield
-    kernelapi.FakeCUDAShared.array = _original_shared_array
 
 VERSIONS = sorted(linear.VERSIONS)
 T = linear.TILE  # 8 under the simulator: sizes 1-40 straddle up to 5 tiles, edges included
