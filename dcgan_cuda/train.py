@@ -8,7 +8,8 @@ with the fake batch labelled real.
 Outputs in --outf: real_samples.png, fake_samples_epoch_NNN.png (from fixed noise),
 netG_epoch_N.safetensors / netD_epoch_N.safetensors (PyTorch names; they load into the
 pytorch/examples networks), checkpoint.safetensors (everything needed to continue the
-run exactly: --resume), metrics.jsonl (one JSON line per iteration) and loss_curve.png.
+run exactly: --resume), metrics.jsonl (one JSON line per iteration, plus one per evaluation
+with --eval-every) and loss_curve.png.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from .optim import Adam
 
 REAL_LABEL, FAKE_LABEL = 1.0, 0.0
 STATE_FILE = "checkpoint.safetensors"
+EVAL_SAMPLES = 500  # --eval-every: fewer than evaluate's 1000, so an evaluation stays a small part of an epoch
 # What a resumed run takes from its checkpoint; passing a different value is an error.
 RESUME_KEYS = ("dataset", "dataroot", "max_images", "imageSize", "nc", "nz", "ngf", "ndf", "arch", "batchSize",
                "manualSeed", "lr", "beta1", "weight_decay")
@@ -94,6 +96,10 @@ def build_parser():
     flag("save_every", type=int, default=0,
          help="also write the training checkpoint every N iterations (0: at epoch ends only)")
     flag("max_images", type=int, default=None, help="use only the first N images of the dataset")
+    flag("eval_every", type=int, default=0,
+         help="every N epochs (and after the last), measure the samples' quality on "
+              f"{EVAL_SAMPLES} images as python -m dcgan_cuda.evaluate does (digits only) and log "
+              "it to metrics.jsonl and loss_curve.png; 0: never")
     flag("dry_run", action="store_true", help="check a single training cycle works, then stop")
     flag("no_progress", action="store_true", help="print one line per epoch instead of a progress bar")
     return p
@@ -290,6 +296,10 @@ class Run:
         self.log(f"[dcgan_cuda] {args.dataset}: {n} images {args.nc}x{args.imageSize}x{args.imageSize}, "
                  f"arch {args.arch}, backend {self.backend.name}, seed {args.manualSeed}, "
                  f"{batches} batches of {args.batchSize} per epoch, epochs {self.epoch + 1}..{args.niter}")
+        if args.eval_every < 0 or (args.eval_every and args.dataset != "digits"):
+            raise TrainingError("--eval-every needs a count >= 0 and --dataset digits (the figures "
+                                f"are measured against held-out digits); got {args.eval_every} on {args.dataset}")
+        self.evaluator = None  # built at the first evaluation: the classifier is loaded once per run
         with open(self.metrics_path, "a", encoding="utf-8") as metrics:
             while self.epoch < args.niter:
                 order = epoch_order(n, args.manualSeed, self.epoch)
@@ -334,6 +344,9 @@ class Run:
                     self.save_epoch(finished_epoch)
                 else:  # stopped mid-epoch: no epoch files, just the state to resume from
                     self.save_state()
+                if complete and args.eval_every and (self.epoch % args.eval_every == 0
+                                                     or self.epoch == args.niter):
+                    self.evaluate(metrics)  # after the save: a failing evaluation loses no epoch
                 metrics.flush()
                 plot_losses(read_metrics(self.metrics_path), os.path.join(args.outf, "loss_curve.png"))
                 if args.dry_run or self.stop_requested:
@@ -341,6 +354,29 @@ class Run:
         if self.stop_requested:
             raise KeyboardInterrupt
         self.log(f"[dcgan_cuda] done: {self.iteration} iterations; samples and checkpoints in {args.outf}")
+
+    def evaluate(self, metrics):
+        """Append G's sample-quality figures (dcgan_cuda/evaluate.py) as a metrics row
+        {"iteration", "epoch", "eval": {...}}, with the real-data floor and the untrained
+        generator's ceiling beside them. G's state and the training RNG are left untouched,
+        so a run with --eval-every trains exactly as one without."""
+        from .evaluate import Evaluator, evaluate_generator  # imported only by runs that evaluate
+        t0 = time.perf_counter()
+        if self.evaluator is None:
+            self.evaluator = Evaluator(self.args.imageSize, self.args.nc, log=self.log)
+        r = evaluate_generator(self.netG, self.backend, EVAL_SAMPLES, evaluator=self.evaluator, log=self.log)
+        g = r["generated"]
+        figures = {"frechet_distance": round(g["frechet_distance"], 4),
+                   "frechet_distance_real": round(r["real_train"]["frechet_distance"], 4),
+                   "frechet_distance_untrained": round(r["untrained"]["frechet_distance"], 4),
+                   "classes_covered": g["classes_covered"], "kl_uniform": round(g["kl_uniform"], 4),
+                   "mean_confidence": round(g["mean_confidence"], 4), "samples": EVAL_SAMPLES,
+                   "seconds": round(time.perf_counter() - t0, 2)}
+        metrics.write(json.dumps({"iteration": self.iteration, "epoch": self.epoch, "eval": figures}) + "\n")
+        self.log(f"[eval {self.epoch}] Frechet distance {figures['frechet_distance']:.2f} (real "
+                 f"{figures['frechet_distance_real']:.2f}, untrained {figures['frechet_distance_untrained']:.2f}), "
+                 f"classes {figures['classes_covered']}/10, KL {figures['kl_uniform']:.3f}, "
+                 f"confidence {figures['mean_confidence']:.3f} ({figures['seconds']:.1f}s)")
 
     def _progress_bar(self, batches):
         if self.args.no_progress:
