@@ -56,21 +56,10 @@ def time_cpu(fn, warmup=2, reps=10):
     return float(np.median(times))
 
 
-def time_cuda(fn, warmup=3, reps=20, sync=None):
-    """Median milliseconds of fn() between CUDA events on the current stream, after warm-up."""
-    import cupy
-    for _ in range(warmup):
-        fn()
-    cupy.cuda.get_current_stream().synchronize()
-    start, stop = cupy.cuda.Event(), cupy.cuda.Event()
-    times = []
-    for _ in range(reps):
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        times.append(cupy.cuda.get_elapsed_time(start, stop))
-    return float(np.median(times))
+def time_cuda(fn, warmup=3, reps=20):
+    """Median milliseconds of fn() between CUDA events on CuPy's stream, after warm-up."""
+    from dcgan_cuda.kernels.harness import time_gpu
+    return time_gpu(fn, warmup, reps)
 
 
 def time_torch_cuda(fn, warmup=3, reps=20):
