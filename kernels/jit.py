@@ -30,6 +30,9 @@ from types import SimpleNamespace
 # export: all our work is on one stream, so ordering is already guaranteed. (Effective only
 # if set before numba.cuda reads its configuration, which is when this module is imported first.)
 os.environ.setdefault("NUMBA_CUDA_ARRAY_INTERFACE_SYNC", "0")
+# Small DCGAN layers launch small grids on purpose (and the simulator's grids are tiny):
+# Numba's warning about grids too small to fill the GPU would fire on every such launch.
+os.environ.setdefault("NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS", "0")
 
 import numpy as np  # noqa: E402
 from numba import cuda, types  # noqa: E402
