@@ -178,19 +178,27 @@ def _channel_view(v, ndim):
     return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
-def _per_channel_mean(t):
-    """Mean over every axis but 1, computed as (N, C, H*W) so NumPy reduces contiguous runs."""
-    n, c = t.shape[:2]
-    return t.reshape(n, c, -1).mean(axis=2).mean(axis=0)
+def _per_channel_sum(a, b=None):
+    """Sum over every axis but 1 of a (or of a*b, without materialising the product)."""
+    n, c = a.shape[:2]
+    a3 = a.reshape(n, c, -1)
+    if b is None:
+        return a3.sum(axis=2).sum(axis=0)
+    return np.einsum("ncs,ncs->c", a3, b.reshape(n, c, -1))
 
 
 def batchnorm2d_forward_train(x, gamma, beta, eps=1e-5):
-    """Normalise with the batch's statistics. Returns y and the per-channel mean and biased var."""
-    mean = _per_channel_mean(x)
-    centred = x - _channel_view(mean, x.ndim)
-    var = _per_channel_mean(centred * centred)
-    invstd = 1 / np.sqrt(var + eps)
-    y = centred * _channel_view(gamma * invstd, x.ndim) + _channel_view(beta, x.ndim)
+    """Normalise with the batch's statistics. Returns y and the per-channel mean and biased var.
+
+    The variance is the mean of squared deviations from the mean (two passes): the one-pass
+    E[x^2] - E[x]^2 loses every digit when |mean| >> std.
+    """
+    m = x.size // x.shape[1]
+    mean = _per_channel_sum(x) / m
+    y = x - _channel_view(mean, x.ndim)
+    var = _per_channel_sum(y, y) / m
+    y *= _channel_view(gamma / np.sqrt(var + eps), x.ndim)
+    y += _channel_view(beta, x.ndim)
     return y, mean, var
 
 
@@ -216,17 +224,19 @@ def batchnorm2d_backward(dy, x, gamma, mean, var, eps=1e-5, batch_stats=True):
     With batch statistics the mean and var depend on x, which adds the two centring terms:
         dx = gamma*invstd * (dy - mean(dy) - xhat * mean(dy * xhat))
     With running statistics (eval mode) they are constants and dx = gamma*invstd*dy.
+    Written per channel as dx = a*dy + b*(x - mean) + c, so each pass touches whole arrays once.
     """
+    m = x.size // x.shape[1]
     invstd = 1 / np.sqrt(var + eps)
-    xhat = (x - _channel_view(mean, x.ndim)) * _channel_view(invstd, x.ndim)
-    n_per_channel = x.size // x.shape[1]
-    dbeta = _per_channel_mean(dy) * n_per_channel
-    dgamma = _per_channel_mean(dy * xhat) * n_per_channel
-    scale = _channel_view((gamma * invstd).astype(x.dtype), x.ndim)
-    if not batch_stats:
-        return dy * scale, dgamma, dbeta
-    dx = scale * (dy - _channel_view(dbeta / n_per_channel, x.ndim)
-                  - xhat * _channel_view(dgamma / n_per_channel, x.ndim))
+    centred = x - _channel_view(mean, x.ndim)
+    dbeta = _per_channel_sum(dy)
+    dgamma = _per_channel_sum(dy, centred) * invstd
+    a = (gamma * invstd).astype(x.dtype)
+    dx = dy * _channel_view(a, x.ndim)
+    if batch_stats:
+        centred *= _channel_view((-a * invstd * dgamma / m).astype(x.dtype), x.ndim)
+        dx += centred
+        dx += _channel_view((-a * dbeta / m).astype(x.dtype), x.ndim)
     return dx, dgamma, dbeta
 
 
