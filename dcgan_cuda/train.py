@@ -73,7 +73,9 @@ def build_parser():
     flag("nz", type=int, default=None, help="size of the latent z vector (default 100)")
     flag("ngf", type=int, default=None, help="generator width (default 64)")
     flag("ndf", type=int, default=None, help="discriminator width (default 64)")
-    flag("niter", type=int, default=25, help="number of epochs to train for")
+    flag("niter", type=int, default=None,
+         help="number of epochs to train for (default: 25 as pytorch/examples; 60 for digits, whose "
+              "epochs are only 23 batches long: its samples keep improving until about 60)")
     flag("lr", type=float, default=None, help="learning rate (default 0.0002)")
     flag("beta1", type=float, default=None, help="beta1 for Adam (default 0.5)")
     flag("weight_decay", type=float, default=None,
@@ -121,7 +123,7 @@ def parse_args(argv=None):
 def fill_defaults(args):
     if args.dataset is None:
         args.dataset = "digits"
-    defaults = dict(batchSize=64, nz=100, ngf=64, ndf=64, lr=2e-4, beta1=0.5, weight_decay=0.0, arch="pytorch",
+    defaults = dict(batchSize=64, niter=60 if args.dataset == "digits" else 25, nz=100, ngf=64, ndf=64, lr=2e-4, beta1=0.5, weight_decay=0.0, arch="pytorch",
                     imageSize=32 if args.dataset == "digits" else 64,
                     nc=DEFAULT_CHANNELS[args.dataset])
     for k, v in defaults.items():
