@@ -220,8 +220,12 @@ class SoftmaxCrossEntropy(Function):
 def _check_tensor(op, name, t, ndim=None):
     if not isinstance(t, Tensor):
         raise OpError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
-    if t.dtype != np.float32 and t.dtype != np.float64:
-        raise OpError(f"{op}: {name} must be float32 (or float64 on the numpy backend), got {t.dtype}")
+    allowed = (np.float32, np.float64) if t.backend.name == "numpy" else (np.float32,)
+    if t.dtype not in allowed:
+        raise OpError(f"{op}: {name} must be float32 (float64 only on the numpy backend), "
+                      f"got {t.dtype} on the {t.backend.name} backend")
+    if not t.data.flags.c_contiguous:
+        raise OpError(f"{op}: {name} must be C-contiguous (the kernels index NCHW memory directly)")
     if ndim is not None and t.ndim != ndim:
         raise OpError(f"{op}: {name} must be {ndim}-D, got shape {t.shape}")
 

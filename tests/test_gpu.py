@@ -136,3 +136,29 @@ def test_twenty_iterations_are_bitwise_reproducible(tmp_path):
     assert int(a["optG.step"]) == 20
     for name in a:
         assert np.array_equal(a[name], b[name]), f"{name} differs between two identical runs"
+
+
+def test_resume_on_the_gpu_is_bitwise_the_uninterrupted_run(tmp_path, monkeypatch):
+    from dcgan_cuda import train
+    from dcgan_cuda.checkpoint import read_tensors
+    common = ["--device", "cuda", "--niter", "2", "--max-images", "320", "--batchSize", "64",
+              "--manualSeed", "9", "--no-progress"]
+    assert train.main(common + ["--outf", str(tmp_path / "whole")]) == 0
+    kept = tmp_path / "iteration3.safetensors"
+    real_save = train.Run.save_state
+
+    def save_and_keep(self):
+        real_save(self)
+        if self.iteration == 3:
+            kept.write_bytes(open(self.state_path, "rb").read())
+    monkeypatch.setattr(train.Run, "save_state", save_and_keep)
+    assert train.main(common + ["--outf", str(tmp_path / "first"), "--save-every", "1"]) == 0
+    monkeypatch.undo()
+    (tmp_path / "resumed").mkdir()
+    (tmp_path / "resumed" / "checkpoint.safetensors").write_bytes(kept.read_bytes())
+    assert train.main(["--resume", str(tmp_path / "resumed" / "checkpoint.safetensors"), "--device", "cuda",
+                       "--niter", "2", "--outf", str(tmp_path / "resumed"), "--no-progress"]) == 0
+    a = read_tensors(str(tmp_path / "whole" / "checkpoint.safetensors"))[0]
+    b = read_tensors(str(tmp_path / "resumed" / "checkpoint.safetensors"))[0]
+    for name in a:
+        assert np.array_equal(a[name], b[name]), name
