@@ -164,6 +164,13 @@ def main(argv=None):
     else:
         ms = common.time_cpu(step, args.warmup, args.steps)
     record(f"dcgan_cuda ({backend.name})", ms)
+    launches = None
+    if backend.name != "numpy":
+        from dcgan_cuda.kernels.jit import LAUNCHES
+        LAUNCHES.clear()
+        step()
+        launches = sum(LAUNCHES.values())
+        print(f"  kernel launches per step: {launches} ({ms * 1e3 / launches:.1f} us of step time per launch)")
 
     if not args.no_torch and not sim:
         try:
@@ -194,7 +201,8 @@ def main(argv=None):
     if args.json:
         common.write_json(args.json, {"machine": name, "fp32_peak_tflops": peak, "arch": args.arch,
                                       "batch": batch, "image_size": size, "nc": args.nc, "ngf": ngf,
-                                      "ndf": ndf, "step_gflop": flops / 1e9, "results": rows})
+                                      "ndf": ndf, "step_gflop": flops / 1e9, "launches_per_step": launches,
+                                      "results": rows})
     return 0
 
 

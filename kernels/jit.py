@@ -23,7 +23,7 @@ touches into double precision, which is slow on GPUs).
 from __future__ import annotations
 
 import os
-from collections import namedtuple
+from collections import Counter, namedtuple
 from types import SimpleNamespace
 
 # Launch on CuPy arrays without Numba synchronising on every __cuda_array_interface__
@@ -87,6 +87,9 @@ i32_1d = types.int32[::1]
 i64_4d = types.int64[:, :, :, ::1]
 
 REGISTRY = []
+# Launches per kernel since the process started (or since LAUNCHES.clear()): at DCGAN sizes
+# the host-side cost of each launch matters, so benchmarks report how many a step makes.
+LAUNCHES = Counter()
 
 # One numbered version of a kernel family: its short name, the one idea it adds, and the
 # Kernel objects (or launcher functions) that implement each op of the family.
@@ -118,6 +121,7 @@ class Kernel:
     def __getitem__(self, config):
         """kernel[blocks, threads](*args): launch on the current stream."""
         blocks, threads = config
+        LAUNCHES[self.name] += 1
         if SIMULATOR:
             return self.dispatcher[blocks, threads]
         return self.dispatcher[blocks, threads, current_stream()]
