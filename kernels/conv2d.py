@@ -72,6 +72,7 @@ and `ptxas -v` reports 94-120 registers per thread (64-bit index arithmetic), so
 Versions:
     1  naive       one thread per output element, operands read straight from global memory
     2  smem-tiles  a block stages input and weight tiles in shared memory, reused by its threads
+    3  implicit-gemm  each direction a GEMM gathered into shared tiles; each thread a TM x TN block of C in registers
 Run:
     python -m dcgan_cuda.kernels.conv2d --sim              validate every version on the CPU (tiny shapes)
     python -m dcgan_cuda.kernels.conv2d --version 2        validate at the DCGAN shapes and time on a GPU
@@ -86,8 +87,9 @@ from numba import cuda, float32
 from dcgan_cuda import reference
 from dcgan_cuda.reference import conv2d_output_size, conv_transpose2d_output_size
 
-from .jit import (MAX_BLOCKS, SIM_MAX_BLOCKS, SIMULATOR, Version, f32_4d, grid_1d, i64,
-                  kernel)
+from .jit import (MAX_BLOCKS, SIM_MAX_BLOCKS, SIMULATOR, Version, f32_2d, f32_4d, grid_1d,
+                  i64, kernel)
+from .reduction import workspace
 
 _SIG = (f32_4d, f32_4d, f32_4d, i64, i64, i64, i64)  # three arrays, stride (h, w), padding (h, w)
 
@@ -450,12 +452,409 @@ def _backward_weight_v2(x, dy, dw, sh, sw, ph, pw):
     backward_weight_v2[_tile_grid(blocks), BW_THREADS](x, dy, dw, sh, sw, ph, pw, co_tile, lanes)
 
 
+# ------------------------------------------------------------------------ version 3
+# Implicit GEMM with register blocking. Every direction is a matrix product C = A @ B whose
+# operands are gathered from the NCHW tensors on the fly (nothing is materialised). A block
+# of GEMM_THREADS threads computes a BM x BN tile of C, walking the reduction axis in
+# slices of BK: it copies a BK x BM slice of A (stored transposed, so a thread's TM values
+# for one k are one row) and a BK x BN slice of B into shared memory, syncthreads, and
+# every thread multiplies them into its own TM x TN block of C held in registers.
+# The same code runs under the simulator with small tiles (16 threads instead of 256),
+# so that the tests' tiny shapes still span several tiles in M, N and K.
+BM = 8 if SIMULATOR else 64            # rows of C per block
+BN = 8 if SIMULATOR else 64            # columns of C per block
+BK = 4 if SIMULATOR else 16            # depth of one slice of the reduction
+TM = 2 if SIMULATOR else 4             # rows of C per thread
+TN = 2 if SIMULATOR else 4             # columns of C per thread
+ROW_THREADS = BM // TM                 # threads along a tile's rows (16 on a GPU)
+COL_THREADS = BN // TN
+GEMM_THREADS = ROW_THREADS * COL_THREADS   # 256 on a GPU, 16 in the simulator
+ACCUMULATORS = TM * TN
+# Two floats of padding per shared row: a tile filled "k fastest" (consecutive threads
+# writing down a column) then spreads a warp's 16 k x 2 columns over all 32 banks
+# (bank = 2*k + column) instead of 16 threads on one bank.
+A_ROW = BM + 2
+B_ROW = BN + 2
+# How many rows of a BK-deep slice GEMM_THREADS threads fill in one pass when consecutive
+# threads take consecutive m (or n): each thread then keeps ONE m (or n) for the whole
+# reduction and its k (or pixel) advances by this step, so the gather's index arithmetic
+# is a carry-add per element instead of two divisions.
+STEP_M = GEMM_THREADS // BM
+STEP_N = GEMM_THREADS // BN
+STEP_K = GEMM_THREADS // BK            # columns filled per pass when k is the fastest
+assert GEMM_THREADS % BM == 0 and GEMM_THREADS % BN == 0 and GEMM_THREADS % BK == 0
+assert BK % STEP_M == 0 and BK % STEP_N == 0 and BM % STEP_K == 0 and BN % STEP_K == 0
+# Split-K (backward_weight's reduction over pixels, forward's over K when C is small): a
+# grid of fewer blocks than one wave (2 resident blocks of 256 threads at ~128 registers,
+# on 132 SMs) is split along the reduction until it fills the wave, but every split keeps
+# at least MIN_SPLIT_LENGTH of it (16 slices), so the partial tiles written to the
+# workspace stay small next to the work. In the simulator: splits for most test shapes.
+SPLIT_TARGET_BLOCKS = 8 if SIMULATOR else 264
+MIN_SPLIT_LENGTH = BK if SIMULATOR else 256
+
+
+@cuda.jit(device=True)
+def carry_add(hi, mid, lo, d_hi, d_mid, d_lo, mid_size, lo_size):
+    """(hi, mid, lo) + (d_hi, d_mid, d_lo) in the mixed radix (.., mid_size, lo_size).
+
+    A flat index walked by a constant step, kept as its digits: e.g. k = (c*kh + i)*kw + j
+    as (c, i, j). Needs d_mid < mid_size and d_lo < lo_size (the step's own digits), so
+    each carry is at most 1: two compares instead of the divisions that recover the digits.
+    """
+    lo += d_lo
+    if lo >= lo_size:
+        lo -= lo_size
+        mid += 1
+    mid += d_mid
+    if mid >= mid_size:
+        mid -= mid_size
+        hi += 1
+    return hi + d_hi, mid, lo
+
+
+@cuda.jit(device=True)
+def digits(flat, mid_size, lo_size):
+    """flat as (hi, mid, lo) in the mixed radix (.., mid_size, lo_size)."""
+    lo = flat % lo_size
+    rest = flat // lo_size
+    return rest // mid_size, rest % mid_size, lo
+
+
+@cuda.jit(device=True)
+def multiply_slice(a_tile, b_tile, acc, row, col):
+    """acc[a*TN + b] += sum over kk < BK of a_tile[kk, row + a*ROW_THREADS] * b_tile[kk, col + b*COL_THREADS].
+
+    Per kk a thread loads TM + TN values from shared memory into registers and does TM*TN
+    multiply-adds with them: each loaded value feeds TN (or TM) FMAs. A thread's rows are
+    ROW_THREADS apart (interleaved, not contiguous), so the 16 threads of a half-warp read 16
+    consecutive words: no bank conflicts (contiguous blocks of TM=4 would put two threads
+    on each bank). The loops have constant trip counts and are unrolled; acc and the
+    fragments live in registers (ptxas reports no stack frame).
+    """
+    a_frag = cuda.local.array(TM, float32)
+    b_frag = cuda.local.array(TN, float32)
+    for kk in range(BK):
+        for a in range(TM):
+            a_frag[a] = a_tile[kk, row + a * ROW_THREADS]
+        for b in range(TN):
+            b_frag[b] = b_tile[kk, col + b * COL_THREADS]
+        for a in range(TM):
+            for b in range(TN):
+                acc[a * TN + b] += a_frag[a] * b_frag[b]
+
+
+@kernel((f32_4d, f32_2d, f32_4d, i64, i64, i64, i64, i64, i64, i64))
+def forward_v3(x, w, out, sh, sw, ph, pw, kh, kw, chunk):
+    """out (=) as C[M = N*Ho*Wo, Co] = A[M, K = Ci*kh*kw] @ B[K, Co]; w is the (Co, K) view.
+
+    A[m, k] = x[n, c, p*s + i - pad, q*s + j - pad] (0 in the padding), m = (n, p, q),
+    k = (c, i, j). Block (bx, by, z) owns C[bx*BM.., by*BN..] summed over split z's range
+    k in [z*chunk, (z+1)*chunk), and writes it to out[z*N + n, o, p, q]: with one split out
+    is y itself, with several a workspace that sum_splits_v3 adds up. Thread t owns rows
+    t % ROW_THREADS + a*ROW_THREADS and columns t // ROW_THREADS + b*COL_THREADS: m is the
+    fastest across a warp because it is y's contiguous axis (coalesced stores).
+    """
+    a_tile = cuda.shared.array((BK, A_ROW), float32)
+    b_tile = cuda.shared.array((BK, B_ROW), float32)
+    acc = cuda.local.array(ACCUMULATORS, float32)
+    n_img, cin, height, width = x.shape
+    cout, depth = w.shape
+    out_h, out_w = out.shape[2], out.shape[3]
+    plane = out_h * out_w
+    rows = n_img * plane
+    split = cuda.blockIdx.z
+    k_start = split * chunk
+    k_end = min(k_start + chunk, depth)
+    t = cuda.threadIdx.x
+    m0 = cuda.blockIdx.x * BM
+    n0 = cuda.blockIdx.y * BN
+    # A loads, m fastest: a warp reads 32 neighbouring output pixels' taps, x addresses s
+    # apart (stride 1: fully coalesced; stride 2: every other word of each sector). This
+    # thread always loads tile column mm (one output pixel) at k = k_a, k_a + STEP_M, ...
+    mm = t % BM
+    m = m0 + mm
+    row_ok = m < rows
+    n, p, q = digits(m, out_h, out_w)
+    h_base = p * sh - ph
+    v_base = q * sw - pw
+    k_a = k_start + t // BM
+    c, i, j = digits(k_a, kh, kw)
+    dc, di, dj = digits(STEP_M, kh, kw)
+    # B loads, k fastest: w's (Co, K) rows are contiguous along k (coalesced); the shared
+    # tile is written down its columns, hence B_ROW's padding.
+    kk_b = t % BK
+    nn_b = t // BK
+    for e in range(ACCUMULATORS):
+        acc[e] = float32(0.0)
+    for k0 in range(k_start, k_end, BK):
+        for r in range(BK // STEP_M):
+            value = float32(0.0)
+            if row_ok and k_a < k_end:
+                h = h_base + i
+                v = v_base + j
+                if h >= 0 and h < height and v >= 0 and v < width:
+                    value = x[n, c, h, v]
+            a_tile[t // BM + r * STEP_M, mm] = value
+            k_a += STEP_M
+            c, i, j = carry_add(c, i, j, dc, di, dj, kh, kw)
+        k = k0 + kk_b
+        for r in range(BN // STEP_K):
+            o = n0 + nn_b + r * STEP_K
+            value = float32(0.0)
+            if k < k_end and o < cout:
+                value = w[o, k]
+            b_tile[kk_b, nn_b + r * STEP_K] = value
+        cuda.syncthreads()                   # both slices complete before anyone reads them
+        multiply_slice(a_tile, b_tile, acc, t % ROW_THREADS, t // ROW_THREADS)
+        cuda.syncthreads()                   # all reads done before the next slice overwrites
+    for a in range(TM):
+        m = m0 + t % ROW_THREADS + a * ROW_THREADS
+        if m < rows:
+            n, p, q = digits(m, out_h, out_w)
+            for b in range(TN):
+                o = n0 + t // ROW_THREADS + b * COL_THREADS
+                if o < cout:
+                    out[split * n_img + n, o, p, q] = acc[a * TN + b]
+
+
+@kernel(_SIG)
+def backward_data_v3(dy, w, dx, sh, sw, ph, pw):
+    """dx (=), one sub-pixel phase per blockIdx.z, each a stride-1 implicit GEMM.
+
+    Phase (rh, rw) is the dx pixels h = rh + sh*u, v = rw + sw*uv. Only the taps
+    i = i0, i0 + sh, ... (i0 = (rh + ph) mod sh) reach them, at dy row p = base_h + u - ti
+    for tap i = i0 + sh*ti: C[M = N*rows_h*rows_w, Ci] = A[M, K = Co*taps_h*taps_w] @ B[K, Ci]
+    with A[(n,u,uv), (o,ti,tj)] = dy[n, o, base_h + u - ti, base_w + uv - tj] (0 outside)
+    and B[(o,ti,tj), c] = w[o, c, i0 + sh*ti, j0 + sw*tj]. Every dx pixel is in exactly one
+    phase and one row m of it, so it is written exactly once; a phase with no taps (K = 0)
+    and rows no tap reaches (output_padding) get 0.
+    """
+    a_tile = cuda.shared.array((BK, A_ROW), float32)
+    b_tile = cuda.shared.array((BK, B_ROW), float32)
+    acc = cuda.local.array(ACCUMULATORS, float32)
+    n_img, cin, height, width = dx.shape
+    cout, _, kh, kw = w.shape
+    out_h, out_w = dy.shape[2], dy.shape[3]
+    rh = cuda.blockIdx.z // sw
+    rw = cuda.blockIdx.z % sw
+    rows_h = (height - rh + sh - 1) // sh    # 0 when the phase starts beyond the image
+    rows_w = (width - rw + sw - 1) // sw
+    i0 = (rh + ph) % sh
+    j0 = (rw + pw) % sw
+    taps_h = (kh - i0 + sh - 1) // sh        # 0 when i0 >= kh: this phase gets no taps
+    taps_w = (kw - j0 + sw - 1) // sw
+    base_h = (rh + ph - i0) // sh            # exact: rh + ph - i0 is a multiple of sh
+    base_w = (rw + pw - j0) // sw
+    rows = n_img * rows_h * rows_w
+    depth = cout * taps_h * taps_w
+    m0 = cuda.blockIdx.x * BM
+    n0 = cuda.blockIdx.y * BN
+    if m0 >= rows:                           # the grid is sized for the largest phase;
+        return                               # the whole block leaves, before any barrier
+    t = cuda.threadIdx.x
+    # Digits of K in the radix (Co, taps_h, taps_w); a phase without taps runs no slice,
+    # but the digit arithmetic must not divide by zero.
+    radix_h = max(taps_h, 1)
+    radix_w = max(taps_w, 1)
+    # A loads, m fastest: consecutive uv read consecutive dy columns (stride 1 even for a
+    # stride-2 layer: the phase split turned the strided gather into a dense one).
+    mm = t % BM
+    m = m0 + mm
+    row_ok = m < rows
+    n, u, uv = digits(m, rows_h, rows_w)
+    p_base = base_h + u
+    q_base = base_w + uv
+    o_a, ti_a, tj_a = digits(t // BM, radix_h, radix_w)
+    do_a, dti_a, dtj_a = digits(STEP_M, radix_h, radix_w)
+    # B loads, k fastest: taps sw apart along a row of w, then rows, then output channels.
+    # Not coalesced (w[o, c] is a kh x kw block, c varies across the tile's columns), but w
+    # is at most a few MB and read from L2; see the docstring.
+    kk_b = t % BK
+    nn_b = t // BK
+    o_b, ti_b, tj_b = digits(kk_b, radix_h, radix_w)
+    do_b, dti_b, dtj_b = digits(BK, radix_h, radix_w)
+    for e in range(ACCUMULATORS):
+        acc[e] = float32(0.0)
+    for k0 in range(0, depth, BK):
+        for r in range(BK // STEP_M):
+            value = float32(0.0)
+            if row_ok and o_a < cout:
+                p = p_base - ti_a
+                q = q_base - tj_a
+                if p >= 0 and p < out_h and q >= 0 and q < out_w:
+                    value = dy[n, o_a, p, q]
+            a_tile[t // BM + r * STEP_M, mm] = value
+            o_a, ti_a, tj_a = carry_add(o_a, ti_a, tj_a, do_a, dti_a, dtj_a, radix_h, radix_w)
+        for r in range(BN // STEP_K):
+            c = n0 + nn_b + r * STEP_K
+            value = float32(0.0)
+            if o_b < cout and c < cin:
+                value = w[o_b, c, i0 + sh * ti_b, j0 + sw * tj_b]
+            b_tile[kk_b, nn_b + r * STEP_K] = value
+        o_b, ti_b, tj_b = carry_add(o_b, ti_b, tj_b, do_b, dti_b, dtj_b, radix_h, radix_w)
+        cuda.syncthreads()
+        multiply_slice(a_tile, b_tile, acc, t % ROW_THREADS, t // ROW_THREADS)
+        cuda.syncthreads()
+    for a in range(TM):
+        m = m0 + t % ROW_THREADS + a * ROW_THREADS
+        if m < rows:
+            n, u, uv = digits(m, rows_h, rows_w)
+            for b in range(TN):
+                c = n0 + t // ROW_THREADS + b * COL_THREADS
+                if c < cin:
+                    dx[n, c, rh + sh * u, rw + sw * uv] = acc[a * TN + b]
+
+
+@kernel((f32_4d, f32_4d, f32_2d, i64, i64, i64, i64, i64, i64, i64))
+def backward_weight_v3(x, dy, partials, sh, sw, ph, pw, kh, kw, chunk):
+    """partials[z*Co + o, k] (=): split z's share of dw, pixels [z*chunk, (z+1)*chunk).
+
+    C[Co, K = Ci*kh*kw] = dy^T[Co, P = N*Ho*Wo] @ A[P, K], A[(n,p,q), (c,i,j)] =
+    x[n, c, p*s + i - pad, q*s + j - pad]: the reduction runs over pixels. blockIdx.z is
+    the split; the assignment of pixels to splits is fixed by `chunk`, so each partial is
+    the same sum on every run. Thread t owns rows (o) t // COL_THREADS + a*ROW_THREADS and
+    columns (k) t % COL_THREADS + b*COL_THREADS: k fastest, partials' contiguous axis.
+    With one split the launcher passes dw itself, viewed (Co, K).
+    """
+    a_tile = cuda.shared.array((BK, A_ROW), float32)     # a_tile[pixel, o] = dy
+    b_tile = cuda.shared.array((BK, B_ROW), float32)     # b_tile[pixel, k] = x's tap
+    acc = cuda.local.array(ACCUMULATORS, float32)
+    n_img, cin, height, width = x.shape
+    cout, out_h, out_w = dy.shape[1], dy.shape[2], dy.shape[3]
+    taps = kh * kw
+    depth = cin * taps
+    pixels = n_img * out_h * out_w
+    split = cuda.blockIdx.z
+    first = split * chunk
+    end = min(first + chunk, pixels)
+    m0 = cuda.blockIdx.x * BM
+    n0 = cuda.blockIdx.y * BN
+    t = cuda.threadIdx.x
+    # dy loads, pixels fastest (dy's contiguous axis: coalesced): this thread always loads
+    # slice row kk_a, pixel first + kk_a + BK*slice, for output channels nn + r*STEP_K.
+    kk_a = t % BK
+    mm_a = t // BK
+    pix_a = first + kk_a
+    n_a, p_a, q_a = digits(pix_a, out_h, out_w)
+    dn_a, dp_a, dq_a = digits(BK, out_h, out_w)
+    # x loads, k fastest: this thread always loads tile column nn (one tap (c, i, j)) at
+    # pixels first + t // BN + STEP_N*u. A warp reads 2 channels x 16 taps: runs of kw
+    # contiguous floats, a row apart (at k4 half of each 32-byte sector is used; pixel-fastest
+    # would read x s floats apart, no better, and cost more index arithmetic).
+    nn = t % BN
+    k = n0 + nn
+    col_ok = k < depth
+    c, i, j = digits(k, kh, kw)
+    pix_b = first + t // BN
+    n_b, p_b, q_b = digits(pix_b, out_h, out_w)
+    dn_b, dp_b, dq_b = digits(STEP_N, out_h, out_w)
+    for e in range(ACCUMULATORS):
+        acc[e] = float32(0.0)
+    for r0 in range(first, end, BK):
+        for r in range(BM // STEP_K):
+            o = m0 + mm_a + r * STEP_K
+            value = float32(0.0)
+            if pix_a < end and o < cout:
+                value = dy[n_a, o, p_a, q_a]
+            a_tile[kk_a, mm_a + r * STEP_K] = value
+        pix_a += BK
+        n_a, p_a, q_a = carry_add(n_a, p_a, q_a, dn_a, dp_a, dq_a, out_h, out_w)
+        for r in range(BK // STEP_N):
+            value = float32(0.0)
+            if pix_b < end and col_ok:
+                h = p_b * sh - ph + i
+                v = q_b * sw - pw + j
+                if h >= 0 and h < height and v >= 0 and v < width:
+                    value = x[n_b, c, h, v]
+            b_tile[t // BN + r * STEP_N, nn] = value
+            pix_b += STEP_N
+            n_b, p_b, q_b = carry_add(n_b, p_b, q_b, dn_b, dp_b, dq_b, out_h, out_w)
+        cuda.syncthreads()
+        multiply_slice(a_tile, b_tile, acc, t // COL_THREADS, t % COL_THREADS)
+        cuda.syncthreads()
+    for a in range(TM):
+        o = m0 + t // COL_THREADS + a * ROW_THREADS
+        if o < cout:
+            for b in range(TN):
+                k = n0 + t % COL_THREADS + b * COL_THREADS
+                if k < depth:
+                    partials[split * cout + o, k] = acc[a * TN + b]
+
+
+@kernel((f32_2d, f32_2d))
+def sum_splits_v3(partials, out):
+    """out[r, e] (=) = partials[r, e] + partials[R + r, e] + ... over the splits, in split
+    order (fixed: bitwise reproducible). R = out's rows: Co for dw viewed (Co, K), N for y
+    viewed (N, Co*Ho*Wo). One thread per element, consecutive threads along e (coalesced)."""
+    rows, cols = out.shape
+    splits = partials.shape[0] // rows
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for idx in range(start, rows * cols, step):
+        r = idx // cols
+        e = idx % cols
+        total = float32(0.0)
+        for z in range(splits):
+            total += partials[z * rows + r, e]
+        out[r, e] = total
+
+
+def split_reduction(length, tiles, splits=None):
+    """(splits, chunk): a fixed partition of a GEMM's reduction axis (length K, or P pixels)
+    into ranges [z*chunk, (z+1)*chunk) of whole BK slices, one per blockIdx.z.
+
+    By default split only a grid smaller than SPLIT_TARGET_BLOCKS, into as many splits as
+    bring it there, each at least MIN_SPLIT_LENGTH long. Depends on the shape alone, so a
+    layer always adds in the same order. Rounding chunk up to whole slices can leave fewer
+    splits than asked for; every split's range is non-empty.
+    """
+    if splits is None:
+        splits = max(1, min(SPLIT_TARGET_BLOCKS // tiles, length // MIN_SPLIT_LENGTH))
+    chunk = _ceil_div(_ceil_div(length, max(1, min(splits, length))), BK) * BK
+    return _ceil_div(length, chunk), chunk
+
+
+def _forward_v3(x, w, y, sh, sw, ph, pw, splits=None):
+    n, cout, out_h, out_w = y.shape
+    cin, kh, kw = w.shape[1:]
+    depth = cin * kh * kw
+    tiles_m, tiles_n = _ceil_div(n * out_h * out_w, BM), _ceil_div(cout, BN)
+    splits, chunk = split_reduction(depth, tiles_m * tiles_n, splits)
+    out = y if splits == 1 else workspace(y, (splits * n, cout, out_h, out_w), "conv2d.forward.partials")
+    forward_v3[(tiles_m, tiles_n, splits), GEMM_THREADS](x, w.reshape(cout, depth), out, sh, sw, ph, pw,
+                                                         kh, kw, chunk)
+    if splits > 1:
+        sum_splits_v3[grid_1d(y.size)](out.reshape(splits * n, y.size // n), y.reshape(n, y.size // n))
+
+
+def _backward_data_v3(dy, w, dx, sh, sw, ph, pw):
+    n, cin, height, width = dx.shape
+    # Phase (0, 0) has the most rows; blocks beyond a smaller phase's rows return at once.
+    most_rows = n * _ceil_div(height, sh) * _ceil_div(width, sw)
+    grid = (_ceil_div(most_rows, BM), _ceil_div(cin, BN), sh * sw)
+    backward_data_v3[grid, GEMM_THREADS](dy, w, dx, sh, sw, ph, pw)
+
+
+def _backward_weight_v3(x, dy, dw, sh, sw, ph, pw, splits=None):
+    cout, cin, kh, kw = dw.shape
+    depth = cin * kh * kw
+    tiles_m, tiles_n = _ceil_div(cout, BM), _ceil_div(depth, BN)
+    splits, chunk = split_reduction(dy.shape[0] * dy.shape[2] * dy.shape[3], tiles_m * tiles_n, splits)
+    dw2 = dw.reshape(cout, depth)
+    partials = dw2 if splits == 1 else workspace(dw, (splits * cout, depth), "conv2d.backward_weight.partials")
+    backward_weight_v3[(tiles_m, tiles_n, splits), GEMM_THREADS](x, dy, partials, sh, sw, ph, pw, kh, kw, chunk)
+    if splits > 1:
+        sum_splits_v3[grid_1d(dw.size)](partials, dw2)
+
+
 VERSIONS = {
     1: Version("naive", "one thread per output element, operands read straight from global memory", {
         "forward": _forward_v1, "backward_data": _backward_data_v1, "backward_weight": _backward_weight_v1,
     }),
     2: Version("smem-tiles", "a block stages input and weight tiles in shared memory, reused by its threads", {
         "forward": _forward_v2, "backward_data": _backward_data_v2, "backward_weight": _backward_weight_v2,
+    }),
+    3: Version("implicit-gemm", "each direction a GEMM gathered into shared tiles; each thread a TM x TN block of C in registers", {
+        "forward": _forward_v3, "backward_data": _backward_data_v3, "backward_weight": _backward_weight_v3,
     }),
 }
 DEFAULT_VERSION = 1

@@ -41,6 +41,7 @@ those.
 Versions:
     1  naive       conv2d v1: one thread per output element, operands from global memory
     2  smem-tiles  conv2d v2: input and weight tiles staged in shared memory
+    3  implicit-gemm  conv2d v3: register-blocked implicit GEMMs; forward in sub-pixel phases
 Run:
     python -m dcgan_cuda.kernels.conv_transpose2d --sim        validate every version on the CPU
     python -m dcgan_cuda.kernels.conv_transpose2d --version 2  validate and time on a GPU
