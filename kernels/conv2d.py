@@ -35,6 +35,50 @@ How threads map to data.
     threads than weights, `lanes` threads share a weight, each summing every lanes-th pixel;
     their partial sums are added in shared memory in lane order: deterministic, no atomics.
 
+  v3 implicit-gemm: each direction is a matrix product C = A @ B whose operand tiles are
+    gathered from the NCHW tensors on the fly (implicit im2col: nothing materialised):
+        forward          C[M = N*Ho*Wo, Co]  = A[M, K = Ci*kh*kw] @ B[K, Co]    A from x, B = w as (Co, K)
+        backward_data    per phase: C[N*Ho'*Wo', Ci] = A[.., taps'*Co] @ B[taps'*Co, Ci]  A from dy (below)
+        backward_weight  C[Co, K = Ci*kh*kw] = dy^T[Co, P = N*Ho*Wo] @ A[P, K]  A from x
+    A block of 256 threads (16 x 16) computes a BM x BN = 64 x 64 tile of C, walking the
+    reduction in BK = 16 deep slices: it gathers a BK x BM slice of A (stored transposed,
+    so one k's 64 values are one shared row) and a BK x BN slice of B into shared memory
+    (8.25 KB), zero-filling past M, N, K and in the padding, syncthreads, and then every
+    thread multiplies them into ITS OWN TM x TN = 4 x 4 block of C held in registers
+    (rows ty + 16a, columns tx + 16b: interleaved, so a half-warp reads 16 consecutive
+    shared words, free of bank conflicts), syncthreads, next slice. Tiles are taken in a
+    block-stride loop (one trip each on a GPU, several in the simulator, which runs the
+    same code with 8 x 8 tiles, 2 x 2 per thread, BK = 4: 16 threads).
+    Loads and coalescing. Each gather puts consecutive threads on the operand's contiguous
+    axis where there is one: forward's A on consecutive output pixels (x read s floats apart:
+    every word at stride 1, every other at stride 2), its B along k (w's rows: contiguous);
+    backward_data's A on consecutive pixels of one phase (dy read stride 1: see below) and
+    its B on consecutive input channels (contiguous in w regrouped as (kh, kw, Co, Ci) by a
+    copy kernel, taps_major_v3); backward_weight's dy along pixels (contiguous) and its x
+    taps along k (runs of kw floats, a row apart: half of each 32-byte sector at k4; there
+    is no contiguous axis, x is read at stride s along pixels). A thread keeps the same
+    tile column for the whole reduction, so its index along the reduction advances by a
+    constant step: it keeps the index as digits (c, i, j) or (n, p, q) and adds the step's
+    digits with carries (carry_add), no division per element. Outputs are stored with
+    consecutive threads along y's/dx's pixels (forward, backward_data) or dw's k.
+    backward_data in sub-pixel phases: dx pixel (h, v) with h = rh + s*u is reached only by
+    the taps i = i0, i0 + s, ... where i0 = (rh + pad) mod s, from dy row (rh + pad) div s
+    + u - (i - i0)/s. So the s*s phases (rh, rw) of dx (blockIdx.z) are s*s independent
+    stride-1 convolutions with taps' = ceil((kh-i0)/s) x ceil((kw-j0)/s) taps each:
+    consecutive pixels of a phase read consecutive dy columns, and no multiply-add is
+    spent on a tap that does not land (the zero-insertion "GEMM over all kh*kw taps" form
+    wastes 3/4 of them at s = 2). A phase with no taps (k1 s2: odd rows) and rows beyond
+    every window (a transposed conv's output_padding) are written 0; each dx element is
+    in exactly one phase, so it is written exactly once (=).
+    Split-K: where C has too few tiles to fill the GPU, the reduction is cut into
+    SPLIT_TARGET_BLOCKS // tiles fixed ranges of whole slices (264 = one wave of 2 blocks
+    on 132 SMs; each range at least 256 long), one per blockIdx.z; each split writes its
+    partial C to a workspace (reduction.workspace), and sum_splits_v3 adds the splits
+    element by element in split order: deterministic, no atomics. backward_weight needs
+    it (D1: C is 64 x 48, one tile, over P = 131072 pixels: 256 splits of 512; D2: 8, D3:
+    2); so does forward where M is tiny (D5: y is 128 x 1, K = 8192: 2 tiles, 32 splits
+    of 256; G1's backward_data likewise). The workspace is at most ~4 MB (a few us).
+
 Napkin math at the DCGAN shapes (pytorch arch, batch 128, 64x64, ngf = ndf = 64).
 FLOPs = 2*N*Co*Ho*Wo*Ci*kh*kw per direction (all three directions do the same multiply-adds),
 counted in conv2d terms (for a transposed layer, its own input is the conv2d "output"):
@@ -69,12 +113,54 @@ reduction over N*Ho*Wo also needs splitting across blocks (with a fixed-order se
 and `ptxas -v` reports 94-120 registers per thread (64-bit index arithmetic), so only two
 256-thread blocks fit on an SM.
 
+Why v3 should be faster (PREDICTED from the counts below, not measured: no GPU yet; run
+bench/conv_bench.py on an H100). An H100 SM does 128 FP32 FMAs per clock but reads only
+128 bytes of shared memory per clock: one warp-wide 4-byte load per clock against four
+warp-wide FMAs. v2 issues two shared loads per FMA (a weight and a patch value), so it can
+reach at most 1/8 of the FMA peak (~8 TFLOP/s). v3 loads TM + TN = 8 values per k and
+does TM*TN = 16 FMAs with them: 0.5 loads per FMA, 4x fewer, lifting the shared-memory
+bound to 1/2 of the peak (~33 TFLOP/s); instruction issue (16 FMAs in 24+ instructions)
+allows 2/3. Global (L1/L2) side: a 64 x 64 tile loads (64 + 64) x 16 floats = 8 KB per
+slice for 64 x 64 x 16 multiply-adds = 131 kFLOP: 16 FLOP per byte (the tile's arithmetic
+intensity, BM*BN / (2*(BM+BN)) FLOP/byte), 3x v2's ~5, enough that L2 bandwidth is not
+the limit at ~30 TFLOP/s. The load phase is not overlapped within a block (one buffer);
+the other resident block computes meanwhile. Prediction for the 8.6 GFLOP layers (D2-D4,
+G2-G4, each direction; 256-2048 blocks): 20-30 TFLOP/s, 0.3-0.45 ms each, ~3x v2. For
+backward_weight the bigger gain is split-K: v2 runs D1's weight gradient on 12 blocks.
+What the phases save at stride 2: of the kh x kw taps that a gather over all taps visits
+(v1: with a divisibility test; a GEMM over K = Co*kh*kw: as multiply-adds by zero) only
+those congruent to (h + pad) mod s per axis are real. k4 s2: 2 of 4 per axis, 4 of 16
+taps, so 1/4 real and 4x saved. k5 s2 (paper): 3 or 2 of 5 per axis, phases of 3x3, 3x2,
+2x3 and 2x2 taps = 25 of 4 x 25: again 1/4 real (4x saved), with phases of unequal depth
+(9 vs 4 taps: their blocks take longer). v2 already skipped the dead taps; v3 keeps that
+and makes the survivors a dense GEMM with stride-1 reads of dy.
+Registers (ptxas -v for sm_90, bench/ptxas_report.py): forward_v3 124, backward_data_v3
+124, backward_weight_v3 122, taps_major_v3 32, sum_splits_v3 28; no spills, no stack
+frame (the accumulators and fragments are registers). Allocated as 128 per thread, a
+256-thread block takes 32768 of the SM's 65536 registers: 2 blocks (16 warps, 25%
+occupancy) per SM; shared memory (8.25 KB a block) does not limit. Register blocking
+trades occupancy for independent FMAs (16 per thread per k). Two loaded blocks per SM
+matter here (one computes while the other waits on its loads), and the counts are ptxas's
+free choice: passing launch_bounds=(256, 2) to cuda.jit would pin them (checked: 118-128
+registers, no spills). Having backward_data read B from the taps-major copy lets one
+digit walker serve both of its loads: with two walkers it needed 154 registers.
+What v3 still lacks (a v4): double buffering (load slice k+1 into registers or a second
+shared buffer while computing slice k) so one block hides its own load latency; float4
+(128-bit) shared loads of the fragments with 8 x 8 outputs per thread (16 loads per 64
+FMAs: the shared-memory bound reaches the FMA peak; ~160-190 registers, so one block per
+SM); float4 global loads where rows are contiguous; tile shapes per layer. The weak
+spots of one 64 x 64 tile: backward_data into Ci = 3 channels (D1's dx, G5's forward) uses
+3 of 64 columns, so ~17 GFLOP of tile work for 0.8 of real FLOP (predicted ~0.5 ms, where
+v2 needs >= 0.1 ms); D5's weight gradient uses 1 of 64 rows. Numba has no tensor cores, so
+whatever the tiling the ceiling is FP32 FMA, 67 TFLOP/s.
+
 Versions:
     1  naive       one thread per output element, operands read straight from global memory
     2  smem-tiles  a block stages input and weight tiles in shared memory, reused by its threads
     3  implicit-gemm  each direction a GEMM gathered into shared tiles; each thread a TM x TN block of C in registers
 Run:
     python -m dcgan_cuda.kernels.conv2d --sim              validate every version on the CPU (tiny shapes)
+    python -m dcgan_cuda.kernels.conv2d --sim --version 3  only version 3
     python -m dcgan_cuda.kernels.conv2d --version 2        validate at the DCGAN shapes and time on a GPU
 """
 from __future__ import annotations
@@ -482,13 +568,15 @@ B_ROW = BN + 2
 STEP_M = GEMM_THREADS // BM
 STEP_N = GEMM_THREADS // BN
 STEP_K = GEMM_THREADS // BK            # columns filled per pass when k is the fastest
+assert BM == BN    # backward_data_v3 loads A's and B's element k with one walker
 assert GEMM_THREADS % BM == 0 and GEMM_THREADS % BN == 0 and GEMM_THREADS % BK == 0
 assert BK % STEP_M == 0 and BK % STEP_N == 0 and BM % STEP_K == 0 and BN % STEP_K == 0
 # Split-K (backward_weight's reduction over pixels, forward's over K when C is small): a
-# grid of fewer blocks than one wave (2 resident blocks of 256 threads at ~128 registers,
-# on 132 SMs) is split along the reduction until it fills the wave, but every split keeps
-# at least MIN_SPLIT_LENGTH of it (16 slices), so the partial tiles written to the
-# workspace stay small next to the work. In the simulator: splits for most test shapes.
+# grid of T tiles gets SPLIT_TARGET_BLOCKS // T splits along the reduction (one wave is
+# 2 resident blocks of 256 threads at ~128 registers on 132 SMs; a grid of half a wave or
+# more is not split), each at least MIN_SPLIT_LENGTH long (16 slices), so the partial tiles
+# written to the workspace stay small next to the work. In the simulator: splits for the
+# smaller test shapes.
 SPLIT_TARGET_BLOCKS = 8 if SIMULATOR else 264
 MIN_SPLIT_LENGTH = BK if SIMULATOR else 256
 
@@ -548,11 +636,12 @@ def forward_v3(x, w, out, sh, sw, ph, pw, kh, kw, chunk):
     """out (=) as C[M = N*Ho*Wo, Co] = A[M, K = Ci*kh*kw] @ B[K, Co]; w is the (Co, K) view.
 
     A[m, k] = x[n, c, p*s + i - pad, q*s + j - pad] (0 in the padding), m = (n, p, q),
-    k = (c, i, j). Block (bx, by, z) owns C[bx*BM.., by*BN..] summed over split z's range
-    k in [z*chunk, (z+1)*chunk), and writes it to out[z*N + n, o, p, q]: with one split out
-    is y itself, with several a workspace that sum_splits_v3 adds up. Thread t owns rows
-    t % ROW_THREADS + a*ROW_THREADS and columns t // ROW_THREADS + b*COL_THREADS: m is the
-    fastest across a warp because it is y's contiguous axis (coalesced stores).
+    k = (c, i, j). A block takes tiles C[m0.., n0..] in a block-stride loop (m tiles
+    fastest: neighbouring blocks share B's slices), summed over split z = blockIdx.z's
+    range k in [z*chunk, (z+1)*chunk), and writes them to out[z*N + n, o, p, q]: with one
+    split out is y itself, with several a workspace that sum_splits_v3 adds up. Thread t
+    owns rows t % ROW_THREADS + a*ROW_THREADS and columns t // ROW_THREADS + b*COL_THREADS:
+    m is the fastest across a warp because it is y's contiguous axis (coalesced stores).
     """
     a_tile = cuda.shared.array((BK, A_ROW), float32)
     b_tile = cuda.shared.array((BK, B_ROW), float32)
@@ -560,149 +649,158 @@ def forward_v3(x, w, out, sh, sw, ph, pw, kh, kw, chunk):
     n_img, cin, height, width = x.shape
     cout, depth = w.shape
     out_h, out_w = out.shape[2], out.shape[3]
-    plane = out_h * out_w
-    rows = n_img * plane
+    rows = n_img * out_h * out_w
+    tiles_m = (rows + BM - 1) // BM
+    tiles = tiles_m * ((cout + BN - 1) // BN)
     split = cuda.blockIdx.z
     k_start = split * chunk
     k_end = min(k_start + chunk, depth)
     t = cuda.threadIdx.x
-    m0 = cuda.blockIdx.x * BM
-    n0 = cuda.blockIdx.y * BN
+    dc, di, dj = digits(STEP_M, kh, kw)
     # A loads, m fastest: a warp reads 32 neighbouring output pixels' taps, x addresses s
     # apart (stride 1: fully coalesced; stride 2: every other word of each sector). This
     # thread always loads tile column mm (one output pixel) at k = k_a, k_a + STEP_M, ...
     mm = t % BM
-    m = m0 + mm
-    row_ok = m < rows
-    n, p, q = digits(m, out_h, out_w)
-    h_base = p * sh - ph
-    v_base = q * sw - pw
-    k_a = k_start + t // BM
-    c, i, j = digits(k_a, kh, kw)
-    dc, di, dj = digits(STEP_M, kh, kw)
     # B loads, k fastest: w's (Co, K) rows are contiguous along k (coalesced); the shared
     # tile is written down its columns, hence B_ROW's padding.
     kk_b = t % BK
     nn_b = t // BK
-    for e in range(ACCUMULATORS):
-        acc[e] = float32(0.0)
-    for k0 in range(k_start, k_end, BK):
-        for r in range(BK // STEP_M):
-            value = float32(0.0)
-            if row_ok and k_a < k_end:
-                h = h_base + i
-                v = v_base + j
-                if h >= 0 and h < height and v >= 0 and v < width:
-                    value = x[n, c, h, v]
-            a_tile[t // BM + r * STEP_M, mm] = value
-            k_a += STEP_M
-            c, i, j = carry_add(c, i, j, dc, di, dj, kh, kw)
-        k = k0 + kk_b
-        for r in range(BN // STEP_K):
-            o = n0 + nn_b + r * STEP_K
-            value = float32(0.0)
-            if k < k_end and o < cout:
-                value = w[o, k]
-            b_tile[kk_b, nn_b + r * STEP_K] = value
-        cuda.syncthreads()                   # both slices complete before anyone reads them
-        multiply_slice(a_tile, b_tile, acc, t % ROW_THREADS, t // ROW_THREADS)
-        cuda.syncthreads()                   # all reads done before the next slice overwrites
-    for a in range(TM):
-        m = m0 + t % ROW_THREADS + a * ROW_THREADS
-        if m < rows:
-            n, p, q = digits(m, out_h, out_w)
-            for b in range(TN):
-                o = n0 + t // ROW_THREADS + b * COL_THREADS
-                if o < cout:
-                    out[split * n_img + n, o, p, q] = acc[a * TN + b]
+    for tile in range(cuda.blockIdx.x, tiles, cuda.gridDim.x):
+        m0 = (tile % tiles_m) * BM
+        n0 = (tile // tiles_m) * BN
+        m = m0 + mm
+        row_ok = m < rows
+        n, p, q = digits(m, out_h, out_w)
+        h_base = p * sh - ph
+        v_base = q * sw - pw
+        k_a = k_start + t // BM
+        c, i, j = digits(k_a, kh, kw)
+        for e in range(ACCUMULATORS):
+            acc[e] = float32(0.0)
+        for k0 in range(k_start, k_end, BK):
+            for r in range(BK // STEP_M):
+                value = float32(0.0)
+                if row_ok and k_a < k_end:
+                    h = h_base + i
+                    v = v_base + j
+                    if h >= 0 and h < height and v >= 0 and v < width:
+                        value = x[n, c, h, v]
+                a_tile[t // BM + r * STEP_M, mm] = value
+                k_a += STEP_M
+                c, i, j = carry_add(c, i, j, dc, di, dj, kh, kw)
+            k = k0 + kk_b
+            for r in range(BN // STEP_K):
+                o = n0 + nn_b + r * STEP_K
+                value = float32(0.0)
+                if k < k_end and o < cout:
+                    value = w[o, k]
+                b_tile[kk_b, nn_b + r * STEP_K] = value
+            cuda.syncthreads()               # both slices complete before anyone reads them
+            multiply_slice(a_tile, b_tile, acc, t % ROW_THREADS, t // ROW_THREADS)
+            cuda.syncthreads()               # all reads done before the next slice overwrites
+        for a in range(TM):
+            m = m0 + t % ROW_THREADS + a * ROW_THREADS
+            if m < rows:
+                n, p, q = digits(m, out_h, out_w)
+                for b in range(TN):
+                    o = n0 + t // ROW_THREADS + b * COL_THREADS
+                    if o < cout:
+                        out[split * n_img + n, o, p, q] = acc[a * TN + b]
+
+
+@kernel((f32_4d, f32_4d))
+def taps_major_v3(w, wp):
+    """wp[i, j, o, c] (=) = w[o, c, i, j]: the weights regrouped so that B's rows in
+    backward_data_v3, (tap, output channel) pairs, are runs of Ci contiguous floats.
+    A copy (|w| <= 8 MB at DCGAN sizes: a few us), written coalesced (c fastest)."""
+    kh, kw, cout, cin = wp.shape
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for idx in range(start, kh * kw * cout * cin, step):
+        c = idx % cin
+        o = (idx // cin) % cout
+        tap = idx // (cin * cout)
+        wp[tap // kw, tap % kw, o, c] = w[o, c, tap // kw, tap % kw]
 
 
 @kernel(_SIG)
-def backward_data_v3(dy, w, dx, sh, sw, ph, pw):
+def backward_data_v3(dy, wp, dx, sh, sw, ph, pw):
     """dx (=), one sub-pixel phase per blockIdx.z, each a stride-1 implicit GEMM.
 
     Phase (rh, rw) is the dx pixels h = rh + sh*u, v = rw + sw*uv. Only the taps
     i = i0, i0 + sh, ... (i0 = (rh + ph) mod sh) reach them, at dy row p = base_h + u - ti
-    for tap i = i0 + sh*ti: C[M = N*rows_h*rows_w, Ci] = A[M, K = Co*taps_h*taps_w] @ B[K, Ci]
-    with A[(n,u,uv), (o,ti,tj)] = dy[n, o, base_h + u - ti, base_w + uv - tj] (0 outside)
-    and B[(o,ti,tj), c] = w[o, c, i0 + sh*ti, j0 + sw*tj]. Every dx pixel is in exactly one
-    phase and one row m of it, so it is written exactly once; a phase with no taps (K = 0)
-    and rows no tap reaches (output_padding) get 0.
+    for tap i = i0 + sh*ti: C[M = N*rows_h*rows_w, Ci] = A[M, K = taps_h*taps_w*Co] @ B[K, Ci]
+    with A[(n,u,uv), (ti,tj,o)] = dy[n, o, base_h + u - ti, base_w + uv - tj] (0 outside)
+    and B[(ti,tj,o), c] = wp[i0 + sh*ti, j0 + sw*tj, o, c], wp = w regrouped taps-major
+    (taps_major_v3). Every dx pixel is in exactly one phase and one row m of it, so it is
+    written exactly once; a phase with no taps (K = 0) and rows no tap reaches
+    (output_padding) get 0. Tiles and threads as in forward_v3.
     """
     a_tile = cuda.shared.array((BK, A_ROW), float32)
     b_tile = cuda.shared.array((BK, B_ROW), float32)
     acc = cuda.local.array(ACCUMULATORS, float32)
     n_img, cin, height, width = dx.shape
-    cout, _, kh, kw = w.shape
+    kh, kw, cout = wp.shape[0], wp.shape[1], wp.shape[2]
     out_h, out_w = dy.shape[2], dy.shape[3]
     rh = cuda.blockIdx.z // sw
     rw = cuda.blockIdx.z % sw
     rows_h = (height - rh + sh - 1) // sh    # 0 when the phase starts beyond the image
     rows_w = (width - rw + sw - 1) // sw
-    i0 = (rh + ph) % sh
-    j0 = (rw + pw) % sw
+    # rh + ph = base_h*sh + i0: tap i0 + sh*ti takes dx row rh + sh*u from dy row base_h + u - ti.
+    base_h, i0 = (rh + ph) // sh, (rh + ph) % sh
+    base_w, j0 = (rw + pw) // sw, (rw + pw) % sw
     taps_h = (kh - i0 + sh - 1) // sh        # 0 when i0 >= kh: this phase gets no taps
     taps_w = (kw - j0 + sw - 1) // sw
-    base_h = (rh + ph - i0) // sh            # exact: rh + ph - i0 is a multiple of sh
-    base_w = (rw + pw - j0) // sw
     rows = n_img * rows_h * rows_w
-    depth = cout * taps_h * taps_w
-    m0 = cuda.blockIdx.x * BM
-    n0 = cuda.blockIdx.y * BN
-    if m0 >= rows:                           # the grid is sized for the largest phase;
-        return                               # the whole block leaves, before any barrier
+    depth = taps_h * taps_w * cout
+    tiles_m = (rows + BM - 1) // BM          # 0 for a phase beyond the image: no trips
+    tiles = tiles_m * ((cin + BN - 1) // BN)
     t = cuda.threadIdx.x
-    # Digits of K in the radix (Co, taps_h, taps_w); a phase without taps runs no slice,
-    # but the digit arithmetic must not divide by zero.
-    radix_h = max(taps_h, 1)
-    radix_w = max(taps_w, 1)
-    # A loads, m fastest: consecutive uv read consecutive dy columns (stride 1 even for a
-    # stride-2 layer: the phase split turned the strided gather into a dense one).
-    mm = t % BM
-    m = m0 + mm
-    row_ok = m < rows
-    n, u, uv = digits(m, rows_h, rows_w)
-    p_base = base_h + u
-    q_base = base_w + uv
-    o_a, ti_a, tj_a = digits(t // BM, radix_h, radix_w)
-    do_a, dti_a, dtj_a = digits(STEP_M, radix_h, radix_w)
-    # B loads, k fastest: taps sw apart along a row of w, then rows, then output channels.
-    # Not coalesced (w[o, c] is a kh x kw block, c varies across the tile's columns), but w
-    # is at most a few MB and read from L2; see the docstring.
-    kk_b = t % BK
-    nn_b = t // BK
-    o_b, ti_b, tj_b = digits(kk_b, radix_h, radix_w)
-    do_b, dti_b, dtj_b = digits(BK, radix_h, radix_w)
-    for e in range(ACCUMULATORS):
-        acc[e] = float32(0.0)
-    for k0 in range(0, depth, BK):
-        for r in range(BK // STEP_M):
-            value = float32(0.0)
-            if row_ok and o_a < cout:
-                p = p_base - ti_a
-                q = q_base - tj_a
-                if p >= 0 and p < out_h and q >= 0 and q < out_w:
-                    value = dy[n, o_a, p, q]
-            a_tile[t // BM + r * STEP_M, mm] = value
-            o_a, ti_a, tj_a = carry_add(o_a, ti_a, tj_a, do_a, dti_a, dtj_a, radix_h, radix_w)
-        for r in range(BN // STEP_K):
-            c = n0 + nn_b + r * STEP_K
-            value = float32(0.0)
-            if o_b < cout and c < cin:
-                value = w[o_b, c, i0 + sh * ti_b, j0 + sw * tj_b]
-            b_tile[kk_b, nn_b + r * STEP_K] = value
-        o_b, ti_b, tj_b = carry_add(o_b, ti_b, tj_b, do_b, dti_b, dtj_b, radix_h, radix_w)
-        cuda.syncthreads()
-        multiply_slice(a_tile, b_tile, acc, t % ROW_THREADS, t // ROW_THREADS)
-        cuda.syncthreads()
-    for a in range(TM):
-        m = m0 + t % ROW_THREADS + a * ROW_THREADS
-        if m < rows:
-            n, u, uv = digits(m, rows_h, rows_w)
-            for b in range(TN):
-                c = n0 + t // ROW_THREADS + b * COL_THREADS
-                if c < cin:
-                    dx[n, c, rh + sh * u, rw + sw * uv] = acc[a * TN + b]
+    # Both tiles are loaded with consecutive threads on consecutive columns: A's are
+    # output pixels, and consecutive uv read consecutive dy columns (stride 1 even for a
+    # stride-2 layer: the phase split turned the strided gather into a dense one); B's are
+    # input channels, contiguous in wp. As BM == BN, a thread's A and B elements share
+    # their k = (ti, tj, o): one walker, stepping STEP_M, serves both.
+    col = t % BM
+    radix_w = max(taps_w, 1)                 # no slices run without taps, but no division by 0
+    dti, dtj, do = digits(STEP_M, radix_w, cout)
+    for tile in range(cuda.blockIdx.x, tiles, cuda.gridDim.x):
+        m0 = (tile % tiles_m) * BM
+        n0 = (tile // tiles_m) * BN
+        m = m0 + col
+        row_ok = m < rows
+        n, u, uv = digits(m, rows_h, rows_w)
+        p_base = base_h + u
+        q_base = base_w + uv
+        c = n0 + col
+        col_ok = c < cin
+        ti, tj, o = digits(t // BM, radix_w, cout)
+        for e in range(ACCUMULATORS):
+            acc[e] = float32(0.0)
+        for k0 in range(0, depth, BK):
+            for r in range(BK // STEP_M):
+                a_value = float32(0.0)
+                b_value = float32(0.0)
+                if ti < taps_h:                  # k < K
+                    p = p_base - ti
+                    q = q_base - tj
+                    if row_ok and p >= 0 and p < out_h and q >= 0 and q < out_w:
+                        a_value = dy[n, o, p, q]
+                    if col_ok:
+                        b_value = wp[i0 + sh * ti, j0 + sw * tj, o, c]
+                a_tile[t // BM + r * STEP_M, col] = a_value
+                b_tile[t // BM + r * STEP_M, col] = b_value
+                ti, tj, o = carry_add(ti, tj, o, dti, dtj, do, radix_w, cout)
+            cuda.syncthreads()
+            multiply_slice(a_tile, b_tile, acc, t % ROW_THREADS, t // ROW_THREADS)
+            cuda.syncthreads()
+        for a in range(TM):
+            m = m0 + t % ROW_THREADS + a * ROW_THREADS
+            if m < rows:
+                n, u, uv = digits(m, rows_h, rows_w)
+                for b in range(TN):
+                    c = n0 + t // ROW_THREADS + b * COL_THREADS
+                    if c < cin:
+                        dx[n, c, rh + sh * u, rw + sw * uv] = acc[a * TN + b]
 
 
 @kernel((f32_4d, f32_4d, f32_2d, i64, i64, i64, i64, i64, i64, i64))
@@ -712,73 +810,76 @@ def backward_weight_v3(x, dy, partials, sh, sw, ph, pw, kh, kw, chunk):
     C[Co, K = Ci*kh*kw] = dy^T[Co, P = N*Ho*Wo] @ A[P, K], A[(n,p,q), (c,i,j)] =
     x[n, c, p*s + i - pad, q*s + j - pad]: the reduction runs over pixels. blockIdx.z is
     the split; the assignment of pixels to splits is fixed by `chunk`, so each partial is
-    the same sum on every run. Thread t owns rows (o) t // COL_THREADS + a*ROW_THREADS and
-    columns (k) t % COL_THREADS + b*COL_THREADS: k fastest, partials' contiguous axis.
-    With one split the launcher passes dw itself, viewed (Co, K).
+    the same sum on every run. Tiles in a block-stride loop as in forward_v3. Thread t owns
+    rows (o) t // COL_THREADS + a*ROW_THREADS and columns (k) t % COL_THREADS + b*COL_THREADS:
+    k fastest, partials' contiguous axis. With one split the launcher passes dw itself,
+    viewed (Co, K).
     """
     a_tile = cuda.shared.array((BK, A_ROW), float32)     # a_tile[pixel, o] = dy
     b_tile = cuda.shared.array((BK, B_ROW), float32)     # b_tile[pixel, k] = x's tap
     acc = cuda.local.array(ACCUMULATORS, float32)
     n_img, cin, height, width = x.shape
     cout, out_h, out_w = dy.shape[1], dy.shape[2], dy.shape[3]
-    taps = kh * kw
-    depth = cin * taps
+    depth = cin * kh * kw
     pixels = n_img * out_h * out_w
+    tiles_m = (cout + BM - 1) // BM
+    tiles = tiles_m * ((depth + BN - 1) // BN)
     split = cuda.blockIdx.z
     first = split * chunk
     end = min(first + chunk, pixels)
-    m0 = cuda.blockIdx.x * BM
-    n0 = cuda.blockIdx.y * BN
     t = cuda.threadIdx.x
     # dy loads, pixels fastest (dy's contiguous axis: coalesced): this thread always loads
-    # slice row kk_a, pixel first + kk_a + BK*slice, for output channels nn + r*STEP_K.
+    # slice row kk_a, pixel first + kk_a + BK*slice, for output channels mm_a + r*STEP_K.
     kk_a = t % BK
     mm_a = t // BK
-    pix_a = first + kk_a
-    n_a, p_a, q_a = digits(pix_a, out_h, out_w)
     dn_a, dp_a, dq_a = digits(BK, out_h, out_w)
     # x loads, k fastest: this thread always loads tile column nn (one tap (c, i, j)) at
     # pixels first + t // BN + STEP_N*u. A warp reads 2 channels x 16 taps: runs of kw
     # contiguous floats, a row apart (at k4 half of each 32-byte sector is used; pixel-fastest
     # would read x s floats apart, no better, and cost more index arithmetic).
     nn = t % BN
-    k = n0 + nn
-    col_ok = k < depth
-    c, i, j = digits(k, kh, kw)
-    pix_b = first + t // BN
-    n_b, p_b, q_b = digits(pix_b, out_h, out_w)
     dn_b, dp_b, dq_b = digits(STEP_N, out_h, out_w)
-    for e in range(ACCUMULATORS):
-        acc[e] = float32(0.0)
-    for r0 in range(first, end, BK):
-        for r in range(BM // STEP_K):
-            o = m0 + mm_a + r * STEP_K
-            value = float32(0.0)
-            if pix_a < end and o < cout:
-                value = dy[n_a, o, p_a, q_a]
-            a_tile[kk_a, mm_a + r * STEP_K] = value
-        pix_a += BK
-        n_a, p_a, q_a = carry_add(n_a, p_a, q_a, dn_a, dp_a, dq_a, out_h, out_w)
-        for r in range(BK // STEP_N):
-            value = float32(0.0)
-            if pix_b < end and col_ok:
-                h = p_b * sh - ph + i
-                v = q_b * sw - pw + j
-                if h >= 0 and h < height and v >= 0 and v < width:
-                    value = x[n_b, c, h, v]
-            b_tile[t // BN + r * STEP_N, nn] = value
-            pix_b += STEP_N
-            n_b, p_b, q_b = carry_add(n_b, p_b, q_b, dn_b, dp_b, dq_b, out_h, out_w)
-        cuda.syncthreads()
-        multiply_slice(a_tile, b_tile, acc, t // COL_THREADS, t % COL_THREADS)
-        cuda.syncthreads()
-    for a in range(TM):
-        o = m0 + t // COL_THREADS + a * ROW_THREADS
-        if o < cout:
-            for b in range(TN):
-                k = n0 + t % COL_THREADS + b * COL_THREADS
-                if k < depth:
-                    partials[split * cout + o, k] = acc[a * TN + b]
+    for tile in range(cuda.blockIdx.x, tiles, cuda.gridDim.x):
+        m0 = (tile % tiles_m) * BM
+        n0 = (tile // tiles_m) * BN
+        pix_a = first + kk_a
+        n_a, p_a, q_a = digits(pix_a, out_h, out_w)
+        k = n0 + nn
+        col_ok = k < depth
+        c, i, j = digits(k, kh, kw)
+        pix_b = first + t // BN
+        n_b, p_b, q_b = digits(pix_b, out_h, out_w)
+        for e in range(ACCUMULATORS):
+            acc[e] = float32(0.0)
+        for r0 in range(first, end, BK):
+            for r in range(BM // STEP_K):
+                o = m0 + mm_a + r * STEP_K
+                value = float32(0.0)
+                if pix_a < end and o < cout:
+                    value = dy[n_a, o, p_a, q_a]
+                a_tile[kk_a, mm_a + r * STEP_K] = value
+            pix_a += BK
+            n_a, p_a, q_a = carry_add(n_a, p_a, q_a, dn_a, dp_a, dq_a, out_h, out_w)
+            for r in range(BK // STEP_N):
+                value = float32(0.0)
+                if pix_b < end and col_ok:
+                    h = p_b * sh - ph + i
+                    v = q_b * sw - pw + j
+                    if h >= 0 and h < height and v >= 0 and v < width:
+                        value = x[n_b, c, h, v]
+                b_tile[t // BN + r * STEP_N, nn] = value
+                pix_b += STEP_N
+                n_b, p_b, q_b = carry_add(n_b, p_b, q_b, dn_b, dp_b, dq_b, out_h, out_w)
+            cuda.syncthreads()
+            multiply_slice(a_tile, b_tile, acc, t // COL_THREADS, t % COL_THREADS)
+            cuda.syncthreads()
+        for a in range(TM):
+            o = m0 + t // COL_THREADS + a * ROW_THREADS
+            if o < cout:
+                for b in range(TN):
+                    k = n0 + t % COL_THREADS + b * COL_THREADS
+                    if k < depth:
+                        partials[split * cout + o, k] = acc[a * TN + b]
 
 
 @kernel((f32_2d, f32_2d))
@@ -820,18 +921,21 @@ def _forward_v3(x, w, y, sh, sw, ph, pw, splits=None):
     tiles_m, tiles_n = _ceil_div(n * out_h * out_w, BM), _ceil_div(cout, BN)
     splits, chunk = split_reduction(depth, tiles_m * tiles_n, splits)
     out = y if splits == 1 else workspace(y, (splits * n, cout, out_h, out_w), "conv2d.forward.partials")
-    forward_v3[(tiles_m, tiles_n, splits), GEMM_THREADS](x, w.reshape(cout, depth), out, sh, sw, ph, pw,
-                                                         kh, kw, chunk)
+    grid = (_tile_grid(tiles_m * tiles_n), 1, splits)
+    forward_v3[grid, GEMM_THREADS](x, w.reshape(cout, depth), out, sh, sw, ph, pw, kh, kw, chunk)
     if splits > 1:
         sum_splits_v3[grid_1d(y.size)](out.reshape(splits * n, y.size // n), y.reshape(n, y.size // n))
 
 
 def _backward_data_v3(dy, w, dx, sh, sw, ph, pw):
     n, cin, height, width = dx.shape
-    # Phase (0, 0) has the most rows; blocks beyond a smaller phase's rows return at once.
+    # Phase (0, 0) has the most rows; blocks beyond a smaller phase's tiles have no trips.
     most_rows = n * _ceil_div(height, sh) * _ceil_div(width, sw)
-    grid = (_ceil_div(most_rows, BM), _ceil_div(cin, BN), sh * sw)
-    backward_data_v3[grid, GEMM_THREADS](dy, w, dx, sh, sw, ph, pw)
+    grid = (_tile_grid(_ceil_div(most_rows, BM) * _ceil_div(cin, BN)), 1, sh * sw)
+    cout, _, kh, kw = w.shape
+    wp = workspace(w, (kh, kw, cout, cin), "conv2d.backward_data.taps_major")
+    taps_major_v3[grid_1d(w.size)](w, wp)
+    backward_data_v3[grid, GEMM_THREADS](dy, wp, dx, sh, sw, ph, pw)
 
 
 def _backward_weight_v3(x, dy, dw, sh, sw, ph, pw, splits=None):
@@ -841,7 +945,8 @@ def _backward_weight_v3(x, dy, dw, sh, sw, ph, pw, splits=None):
     splits, chunk = split_reduction(dy.shape[0] * dy.shape[2] * dy.shape[3], tiles_m * tiles_n, splits)
     dw2 = dw.reshape(cout, depth)
     partials = dw2 if splits == 1 else workspace(dw, (splits * cout, depth), "conv2d.backward_weight.partials")
-    backward_weight_v3[(tiles_m, tiles_n, splits), GEMM_THREADS](x, dy, partials, sh, sw, ph, pw, kh, kw, chunk)
+    grid = (_tile_grid(tiles_m * tiles_n), 1, splits)
+    backward_weight_v3[grid, GEMM_THREADS](x, dy, partials, sh, sw, ph, pw, kh, kw, chunk)
     if splits > 1:
         sum_splits_v3[grid_1d(dw.size)](partials, dw2)
 

@@ -22,7 +22,12 @@ written (=).
 How threads map to data: as in conv2d's kernels, with the roles above. v1 runs one thread
 per OUTPUT element of the transposed layer (its forward is conv2d's gather, so threads
 never collide: no atomics, unlike the textbook "scatter each input" formulation); v2 tiles
-the same outputs through shared memory.
+the same outputs through shared memory; v3 computes each direction as a register-blocked
+implicit GEMM (64 x 64 tiles of 256 threads, 4 x 4 outputs per thread). v3's forward is
+the sub-pixel form of a transposed convolution: the s*s output phases (h mod s, v mod s)
+are s*s ordinary stride-1 convolutions of x with the taps i = i0, i0 + s, ... that reach
+them (blockIdx.z = phase), instead of a convolution over x with zeros inserted between
+its pixels, which at s = 2 spends 3/4 of its multiply-adds on the zeros.
 
 Napkin math: the DCGAN generator (pytorch arch, batch 128, 64x64, ngf = 64). FLOPs =
 2*N*Ci_T*H*W*Co_T*kh*kw per direction (multiply-adds of every input pixel with every tap):
@@ -36,7 +41,10 @@ move the 168 MB once at 3.35 TB/s, so G2..G4 (170-400 FLOP/byte) are compute-bou
 G5 (20 FLOP/byte) sits at the ridge. The paper arch's 5x5, stride 2, pad 2, output_padding
 1 layers cost 25/16 as much (13.4 GFLOP for G2..G4). With stride 2 and k4 only 4 of the 16
 taps meet any one output pixel of the forward gather; the FLOP count already counts only
-those.
+those. (k5 s2: 9, 6, 6 or 4 of the 25, by phase; 1/4 on average, as for k4.)
+v3 at these shapes (predicted, not measured; see conv2d.py for the reasoning): G2..G4 as
+GEMMs of 256-2048 blocks at 20-30 TFLOP/s, ~0.3-0.45 ms per direction; G5's forward writes
+only Nc = 3 channels, 3 of a tile's 64 columns, so v3 is predicted slower than v2 there.
 
 Versions:
     1  naive       conv2d v1: one thread per output element, operands from global memory
