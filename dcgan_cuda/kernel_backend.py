@@ -123,27 +123,31 @@ class KernelBackend:
         return dw
 
     # -- batchnorm -----------------------------------------------------------------
-    def batchnorm2d_forward_train(self, x, gamma, beta, eps=1e-5):
+    # The activation after a batchnorm is fused into its kernels (see kernels/batchnorm.py):
+    # slope is its negative slope, 1 for none, 0 for ReLU, 0.2 for LeakyReLU(0.2).
+    def batchnorm2d_forward_train(self, x, gamma, beta, eps=1e-5, slope=1.0):
         c = x.shape[1]
         y, mean, var = self.empty(x.shape), self.empty((c,)), self.empty((c,))
-        self.k["batchnorm"].forward_train(x, gamma, beta, y, mean, var, eps, self._v("batchnorm"))
+        self.k["batchnorm"].forward_train(x, gamma, beta, y, mean, var, eps, self._v("batchnorm"),
+                                          slope=slope)
         return y, mean, var
 
-    def batchnorm2d_forward_eval(self, x, gamma, beta, running_mean, running_var, eps=1e-5):
+    def batchnorm2d_forward_eval(self, x, gamma, beta, running_mean, running_var, eps=1e-5, slope=1.0):
         y = self.empty(x.shape)
         self.k["batchnorm"].forward_eval(x, gamma, beta, running_mean, running_var, y, eps,
-                                         self._v("batchnorm"))
+                                         self._v("batchnorm"), slope=slope)
         return y
 
     def batchnorm2d_update_running(self, running_mean, running_var, mean, var, count, momentum=0.1):
         self.k["batchnorm"].update_running(running_mean, running_var, mean, var, count, momentum,
                                            self._v("batchnorm"))
 
-    def batchnorm2d_backward(self, dy, x, gamma, mean, var, eps=1e-5, batch_stats=True):
+    def batchnorm2d_backward(self, dy, x, gamma, mean, var, eps=1e-5, batch_stats=True, beta=None,
+                             slope=1.0):
         c = x.shape[1]
         dx, dgamma, dbeta = self.empty(x.shape), self.empty((c,)), self.empty((c,))
         self.k["batchnorm"].backward(dy, x, gamma, mean, var, dx, dgamma, dbeta, eps, batch_stats,
-                                     self._v("batchnorm"))
+                                     self._v("batchnorm"), beta=beta, slope=slope)
         return dx, dgamma, dbeta
 
     # -- activations ---------------------------------------------------------------

@@ -165,6 +165,13 @@ class Module:
 
 
 class Sequential(Module):
+    """Layers applied in order. A BatchNorm2d directly followed by a ReLU or LeakyReLU runs as
+    one fused layer (one kernel each way instead of two; see kernels/batchnorm.py); the two
+    modules, their names and their state stay as they are. ``fuse_activations = False`` on an
+    instance (or on the class) runs every layer on its own, for comparison."""
+
+    fuse_activations = True
+
     def __init__(self, *layers):
         super().__init__()
         for i, layer in enumerate(layers):
@@ -180,8 +187,17 @@ class Sequential(Module):
         return len(self._modules)
 
     def forward(self, x):
-        for layer in self._modules.values():
-            x = layer(x)
+        layers = list(self._modules.values())
+        i = 0
+        while i < len(layers):
+            layer, following = layers[i], layers[i + 1] if i + 1 < len(layers) else None
+            if (self.fuse_activations and isinstance(layer, BatchNorm2d)
+                    and isinstance(following, (ReLU, LeakyReLU))):
+                x = layer.forward(x, activation_slope=following.negative_slope)
+                i += 2
+            else:
+                x = layer(x)
+                i += 1
         return x
 
 
@@ -246,17 +262,20 @@ class BatchNorm2d(Module):
         self.register_buffer("running_var", np.ones(num_features))
         self.register_buffer("num_batches_tracked", 0, dtype=np.int64, on_host=True)
 
-    def forward(self, x):
+    def forward(self, x, activation_slope=None):
+        """activation_slope: the negative slope of an activation to fuse after (0.0 ReLU)."""
         if self.training:
             self._buffers["num_batches_tracked"] += 1
         return ops.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var,
-                              self.training, self.momentum, self.eps)
+                              self.training, self.momentum, self.eps, activation_slope)
 
     def extra_repr(self):
         return f"{self.weight.shape[0]}, eps={self.eps}, momentum={self.momentum}"
 
 
 class ReLU(Module):
+    negative_slope = 0.0  # as a LeakyReLU, for the fusion into a preceding batchnorm
+
     def forward(self, x):
         return ops.relu(x)
 

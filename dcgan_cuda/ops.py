@@ -85,33 +85,36 @@ class Linear(Function):
 
 # -------------------------------------------------------------------------- batchnorm
 class BatchNorm2d(Function):
-    """Batch normalisation over (N, H, W) per channel.
+    """Batch normalisation over (N, H, W) per channel, optionally followed by the activation
+    max(z, slope*z) in the same kernels (slope 1: none, 0: ReLU, 0.2: LeakyReLU(0.2)).
 
     In training mode it normalises with the batch's statistics and, as a side effect like
     PyTorch's, folds them into the running buffers; in eval mode it uses the buffers.
     """
 
     @staticmethod
-    def forward(ctx, x, gamma, beta, running_mean, running_var, training, momentum, eps):
+    def forward(ctx, x, gamma, beta, running_mean, running_var, training, momentum, eps, slope):
         B = ctx.backend
         if training:
-            y, mean, var = B.batchnorm2d_forward_train(x, gamma, beta, eps)
+            y, mean, var = B.batchnorm2d_forward_train(x, gamma, beta, eps, slope=slope)
             if running_mean is not None:
                 count = x.size // x.shape[1]
                 B.batchnorm2d_update_running(running_mean, running_var, mean, var, count, momentum)
         else:
-            y = B.batchnorm2d_forward_eval(x, gamma, beta, running_mean, running_var, eps)
+            y = B.batchnorm2d_forward_eval(x, gamma, beta, running_mean, running_var, eps, slope=slope)
             # Buffers change at the next training step; backward needs today's values.
             mean, var = B.copy(running_mean), B.copy(running_var)
-        ctx.save_for_backward(x, gamma, mean, var)
-        ctx.eps, ctx.training = eps, training
+        # The activation's backward recomputes the normalised value from x, so it needs beta
+        # (an array the optimiser updates in place after backward, never before).
+        ctx.save_for_backward(x, gamma, beta, mean, var)
+        ctx.eps, ctx.training, ctx.slope = eps, training, slope
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        x, gamma, mean, var = ctx.saved
+        x, gamma, beta, mean, var = ctx.saved
         dx, dgamma, dbeta = ctx.backend.batchnorm2d_backward(dy, x, gamma, mean, var, ctx.eps,
-                                                             ctx.training)
+                                                             ctx.training, beta=beta, slope=ctx.slope)
         need = ctx.needs_input_grad
         return (dx if need[0] else None, dgamma if need[1] else None, dbeta if need[2] else None)
 
@@ -291,7 +294,9 @@ def linear(x, weight, bias=None):
 
 
 def batch_norm(x, weight, bias, running_mean=None, running_var=None, training=True,
-               momentum=0.1, eps=1e-5):
+               momentum=0.1, eps=1e-5, activation_slope=None):
+    """Batchnorm, and with activation_slope the activation that follows it fused into the same
+    kernels: 0.0 is ReLU, 0.2 is LeakyReLU(0.2); None (default) is no activation."""
     op = "batch_norm"
     _check_tensor(op, "input", x, 4)
     c = x.shape[1]
@@ -304,8 +309,11 @@ def batch_norm(x, weight, bias, running_mean=None, running_var=None, training=Tr
             raise OpError(f"{op}: {name} must have shape ({c},), got {tuple(buf.shape)}")
     if training and x.data.size // c < 2:
         raise OpError(f"{op}: training needs more than one value per channel, got input shape {x.shape}")
+    slope = 1.0 if activation_slope is None else float(activation_slope)
+    if not 0 <= slope <= 1:
+        raise OpError(f"{op}: activation_slope must lie in [0, 1] (0: ReLU), got {activation_slope}")
     return BatchNorm2d.apply(x, weight, bias, running_mean=running_mean, running_var=running_var,
-                             training=training, momentum=momentum, eps=eps)
+                             training=training, momentum=momentum, eps=eps, slope=slope)
 
 
 def relu(x):

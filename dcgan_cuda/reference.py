@@ -187,26 +187,42 @@ def _per_channel_sum(a, b=None):
     return np.einsum("ncs,ncs->c", a3, b.reshape(n, c, -1))
 
 
-def batchnorm2d_forward_train(x, gamma, beta, eps=1e-5):
-    """Normalise with the batch's statistics. Returns y and the per-channel mean and biased var.
+def _normalise(centred, var, gamma, beta, eps, out=None):
+    """gamma*(x - mean)/sqrt(var + eps) + beta per channel, from centred = x - mean (into out,
+    which may be centred itself). Centring first: the algebraically equal
+    x*scale + (beta - mean*scale) cancels catastrophically when |mean| >> std."""
+    scale = _channel_view((gamma / np.sqrt(var + eps)).astype(centred.dtype), centred.ndim)
+    z = np.multiply(centred, scale, out=out)
+    z += _channel_view(beta.astype(centred.dtype), centred.ndim)
+    return z
+
+
+def _activate(z, slope):
+    """The activation fused after batchnorm, in place: z where z > 0, slope*z elsewhere.
+    slope 1 is no activation, 0 is ReLU, 0.2 is LeakyReLU(0.2)."""
+    if slope != 1:
+        z *= _leaky_slopes(z, slope)
+    return z
+
+
+def batchnorm2d_forward_train(x, gamma, beta, eps=1e-5, slope=1.0):
+    """Normalise with the batch's statistics, then the activation of the given negative slope
+    (1: none). Returns y and the per-channel mean and biased var.
 
     The variance is the mean of squared deviations from the mean (two passes): the one-pass
     E[x^2] - E[x]^2 loses every digit when |mean| >> std.
     """
     m = x.size // x.shape[1]
     mean = _per_channel_sum(x) / m
-    y = x - _channel_view(mean, x.ndim)
-    var = _per_channel_sum(y, y) / m
-    y *= _channel_view(gamma / np.sqrt(var + eps), x.ndim)
-    y += _channel_view(beta, x.ndim)
-    return y, mean, var
+    centred = x - _channel_view(mean, x.ndim)
+    var = _per_channel_sum(centred, centred) / m
+    return _activate(_normalise(centred, var, gamma, beta, eps, out=centred), slope), mean, var
 
 
-def batchnorm2d_forward_eval(x, gamma, beta, running_mean, running_var, eps=1e-5):
-    """Normalise with the running statistics: an affine map per channel."""
-    scale = gamma / np.sqrt(running_var + eps)
-    shift = beta - running_mean * scale
-    return x * _channel_view(scale.astype(x.dtype), x.ndim) + _channel_view(shift.astype(x.dtype), x.ndim)
+def batchnorm2d_forward_eval(x, gamma, beta, running_mean, running_var, eps=1e-5, slope=1.0):
+    """Normalise with the running statistics (an affine map per channel), then the activation."""
+    centred = x - _channel_view(running_mean.astype(x.dtype), x.ndim)
+    return _activate(_normalise(centred, running_var, gamma, beta, eps, out=centred), slope)
 
 
 def batchnorm2d_update_running(running_mean, running_var, mean, var, count, momentum=0.1):
@@ -218,17 +234,26 @@ def batchnorm2d_update_running(running_mean, running_var, mean, var, count, mome
     running_var += momentum * unbiased
 
 
-def batchnorm2d_backward(dy, x, gamma, mean, var, eps=1e-5, batch_stats=True):
-    """Gradients of batchnorm for x, gamma and beta.
+def batchnorm2d_backward(dy, x, gamma, mean, var, eps=1e-5, batch_stats=True, beta=None, slope=1.0):
+    """Gradients of batchnorm (followed by the activation of negative slope ``slope``) for x,
+    gamma and beta.
 
-    With batch statistics the mean and var depend on x, which adds the two centring terms:
+    The activation's gradient is 1 where the normalised value z is positive and slope
+    elsewhere; z is recomputed from x (which batchnorm's backward reads anyway) with the
+    forward's formula, so the fused layer stores nothing more than batchnorm alone. That
+    needs beta whenever slope != 1. Then, with batch statistics the mean and var depend on x,
+    which adds the two centring terms:
         dx = gamma*invstd * (dy - mean(dy) - xhat * mean(dy * xhat))
     With running statistics (eval mode) they are constants and dx = gamma*invstd*dy.
     Written per channel as dx = a*dy + b*(x - mean) + c, so each pass touches whole arrays once.
     """
     m = x.size // x.shape[1]
     invstd = 1 / np.sqrt(var + eps)
-    centred = x - _channel_view(mean, x.ndim)
+    centred = x - _channel_view(mean.astype(x.dtype), x.ndim)
+    if slope != 1:
+        if beta is None:
+            raise ValueError("batchnorm2d_backward with a fused activation (slope != 1) needs beta")
+        dy = dy * _leaky_slopes(_normalise(centred, var, gamma, beta, eps), slope)
     dbeta = _per_channel_sum(dy)
     dgamma = _per_channel_sum(dy, centred) * invstd
     a = (gamma * invstd).astype(x.dtype)

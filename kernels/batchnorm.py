@@ -11,6 +11,15 @@ What it computes, per channel c over the M = N*H*W values of x[:, c]:
 forward_* and backward write their outputs (=); update_running updates the running
 buffers in place (r = (1-m)*r + m*stat).
 
+The activation that follows every batchnorm in DCGAN is fused into it: every kernel takes
+the activation's negative slope (1 = none, 0 = ReLU, 0.2 = LeakyReLU(0.2)),
+    y = activate(z) = z if z > 0 else slope*z,   z = (x - mean)*scale + beta
+and the backward multiplies dy by activate'(z) before anything else, recomputing z from x,
+which it reads anyway. Unfused, the activation is one more launch each way and, at the
+DCGAN shapes, moves 8 bytes/element forward (read z, write y) and 12 backward (read dy and
+z, write dz): ~0.3 GB per training step that the fused layer never touches, and the
+pre-activation z need not be kept for the backward at all.
+
 How threads map to data. Two kinds of kernel, as the two halves of the work differ:
   * per-channel reductions (statistics; the backward's two sums): one block per channel,
     walking the channel's N runs of H*W contiguous floats with consecutive threads on
@@ -75,6 +84,18 @@ def inverse_std(var, eps):
 
 
 @cuda.jit(device=True)
+def activate(z, slope):
+    """The activation fused after the normalisation: z where z > 0, slope*z elsewhere."""
+    return z if z > float32(0.0) else z * slope
+
+
+@cuda.jit(device=True)
+def activation_gain(z, slope):
+    """d activate / dz: 1 where z > 0, slope elsewhere."""
+    return float32(1.0) if z > float32(0.0) else slope
+
+
+@cuda.jit(device=True)
 def write_backward_coefficients(c, sum_dy, sum_dy_xhat, gamma, invstd, count, batch_stats,
                                 dgamma, dbeta, coef):
     """dbeta, dgamma (=) and the coefficients of dx = scale*(dy - mean_dy - xhat*mean_dy_xhat).
@@ -134,17 +155,18 @@ def eval_scale_v1(gamma, running_var, scale, eps):
         scale[c] = gamma[c] * inverse_std(running_var[c], eps)
 
 
-@kernel((f32_2d, f32_1d, f32_1d, f32_1d, f32_2d, i64, i64))
-def normalise_v1(x, mean, scale, beta, y, channels, n):
-    """y = (x - mean[c])*scale[c] + beta[c], elementwise over x viewed (N*C, H*W); (=).
-    (x - mean) first, not x*scale + (beta - mean*scale): the latter cancels when |mean| >> std."""
+@kernel((f32_2d, f32_1d, f32_1d, f32_1d, f32_2d, i64, i64, f32))
+def normalise_v1(x, mean, scale, beta, y, channels, n, slope):
+    """y = activate((x - mean[c])*scale[c] + beta[c], slope), elementwise over x viewed
+    (N*C, H*W); (=). (x - mean) first, not x*scale + (beta - mean*scale): the latter cancels
+    when |mean| >> std."""
     run = x.shape[1]
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, n, stride):
         r = i // run
         s = i - r * run
         c = r % channels
-        y[r, s] = (x[r, s] - mean[c]) * scale[c] + beta[c]
+        y[r, s] = activate((x[r, s] - mean[c]) * scale[c] + beta[c], slope)
 
 
 @kernel((f32_1d, f32_1d, f32_1d, f32_1d, f32, f32, f32))
@@ -157,24 +179,28 @@ def update_running_v1(running_mean, running_var, mean, var, keep, momentum, unbi
         running_var[c] = running_var[c] * keep + momentum * (var[c] * unbias)
 
 
-@kernel((f32_2d, f32_2d, f32_1d, f32_1d, f32_1d, f32_1d, f32_1d, f32_2d, i64, f32, i64))
-def backward_sums_v1(dy, x, gamma, mean, var, dgamma, dbeta, coef, channels, eps, batch_stats):
-    """Block c: dbeta[c] = sum(dy), dgamma[c] = sum(dy*xhat) in one pass (=), and the dx
-    coefficients of channel c into coef (see write_backward_coefficients)."""
+@kernel((f32_2d, f32_2d, f32_1d, f32_1d, f32_1d, f32_1d, f32_1d, f32_1d, f32_2d, i64, f32, i64, f32))
+def backward_sums_v1(dy, x, gamma, beta, mean, var, dgamma, dbeta, coef, channels, eps, batch_stats,
+                     slope):
+    """Block c: dbeta[c] = sum(g), dgamma[c] = sum(g*xhat) in one pass (=), with g = dy times the
+    fused activation's gain, and the dx coefficients of channel c into coef (see
+    write_backward_coefficients)."""
     sums_dy = cuda.shared.array(THREADS, float32)
     sums_dy_xhat = cuda.shared.array(THREADS, float32)
     c, tid = cuda.blockIdx.x, cuda.threadIdx.x
     rows, run = x.shape
     batch = rows // channels
     mu, invstd = mean[c], inverse_std(var[c], eps)
+    scale, shift = gamma[c] * invstd, beta[c]
     dn, ds = THREADS // run, THREADS % run
     acc_dy, acc_dy_xhat = float32(0.0), float32(0.0)
     n, s = tid // run, tid % run
     while n < batch:
         r = n * channels + c
-        g = dy[r, s]
+        centred = x[r, s] - mu
+        g = dy[r, s] * activation_gain(centred * scale + shift, slope)
         acc_dy += g
-        acc_dy_xhat += g * ((x[r, s] - mu) * invstd)
+        acc_dy_xhat += g * (centred * invstd)
         n, s = advance(n, s, dn, ds, run)
     sums_dy[tid] = acc_dy
     sums_dy_xhat[tid] = acc_dy_xhat
@@ -184,26 +210,31 @@ def backward_sums_v1(dy, x, gamma, mean, var, dgamma, dbeta, coef, channels, eps
                                     dgamma, dbeta, coef)
 
 
-@kernel((f32_2d, f32_2d, f32_1d, f32_2d, f32_2d, i64, i64))
-def dx_v1(dy, x, mean, coef, dx, channels, n):
-    """dx = scale*(dy - mean_dy - xhat*mean_dy_xhat) elementwise, coefficients per channel; (=)."""
+@kernel((f32_2d, f32_2d, f32_1d, f32_1d, f32_2d, f32_2d, i64, i64, f32))
+def dx_v1(dy, x, beta, mean, coef, dx, channels, n, slope):
+    """dx = scale*(g - mean_g - xhat*mean_g_xhat) elementwise, g = dy times the fused
+    activation's gain at z = centred*scale + beta, recomputed here rather than stored by the
+    forward; coefficients per channel; (=)."""
     run = x.shape[1]
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, n, stride):
         r = i // run
         s = i - r * run
         c = r % channels
-        xhat = (x[r, s] - mean[c]) * coef[INVSTD, c]
-        dx[r, s] = coef[SCALE, c] * (dy[r, s] - coef[MEAN_DY, c] - xhat * coef[MEAN_DY_XHAT, c])
+        centred = x[r, s] - mean[c]
+        g = dy[r, s] * activation_gain(centred * coef[SCALE, c] + beta[c], slope)
+        xhat = centred * coef[INVSTD, c]
+        dx[r, s] = coef[SCALE, c] * (g - coef[MEAN_DY, c] - xhat * coef[MEAN_DY_XHAT, c])
 
 
 def _statistics_block(x2, gamma, mean, var, scale, channels, eps):
     statistics_v1[channels, THREADS](x2, gamma, mean, var, scale, channels, eps)
 
 
-def _backward_sums_block(dy2, x2, gamma, mean, var, dgamma, dbeta, coef, channels, eps, batch_stats):
-    backward_sums_v1[channels, THREADS](dy2, x2, gamma, mean, var, dgamma, dbeta, coef, channels, eps,
-                                        batch_stats)
+def _backward_sums_block(dy2, x2, gamma, beta, mean, var, dgamma, dbeta, coef, channels, eps,
+                         batch_stats, slope):
+    backward_sums_v1[channels, THREADS](dy2, x2, gamma, beta, mean, var, dgamma, dbeta, coef, channels,
+                                        eps, batch_stats, slope)
 
 
 # ------------------------------------------------------------------------ version 2
@@ -275,9 +306,10 @@ def merge_moments_v2(chunk_mean, chunk_m2, gamma, mean, var, scale, count, eps):
         scale[c] = gamma[c] * inverse_std(sigma2, eps)
 
 
-@kernel((f32_2d, f32_2d, f32_1d, f32_1d, f32_2d, f32_2d, i64, f32))
-def backward_chunk_sums_v2(dy, x, mean, var, chunk_dy, chunk_dy_xhat, channels, eps):
-    """Block (c, j): sum(dy) and sum(dy*xhat) over chunk j of channel c (=)."""
+@kernel((f32_2d, f32_2d, f32_1d, f32_1d, f32_1d, f32_1d, f32_2d, f32_2d, i64, f32, f32))
+def backward_chunk_sums_v2(dy, x, gamma, beta, mean, var, chunk_dy, chunk_dy_xhat, channels, eps, slope):
+    """Block (c, j): sum(g) and sum(g*xhat) over chunk j of channel c, g = dy times the fused
+    activation's gain (=)."""
     sums_dy = cuda.shared.array(THREADS, float32)
     sums_dy_xhat = cuda.shared.array(THREADS, float32)
     c, j, tid = cuda.blockIdx.x, cuda.blockIdx.y, cuda.threadIdx.x
@@ -285,15 +317,17 @@ def backward_chunk_sums_v2(dy, x, mean, var, chunk_dy, chunk_dy_xhat, channels, 
     rows, run = x.shape
     begin, end = chunk_bounds(j, splits, (rows // channels) * run)
     mu, invstd = mean[c], inverse_std(var[c], eps)
+    scale, shift = gamma[c] * invstd, beta[c]
     dn, ds = THREADS // run, THREADS % run
     acc_dy, acc_dy_xhat = float32(0.0), float32(0.0)
     i = begin + tid
     n, s = i // run, i % run
     while i < end:
         r = n * channels + c
-        g = dy[r, s]
+        centred = x[r, s] - mu
+        g = dy[r, s] * activation_gain(centred * scale + shift, slope)
         acc_dy += g
-        acc_dy_xhat += g * ((x[r, s] - mu) * invstd)
+        acc_dy_xhat += g * (centred * invstd)
         n, s = advance(n, s, dn, ds, run)
         i += THREADS
     sums_dy[tid] = acc_dy
@@ -330,13 +364,14 @@ def _statistics_split(x2, gamma, mean, var, scale, channels, eps):
     merge_moments_v2[grid_1d(channels)](chunk_mean, chunk_m2, gamma, mean, var, scale, count, eps)
 
 
-def _backward_sums_split(dy2, x2, gamma, mean, var, dgamma, dbeta, coef, channels, eps, batch_stats):
+def _backward_sums_split(dy2, x2, gamma, beta, mean, var, dgamma, dbeta, coef, channels, eps,
+                         batch_stats, slope):
     count = (x2.shape[0] // channels) * x2.shape[1]
     splits = splits_for(channels, count)
     chunk_dy = workspace(x2, (channels, splits), "batchnorm.chunk_dy")
     chunk_dy_xhat = workspace(x2, (channels, splits), "batchnorm.chunk_dy_xhat")
-    backward_chunk_sums_v2[(channels, splits), THREADS](dy2, x2, mean, var, chunk_dy, chunk_dy_xhat,
-                                                        channels, eps)
+    backward_chunk_sums_v2[(channels, splits), THREADS](dy2, x2, gamma, beta, mean, var, chunk_dy,
+                                                        chunk_dy_xhat, channels, eps, slope)
     merge_backward_sums_v2[grid_1d(channels)](chunk_dy, chunk_dy_xhat, gamma, var, dgamma, dbeta, coef,
                                               count, eps, batch_stats)
 
@@ -356,25 +391,26 @@ DEFAULT_VERSION = 1
 
 # ------------------------------------------------------------------------ launchers
 # x, y, dy, dx are (N, C, H, W); gamma, beta, mean, var and the running buffers (C,).
-def forward_train(x, gamma, beta, y, mean, var, eps, version=DEFAULT_VERSION):
-    """y = gamma*(x - mean)/sqrt(var + eps) + beta with the batch's statistics; writes y and the
-    per-channel mean and biased var (=)."""
+def forward_train(x, gamma, beta, y, mean, var, eps, version=DEFAULT_VERSION, slope=1.0):
+    """y = activate(gamma*(x - mean)/sqrt(var + eps) + beta, slope) with the batch's statistics;
+    writes y and the per-channel mean and biased var (=). slope is the negative slope of the
+    activation fused after the normalisation: 1 none, 0 ReLU, 0.2 LeakyReLU(0.2)."""
     ops = VERSIONS[version].ops
     channels = x.shape[1]
     x2, y2 = channel_view(x), channel_view(y)
     scale = workspace(x, (channels,), "batchnorm.scale")
     ops["statistics"](x2, gamma, mean, var, scale, channels, scalar(eps))
-    ops["normalise"][grid_1d(x.size)](x2, mean, scale, beta, y2, channels, x.size)
+    ops["normalise"][grid_1d(x.size)](x2, mean, scale, beta, y2, channels, x.size, scalar(slope))
 
 
-def forward_eval(x, gamma, beta, running_mean, running_var, y, eps, version=DEFAULT_VERSION):
-    """y = gamma*(x - running_mean)/sqrt(running_var + eps) + beta; writes y (=)."""
+def forward_eval(x, gamma, beta, running_mean, running_var, y, eps, version=DEFAULT_VERSION, slope=1.0):
+    """y = activate(gamma*(x - running_mean)/sqrt(running_var + eps) + beta, slope); writes y (=)."""
     ops = VERSIONS[version].ops
     channels = x.shape[1]
     scale = workspace(x, (channels,), "batchnorm.scale")
     ops["eval_scale"][grid_1d(channels)](gamma, running_var, scale, scalar(eps))
     ops["normalise"][grid_1d(x.size)](channel_view(x), running_mean, scale, beta, channel_view(y),
-                                      channels, x.size)
+                                      channels, x.size, scalar(slope))
 
 
 def update_running(running_mean, running_var, mean, var, count, momentum, version=DEFAULT_VERSION):
@@ -385,16 +421,24 @@ def update_running(running_mean, running_var, mean, var, count, momentum, versio
         running_mean, running_var, mean, var, scalar(1 - momentum), scalar(momentum), scalar(unbias))
 
 
-def backward(dy, x, gamma, mean, var, dx, dgamma, dbeta, eps, batch_stats, version=DEFAULT_VERSION):
+def backward(dy, x, gamma, mean, var, dx, dgamma, dbeta, eps, batch_stats, version=DEFAULT_VERSION,
+             beta=None, slope=1.0):
     """dx, dgamma, dbeta (all =). batch_stats: mean/var are the batch's own (training), else the
-    running statistics (eval), which do not depend on x."""
+    running statistics (eval), which do not depend on x. With a fused activation (slope != 1)
+    dy is the gradient of the activation's output and beta is needed to tell where the
+    normalised value was positive."""
+    if beta is None:
+        if slope != 1:
+            raise ValueError("batchnorm.backward with a fused activation (slope != 1) needs beta")
+        beta = gamma  # read but without effect: every gain is 1 when slope is 1
     ops = VERSIONS[version].ops
     channels = x.shape[1]
     dy2, x2 = channel_view(dy), channel_view(x)
     coef = workspace(x, (4, channels), "batchnorm.coef")
-    ops["backward_sums"](dy2, x2, gamma, mean, var, dgamma, dbeta, coef, channels, scalar(eps),
-                         int(bool(batch_stats)))
-    ops["dx"][grid_1d(x.size)](dy2, x2, mean, coef, channel_view(dx), channels, x.size)
+    ops["backward_sums"](dy2, x2, gamma, beta, mean, var, dgamma, dbeta, coef, channels, scalar(eps),
+                         int(bool(batch_stats)), scalar(slope))
+    ops["dx"][grid_1d(x.size)](dy2, x2, beta, mean, coef, channel_view(dx), channels, x.size,
+                               scalar(slope))
 
 
 # ------------------------------------------------------------------ validate / time
@@ -405,40 +449,57 @@ GPU_SHAPES = [("G", (128, 512, 4, 4)), ("G", (128, 256, 8, 8)), ("G", (128, 128,
               ("G", (128, 64, 32, 32)), ("D", (128, 128, 16, 16)), ("D", (128, 256, 8, 8)),
               ("D", (128, 512, 4, 4))]
 SIM_SHAPES = [("", (1, 3, 1, 1)), ("", (2, 3, 5, 7)), ("", (3, 2, 9, 9))]
+# The activation each network fuses after its batchnorms (G: ReLU, D: LeakyReLU(0.2)); the
+# simulator cases cycle through none, ReLU and LeakyReLU.
+SLOPES = {"G": 0.0, "D": 0.2}
+ACTIVATION_NAMES = {1.0: "", 0.0: "+relu", 0.2: "+lrelu"}
 
 
 def cases(sim):
     out = []
-    for net, shape in (SIM_SHAPES if sim else GPU_SHAPES):
+    for i, (net, shape) in enumerate(SIM_SHAPES if sim else GPU_SHAPES):
+        slope = (1.0, 0.0, 0.2)[i % 3] if sim else SLOPES[net]
         for mode in ("train", "eval"):
-            label = " ".join(filter(None, (mode, net, "x".join(map(str, shape)))))
-            out.append((label, lambda rng, shape=shape, mode=mode: (mode,) + _inputs(rng, shape)))
+            label = " ".join(filter(None, (mode + ACTIVATION_NAMES[slope], net, "x".join(map(str, shape)))))
+            out.append((label, lambda rng, shape=shape, mode=mode, slope=slope:
+                        (mode, slope) + _inputs(rng, shape, mode, slope)))
     return out
 
 
-def _inputs(rng, shape):
+def _inputs(rng, shape, mode, slope):
     c = shape[1]
-    x = (rng.standard_normal(shape) + 0.5).astype(np.float32)
+    x = (rng.standard_normal(shape) + 0.5).astype(np.float64)
+    gamma = (1 + 0.2 * rng.standard_normal(c)).astype(np.float32)
+    beta = (0.1 * rng.standard_normal(c)).astype(np.float32)
+    running_mean = (0.5 + 0.1 * rng.standard_normal(c)).astype(np.float32)
+    running_var = (0.5 + rng.random(c)).astype(np.float32)
+    if slope != 1:
+        # Keep every normalised value z at least 0.01 from the activation's kink: there a
+        # one-ulp difference between our float32 z and the float64 reference's may pick the
+        # other slope, which is a different (equally valid) answer, not an error.
+        axes = (0, 2, 3)
+        mean, var = ((x.mean(axis=axes), x.var(axis=axes)) if mode == "train"
+                     else (running_mean.astype(np.float64), running_var.astype(np.float64)))
+        scale = (gamma / np.sqrt(var + 1e-5))[None, :, None, None]
+        z = (x - mean[None, :, None, None]) * scale + beta[None, :, None, None]
+        near = np.abs(z) < 0.01
+        x += near * np.where(z >= 0, 0.02, -0.02) / scale
+    x = x.astype(np.float32)
     # dy with a mean and a component along xhat, as real gradients have: dbeta and dgamma are
     # then large (compared with rtol), and dx = scale*(dy - mean(dy) - xhat*mean(dy*xhat))
     # cancels those components, so the comparison exercises the cancellation.
     xhat = (x - x.mean(axis=(0, 2, 3), keepdims=True)) / x.std(axis=(0, 2, 3), keepdims=True).clip(1e-3)
     dy = (0.5 + 0.5 * xhat + rng.standard_normal(shape)).astype(np.float32)
-    gamma = (1 + 0.2 * rng.standard_normal(c)).astype(np.float32)
-    beta = (0.1 * rng.standard_normal(c)).astype(np.float32)
-    running_mean = (0.5 + 0.1 * rng.standard_normal(c)).astype(np.float32)
-    running_var = (0.5 + rng.random(c)).astype(np.float32)
     return x, dy, gamma, beta, running_mean, running_var
 
 
 def run(version, label, inputs, device):
-    mode, x, dy, gamma, beta, running_mean, running_var = inputs
+    mode, slope, x, dy, gamma, beta, running_mean, running_var = inputs
     eps, c = 1e-5, x.shape[1]
     d_x, d_dy, d_gamma, d_beta, d_rm, d_rv = map(device, (x, dy, gamma, beta, running_mean, running_var))
     y, dx = device(np.full_like(x, np.nan)), device(np.full_like(x, np.nan))
     mean, var, dgamma, dbeta = (device(np.full(c, np.nan, np.float32)) for _ in range(4))
     x64, dy64, gamma64, beta64 = (a.astype(np.float64) for a in (x, dy, gamma, beta))
-    m = x.size // c
     # The reference runs in float64. The float32 per-channel sums err by ~eps/2 of each running
     # sum per addition, a random walk; divided by m, the means (mean, var, mean(dy),
     # mean(dy*xhat)) are good to ~eps of the values' size, and y and dx inherit that times
@@ -447,23 +508,26 @@ def run(version, label, inputs, device):
     # dbeta and dgamma are ~m/2 here, covered by rtol (emulated relative error ~1.2e-7).
     size = max(1.0, float(np.abs(x).max()), float(np.abs(dy).max()))
     atol = 64 * np.finfo(np.float32).eps * size
+    fused = dict(beta=beta64, slope=slope)
     if mode == "train":
-        ref_y, ref_mean, ref_var = reference.batchnorm2d_forward_train(x64, gamma64, beta64, eps)
-        refs = (ref_y, ref_mean, ref_var) + reference.batchnorm2d_backward(dy64, x64, gamma64, ref_mean,
-                                                                           ref_var, eps)
+        ref_y, ref_mean, ref_var = reference.batchnorm2d_forward_train(x64, gamma64, beta64, eps, slope)
+        refs = (ref_y, ref_mean, ref_var) + reference.batchnorm2d_backward(
+            dy64, x64, gamma64, ref_mean, ref_var, eps, True, **fused)
 
         def launch():
-            forward_train(d_x, d_gamma, d_beta, y, mean, var, eps, version)
-            backward(d_dy, d_x, d_gamma, mean, var, dx, dgamma, dbeta, eps, True, version)
+            forward_train(d_x, d_gamma, d_beta, y, mean, var, eps, version, slope=slope)
+            backward(d_dy, d_x, d_gamma, mean, var, dx, dgamma, dbeta, eps, True, version,
+                     beta=d_beta, slope=slope)
             return y, mean, var, dx, dgamma, dbeta
     else:
         rm, rv = running_mean.astype(np.float64), running_var.astype(np.float64)
-        refs = (reference.batchnorm2d_forward_eval(x64, gamma64, beta64, rm, rv, eps),) + \
-            reference.batchnorm2d_backward(dy64, x64, gamma64, rm, rv, eps, batch_stats=False)
+        refs = (reference.batchnorm2d_forward_eval(x64, gamma64, beta64, rm, rv, eps, slope),) + \
+            reference.batchnorm2d_backward(dy64, x64, gamma64, rm, rv, eps, False, **fused)
 
         def launch():
-            forward_eval(d_x, d_gamma, d_beta, d_rm, d_rv, y, eps, version)
-            backward(d_dy, d_x, d_gamma, d_rm, d_rv, dx, dgamma, dbeta, eps, False, version)
+            forward_eval(d_x, d_gamma, d_beta, d_rm, d_rv, y, eps, version, slope=slope)
+            backward(d_dy, d_x, d_gamma, d_rm, d_rv, dx, dgamma, dbeta, eps, False, version,
+                     beta=d_beta, slope=slope)
             return y, dx, dgamma, dbeta
     # Minimum traffic: forward reads x and writes y, backward reads dy and x and writes dx.
     # FLOPs: ~10 per element forward, ~12 backward.

@@ -321,6 +321,57 @@ def test_batchnorm_eval_backward_matches_finite_differences(problem, seed):
     assert_close(dbeta, numerical_gradient(lambda b_: loss(b_=b_), beta, SMOOTH_EPS), **tol)
 
 
+@settings(max_examples=40)
+@given(problem=batchnorm_problem(), slope=st.sampled_from([0.0, 0.2]), training=st.booleans())
+def test_batchnorm_with_fused_activation_is_batchnorm_then_the_activation(problem, slope, training):
+    """The fused layer (slope 0: ReLU, 0.2: LeakyReLU) equals the two ops one after the other,
+    forward and backward, in train and eval mode."""
+    x, gamma, beta, R = problem
+    c = x.shape[1]
+    if training:
+        z, mean, var = ref.batchnorm2d_forward_train(x, gamma, beta)
+        y, mean_f, var_f = ref.batchnorm2d_forward_train(x, gamma, beta, slope=slope)
+        np.testing.assert_array_equal(mean_f, mean)
+        np.testing.assert_array_equal(var_f, var)
+    else:
+        mean, var = np.linspace(-1, 1, c), np.linspace(0.5, 2, c)
+        z = ref.batchnorm2d_forward_eval(x, gamma, beta, mean, var)
+        y = ref.batchnorm2d_forward_eval(x, gamma, beta, mean, var, slope=slope)
+    assume(np.min(np.abs(z)) > 1e-9)  # at z = 0 the two sides may pick different one-sided slopes
+    np.testing.assert_array_equal(y, ref.leaky_relu_forward(z, slope))
+    composed = ref.batchnorm2d_backward(ref.leaky_relu_backward(R, z, slope), x, gamma, mean, var,
+                                        batch_stats=training)
+    fused = ref.batchnorm2d_backward(R, x, gamma, mean, var, batch_stats=training, beta=beta,
+                                     slope=slope)
+    for got, want in zip(fused, composed):
+        np.testing.assert_array_equal(got, want)
+
+
+@settings(max_examples=30)
+@given(problem=batchnorm_problem(), slope=st.sampled_from([0.0, 0.2]))
+def test_batchnorm_with_fused_activation_backward_matches_finite_differences(problem, slope):
+    x, gamma, beta, R = problem
+    z, mean, var = ref.batchnorm2d_forward_train(x, gamma, beta)
+    # Away from the kink: a difference step that crosses z = 0 measures neither slope.
+    assume(np.min(np.abs(z)) > 1e-3)
+    L = pairing(R)
+
+    def loss(x_=x, g_=gamma, b_=beta):
+        return L(ref.batchnorm2d_forward_train(x_, g_, b_, slope=slope)[0])
+
+    dx, dgamma, dbeta = ref.batchnorm2d_backward(R, x, gamma, mean, var, beta=beta, slope=slope)
+    tol = dict(rtol=SMOOTH_RTOL, atol=SMOOTH_ATOL)
+    assert_close(dx, numerical_gradient(lambda x_: loss(x_=x_), x, SMOOTH_EPS), **tol)
+    assert_close(dgamma, numerical_gradient(lambda g_: loss(g_=g_), gamma, SMOOTH_EPS), **tol)
+    assert_close(dbeta, numerical_gradient(lambda b_: loss(b_=b_), beta, SMOOTH_EPS), **tol)
+
+
+def test_batchnorm_with_fused_activation_needs_beta_for_its_backward():
+    x = np.ones((2, 1, 1, 1))
+    with pytest.raises(ValueError, match="needs beta"):
+        ref.batchnorm2d_backward(x, x, np.ones(1), np.ones(1), np.ones(1), slope=0.0)
+
+
 def test_batchnorm_train_forward_normalises_with_the_biased_batch_variance():
     x = np.array([1.0, 2.0, 3.0, 6.0]).reshape(2, 1, 1, 2)  # one channel: mean 3, var 14/4
     y, mean, var = ref.batchnorm2d_forward_train(x, np.array([2.0]), np.array([0.5]), eps=1e-5)

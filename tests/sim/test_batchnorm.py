@@ -155,6 +155,52 @@ def test_forward_eval_matches_reference(shape, seed, eps, version):
     assert_close(y, ref, 6 * EPS * terms, 0, f"forward_eval v{version}")
 
 
+@settings(max_examples=30, deadline=None)
+@given(shape=shapes, seed=st.integers(0, 2**16), slope=st.sampled_from([0.0, 0.2]),
+       training=st.booleans(), version=st.sampled_from(VERSIONS))
+def test_fused_activation_is_bitwise_batchnorm_then_activation(shape, seed, slope, training, version):
+    """With the activation fused (slope 0: ReLU, 0.2: LeakyReLU), forward and backward give the
+    very bits of the plain kernels followed by the reference activation: the fused kernels
+    compute the same float32 z and the same per-element gradient, then sum in the same order."""
+    x, dy, gamma, beta = draw(shape, seed, 0.3, 1.5)
+    c = shape[1]
+    rng = np.random.default_rng(seed + 1)
+    running_mean = rng.standard_normal(c).astype(np.float32)
+    running_var = (0.2 + rng.random(c)).astype(np.float32)
+
+    def forward(slope_):
+        y, mean, var = nan_like(shape), nan_like(c), nan_like(c)
+        if training:
+            bn.forward_train(x, gamma, beta, y, mean, var, 1e-5, version, slope=slope_)
+            return y, mean, var
+        bn.forward_eval(x, gamma, beta, running_mean, running_var, y, 1e-5, version, slope=slope_)
+        return y, running_mean, running_var
+
+    z, mean, var = forward(1.0)
+    y, mean_fused, var_fused = forward(slope)
+    np.testing.assert_array_equal(y, reference.leaky_relu_forward(z, slope))
+    np.testing.assert_array_equal(mean_fused, mean)
+    np.testing.assert_array_equal(var_fused, var)
+
+    def backward(dy_, **fused):
+        grads = nan_like(shape), nan_like(c), nan_like(c)
+        bn.backward(dy_, x, gamma, mean, var, *grads, 1e-5, training, version, **fused)
+        return grads
+
+    plain = backward(reference.leaky_relu_backward(dy, z, slope))
+    fused = backward(dy, beta=beta, slope=slope)
+    for name, got, want in zip(("dx", "dgamma", "dbeta"), fused, plain):
+        np.testing.assert_array_equal(got, want, err_msg=f"{name} v{version} slope {slope}")
+
+
+def test_fused_backward_refuses_a_missing_beta():
+    x = np.ones((2, 1, 1, 1), np.float32)
+    one = np.ones(1, np.float32)
+    with pytest.raises(ValueError, match="needs beta"):
+        bn.backward(x, x, one, one, one, nan_like((2, 1, 1, 1)), nan_like(1), nan_like(1), 1e-5, True,
+                    slope=0.0)
+
+
 def test_variance_of_data_far_from_zero():
     """x = 1000 + N(0, 1): the one-pass E[x^2] - E[x]^2 loses the variance entirely in float32
     (E[x^2] ~ 1e6, float32 spacing 0.06); the two-pass and Chan formulas keep ~6 digits."""
