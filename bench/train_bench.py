@@ -9,7 +9,10 @@ the G step (D is frozen there), so they do the same arithmetic.
                                                   # PyTorch in FP32 with TF32 off, and TF32 on (labelled)
 
 Reports ms per step, images per second, and (on a GPU) the step's FLOP count against the
-card's FP32 peak: the physical floor.
+card's FP32 peak: the physical floor. On the kernel backends (cuda, sim) it also counts the
+kernel launches of one step, by kernel family, and on a GPU measures what one launch costs
+the host; --no-fuse runs every batchnorm and activation as separate layers, to see what the
+fusion saves.
 """
 from __future__ import annotations
 
@@ -107,6 +110,36 @@ def torch_step(netG, netD, device, real, noise, lr, beta1):
     return step
 
 
+def launches_of_one_step(step):
+    """{family: kernel launches} of one call of step()."""
+    from dcgan_cuda.kernels.jit import LAUNCHES
+    LAUNCHES.clear()
+    step()
+    families = {}
+    for name, count in LAUNCHES.items():
+        family = name.split(".")[0]
+        families[family] = families.get(family, 0) + count
+    return dict(sorted(families.items(), key=lambda kv: -kv[1]))
+
+
+def host_cost_of_one_launch(backend, launches=2000):
+    """Microseconds of host time per launch of a 1-element fill kernel, the GPU kept busy far
+    less than the host: what Python, Numba's dispatcher and the driver cost per launch."""
+    import time
+
+    from dcgan_cuda.kernels import elementwise
+    one = backend.empty((1,))
+    for _ in range(10):  # compile and warm up
+        elementwise.fill(one, 0.0)
+    backend.synchronize()
+    t = time.perf_counter()
+    for _ in range(launches):
+        elementwise.fill(one, 0.0)
+    host_us = (time.perf_counter() - t) / launches * 1e6
+    backend.synchronize()
+    return host_us
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -121,6 +154,8 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--no-torch", action="store_true", help="do not run the PyTorch comparison")
+    p.add_argument("--no-fuse", action="store_true",
+                   help="run batchnorm and the activation after it as two layers (for comparison)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
     sim = args.device == "sim"
@@ -132,6 +167,8 @@ def main(argv=None):
         args.steps, args.warmup = min(args.steps, 1), 0
 
     backend = get_backend(args.device)
+    if args.no_fuse:
+        our_nn.Sequential.fuse_activations = False
     netG, netD = build_models(args.arch, size, args.nc, args.nz, ngf, ndf, seed=0)
     host_state = (netG.state_dict(), netD.state_dict())
     rng = np.random.default_rng(0)
@@ -163,14 +200,17 @@ def main(argv=None):
         ms = common.time_cuda(step, args.warmup, args.steps)
     else:
         ms = common.time_cpu(step, args.warmup, args.steps)
-    record(f"dcgan_cuda ({backend.name})", ms)
-    launches = None
+    record(f"dcgan_cuda ({backend.name}{', unfused' if args.no_fuse else ''})", ms)
+    launches, by_family, launch_us = None, None, None
     if backend.name != "numpy":
-        from dcgan_cuda.kernels.jit import LAUNCHES
-        LAUNCHES.clear()
-        step()
-        launches = sum(LAUNCHES.values())
-        print(f"  kernel launches per step: {launches} ({ms * 1e3 / launches:.1f} us of step time per launch)")
+        by_family = launches_of_one_step(step)
+        launches = sum(by_family.values())
+        print(f"  kernel launches per step: {launches} ({ms * 1e3 / launches:.1f} us of step time per launch): "
+              + ", ".join(f"{k} {v}" for k, v in by_family.items()))
+    if gpu:
+        launch_us = host_cost_of_one_launch(backend)
+        print(f"  host cost of one launch: {launch_us:.1f} us -> {launches * launch_us / 1e3:.2f} ms of "
+              f"every step is spent launching (the GPU idles there unless it is busy with earlier work)")
 
     if not args.no_torch and not sim:
         try:
@@ -201,7 +241,9 @@ def main(argv=None):
     if args.json:
         common.write_json(args.json, {"machine": name, "fp32_peak_tflops": peak, "arch": args.arch,
                                       "batch": batch, "image_size": size, "nc": args.nc, "ngf": ngf,
-                                      "ndf": ndf, "step_gflop": flops / 1e9, "launches_per_step": launches,
+                                      "ndf": ndf, "step_gflop": flops / 1e9, "fused_activations": not args.no_fuse,
+                                      "launches_per_step": launches, "launches_by_family": by_family,
+                                      "host_us_per_launch": launch_us,
                                       "results": rows})
     return 0
 

@@ -41,7 +41,7 @@ def no_grad():
 
 
 class Tensor:
-    __slots__ = ("data", "backend", "requires_grad", "grad", "_node", "name")
+    __slots__ = ("data", "backend", "requires_grad", "grad", "grad_buffer", "_node", "name")
 
     def __init__(self, data, backend=None, requires_grad=False, name=None):
         if backend is None:
@@ -52,6 +52,9 @@ class Tensor:
         self.backend = backend
         self.requires_grad = bool(requires_grad)
         self.grad = None
+        # Where this leaf's gradient is written when it has none yet: None for a fresh array,
+        # or a view that an optimiser keeps in one flat buffer (see optim.Adam).
+        self.grad_buffer = None
         self._node = None
         self.name = name
 
@@ -133,7 +136,11 @@ class Tensor:
 def _accumulate_into_leaf(tensor, g):
     if tensor.grad is None:
         # Own the gradient buffer: the op may have returned an array it still references.
-        tensor.grad = tensor.backend.copy(g)
+        if tensor.grad_buffer is None:
+            tensor.grad = tensor.backend.copy(g)
+        else:
+            tensor.backend.copy_into(tensor.grad_buffer, g)
+            tensor.grad = tensor.grad_buffer
     else:
         tensor.backend.accumulate(tensor.grad, g)
 

@@ -70,6 +70,10 @@ class NumpyBackend:
     def copy(self, a):
         return a.copy()
 
+    def copy_into(self, dst, src):
+        """dst[...] = src, in place (same shape)."""
+        dst[...] = src
+
     def accumulate(self, dst, src):
         """dst += src, in place."""
         dst += src

@@ -70,6 +70,10 @@ class KernelBackend:
     def copy(self, a):
         return a.copy()
 
+    def copy_into(self, dst, src):
+        """dst[...] = src: a device-to-device copy (CuPy's memcpy; NumPy's under the simulator)."""
+        dst[...] = src
+
     def accumulate(self, dst, src):
         self.k["elementwise"].add_into(dst, src, self._v("elementwise"))
 

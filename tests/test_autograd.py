@@ -585,3 +585,76 @@ def _count_nodes(root):
         seen.add(id(t))
         stack.extend(i for i in t._node.inputs if isinstance(i, Tensor))
     return len(seen)
+
+
+# ---------------------------------------------------------------- Adam's flat buffer
+def _generator_and_loss(seed=3):
+    G, _ = build_models(arch="pytorch", image_size=16, nc=1, nz=5, ngf=4, ndf=4, seed=seed)
+    z = Tensor(np.random.default_rng(seed).standard_normal((2, 5, 1, 1)).astype(np.float32))
+    R = np.random.default_rng(seed + 1).standard_normal((2, 1, 16, 16)).astype(np.float32)
+    return G, lambda: G(z).backward(R)
+
+
+def test_adam_updates_all_parameters_in_one_call_with_the_bits_of_one_call_per_tensor(monkeypatch):
+    from dcgan_cuda import reference
+    from dcgan_cuda.backend import numpy_backend
+    from dcgan_cuda.optim import Adam
+    G, backward = _generator_and_loss()
+    G_ref, backward_ref = _generator_and_loss()
+    params, params_ref = G.parameters(), G_ref.parameters()
+    opt = Adam(params, lr=1e-3, betas=(0.5, 0.999), weight_decay=1e-4)
+    moments = [(np.zeros(p.shape, np.float32), np.zeros(p.shape, np.float32)) for p in params_ref]
+    calls = []
+    backend = numpy_backend()
+    monkeypatch.setattr(backend, "adam_step", lambda *a, **k: calls.append(a[0].shape) or
+                        reference.adam_step(*a, **k))
+    for step in range(1, 4):
+        opt.zero_grad()
+        G_ref.zero_grad()
+        backward()
+        backward_ref()
+        assert all(p.grad is p.grad_buffer for p in params)
+        opt.step()
+        for p, (m, v) in zip(params_ref, moments):
+            reference.adam_step(p.data, p.grad, m, v, step, 1e-3, 0.5, 0.999, 1e-8, 1e-4)
+    assert calls == [(sum(p.data.size for p in params),)] * 3  # one update per step, whole buffer
+    for p, p_ref, m, v, (m_ref, v_ref) in zip(params, params_ref, opt.exp_avg, opt.exp_avg_sq, moments):
+        np.testing.assert_array_equal(p.data, p_ref.data)
+        np.testing.assert_array_equal(m, m_ref)
+        np.testing.assert_array_equal(v, v_ref)
+        assert np.shares_memory(p.data, opt.flat_params) and np.shares_memory(m, opt.flat_exp_avg)
+
+
+def test_adam_follows_parameters_whose_arrays_were_replaced():
+    """load_state_dict gives each parameter a new array; the next step copies it into the flat
+    buffer and updates what the model now holds."""
+    from dcgan_cuda.optim import Adam
+    G, backward = _generator_and_loss()
+    opt = Adam(G.parameters(), lr=1e-2)
+    loaded = {k: np.full_like(v, 0.5) if k.endswith("weight") else v for k, v in G.state_dict().items()}
+    G.load_state_dict(loaded)
+    backward()
+    opt.step()
+    for name, p in G.named_parameters():
+        assert np.shares_memory(p.data, opt.flat_params), name
+        if name.endswith("weight"):
+            # Adam's first step moves every element by ~lr against its gradient's sign
+            moved = np.abs(p.data - 0.5)
+            assert np.all((moved > 0.9e-2) & (moved < 1.1e-2) | (p.grad == 0)), name
+
+
+def test_adam_state_round_trip_keeps_the_flat_layout():
+    from dcgan_cuda.optim import Adam
+    G, backward = _generator_and_loss()
+    opt = Adam(G.parameters())
+    backward()
+    opt.step()
+    state = opt.state_dict()
+    G2, backward2 = _generator_and_loss()
+    opt2 = Adam(G2.parameters()).load_state_dict(state)
+    assert opt2.step_count == 1
+    for i, m in enumerate(opt2.exp_avg):
+        np.testing.assert_array_equal(m, state[f"exp_avg.{i}"])
+        assert np.shares_memory(m, opt2.flat_exp_avg)
+    with pytest.raises(ValueError, match="lacks exp_avg_sq.0"):
+        opt2.load_state_dict({"step": np.int64(1), "exp_avg.0": state["exp_avg.0"]})
