@@ -24,10 +24,13 @@ p, m, v: 7 floats = 28 bytes, for ~15 FLOPs (with a square root and two division
 3,576,704 parameters in G (13 tensors) and 2,765,568 in D (11 tensors): 100 MB and 77 MB of
 traffic, ~30 us and ~23 us at full bandwidth; the paper arch (5x5 kernels, dense layers)
 has 5.1 M and 4.3 M. That is ~1% of the ~5 ms FLOP floor of a training step. What costs
-more is the launch count: one launch per tensor, 24 launches per step, ~10 us of Python
-and driver each, most on tensors of 64-512 floats (batchnorm's weight and bias) that the
-GPU finishes in ~2 us. Updating all parameters of a model in one launch over one flat
-buffer is the next version's idea.
+more is the launch count: one launch per tensor would be 24 launches per step, ~10 us of
+Python and driver each, most on tensors of 64-512 floats (batchnorm's weight and bias) that
+the GPU finishes in ~2 us. So the kernel is never launched per tensor in training:
+dcgan_cuda.optim.Adam keeps every parameter, gradient and moment of a model in one flat
+buffer (each tensor a view of its slice) and launches this kernel once over the whole
+buffer, 2 launches per step. Nothing in the kernel changes: elements are independent, so
+a flat buffer is just a longer array.
 
 Versions:
     1  fused  one grid-stride kernel reads p, g, m, v once and writes p, m, v: the whole update per element
