@@ -129,11 +129,13 @@ class KernelBackend:
     # -- batchnorm -----------------------------------------------------------------
     # The activation after a batchnorm is fused into its kernels (see kernels/batchnorm.py):
     # slope is its negative slope, 1 for none, 0 for ReLU, 0.2 for LeakyReLU(0.2).
-    def batchnorm2d_forward_train(self, x, gamma, beta, eps=1e-5, slope=1.0):
+    def batchnorm2d_forward_train(self, x, gamma, beta, eps=1e-5, slope=1.0, running_mean=None,
+                                  running_var=None, momentum=0.1):
         c = x.shape[1]
         y, mean, var = self.empty(x.shape), self.empty((c,)), self.empty((c,))
         self.k["batchnorm"].forward_train(x, gamma, beta, y, mean, var, eps, self._v("batchnorm"),
-                                          slope=slope)
+                                          slope=slope, running_mean=running_mean,
+                                          running_var=running_var, momentum=momentum)
         return y, mean, var
 
     def batchnorm2d_forward_eval(self, x, gamma, beta, running_mean, running_var, eps=1e-5, slope=1.0):

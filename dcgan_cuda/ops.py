@@ -95,11 +95,10 @@ class BatchNorm2d(Function):
     @staticmethod
     def forward(ctx, x, gamma, beta, running_mean, running_var, training, momentum, eps, slope):
         B = ctx.backend
-        if training:
-            y, mean, var = B.batchnorm2d_forward_train(x, gamma, beta, eps, slope=slope)
-            if running_mean is not None:
-                count = x.size // x.shape[1]
-                B.batchnorm2d_update_running(running_mean, running_var, mean, var, count, momentum)
+        if training:  # the running buffers, if any, are updated by the same kernels
+            y, mean, var = B.batchnorm2d_forward_train(x, gamma, beta, eps, slope=slope,
+                                                       running_mean=running_mean,
+                                                       running_var=running_var, momentum=momentum)
         else:
             y = B.batchnorm2d_forward_eval(x, gamma, beta, running_mean, running_var, eps, slope=slope)
             # Buffers change at the next training step; backward needs today's values.
@@ -304,6 +303,8 @@ def batch_norm(x, weight, bias, running_mean=None, running_var=None, training=Tr
     _check_parameter(op, "bias", bias, (c,))
     if not training and (running_mean is None or running_var is None):
         raise OpError(f"{op}: eval mode needs running_mean and running_var")
+    if (running_mean is None) != (running_var is None):
+        raise OpError(f"{op}: pass both running_mean and running_var, or neither")
     for name, buf in (("running_mean", running_mean), ("running_var", running_var)):
         if buf is not None and tuple(buf.shape) != (c,):
             raise OpError(f"{op}: {name} must have shape ({c},), got {tuple(buf.shape)}")

@@ -205,9 +205,11 @@ def _activate(z, slope):
     return z
 
 
-def batchnorm2d_forward_train(x, gamma, beta, eps=1e-5, slope=1.0):
+def batchnorm2d_forward_train(x, gamma, beta, eps=1e-5, slope=1.0, running_mean=None, running_var=None,
+                              momentum=0.1):
     """Normalise with the batch's statistics, then the activation of the given negative slope
-    (1: none). Returns y and the per-channel mean and biased var.
+    (1: none). Returns y and the per-channel mean and biased var; given the running buffers,
+    also folds the statistics into them (batchnorm2d_update_running, in place).
 
     The variance is the mean of squared deviations from the mean (two passes): the one-pass
     E[x^2] - E[x]^2 loses every digit when |mean| >> std.
@@ -216,6 +218,8 @@ def batchnorm2d_forward_train(x, gamma, beta, eps=1e-5, slope=1.0):
     mean = _per_channel_sum(x) / m
     centred = x - _channel_view(mean, x.ndim)
     var = _per_channel_sum(centred, centred) / m
+    if running_mean is not None:
+        batchnorm2d_update_running(running_mean, running_var, mean, var, m, momentum)
     return _activate(_normalise(centred, var, gamma, beta, eps, out=centred), slope), mean, var
 
 

@@ -9,7 +9,8 @@ What it computes, per channel c over the M = N*H*W values of x[:, c]:
                     training (batch statistics):  dx = gamma*invstd*(dy - dbeta/M - xhat*dgamma/M)
                     eval (running statistics):    dx = gamma*invstd*dy
 forward_* and backward write their outputs (=); update_running updates the running
-buffers in place (r = (1-m)*r + m*stat).
+buffers in place (r = (1-m)*r + m*stat). In training the statistics kernel does that
+update itself, by the same formula, when forward_train is given the running buffers.
 
 The activation that follows every batchnorm in DCGAN is fused into it: every kernel takes
 the activation's negative slope (1 = none, 0 = ReLU, 0.2 = LeakyReLU(0.2)),
@@ -96,6 +97,14 @@ def activation_gain(z, slope):
 
 
 @cuda.jit(device=True)
+def fold_into_running(c, mu, sigma2, running_mean, running_var, keep, momentum, unbias):
+    """running = keep*running + momentum*statistic (keep = 1 - momentum), the variance made
+    unbiased by the host scalar unbias = M/(M-1); in place."""
+    running_mean[c] = running_mean[c] * keep + momentum * mu
+    running_var[c] = running_var[c] * keep + momentum * (sigma2 * unbias)
+
+
+@cuda.jit(device=True)
 def write_backward_coefficients(c, sum_dy, sum_dy_xhat, gamma, invstd, count, batch_stats,
                                 dgamma, dbeta, coef):
     """dbeta, dgamma (=) and the coefficients of dx = scale*(dy - mean_dy - xhat*mean_dy_xhat).
@@ -113,10 +122,12 @@ def write_backward_coefficients(c, sum_dy, sum_dy_xhat, gamma, invstd, count, ba
 
 
 # ------------------------------------------------------------------------ version 1
-@kernel((f32_2d, f32_1d, f32_1d, f32_1d, f32_1d, i64, f32))
-def statistics_v1(x, gamma, mean, var, scale, channels, eps):
+@kernel((f32_2d, f32_1d, f32_1d, f32_1d, f32_1d, i64, f32, f32_1d, f32_1d, f32, f32, f32, i64))
+def statistics_v1(x, gamma, mean, var, scale, channels, eps, running_mean, running_var, keep, momentum,
+                  unbias, fold_running):
     """Block c: mean[c], biased var[c] (two passes), scale[c] = gamma/sqrt(var+eps); all (=).
-    x is viewed (N*C, H*W)."""
+    If fold_running, also folds them into the running buffers (in place), which saves the
+    separate update_running launch. x is viewed (N*C, H*W)."""
     partial = cuda.shared.array(THREADS, float32)
     c, tid = cuda.blockIdx.x, cuda.threadIdx.x
     rows, run = x.shape
@@ -145,6 +156,8 @@ def statistics_v1(x, gamma, mean, var, scale, channels, eps):
         mean[c] = mu
         var[c] = sigma2
         scale[c] = gamma[c] * inverse_std(sigma2, eps)
+        if fold_running:
+            fold_into_running(c, mu, sigma2, running_mean, running_var, keep, momentum, unbias)
 
 
 @kernel((f32_1d, f32_1d, f32_1d, f32))
@@ -175,8 +188,7 @@ def update_running_v1(running_mean, running_var, mean, var, keep, momentum, unbi
     unbias = M/(M-1); in place, one thread per channel."""
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for c in range(start, mean.shape[0], stride):
-        running_mean[c] = running_mean[c] * keep + momentum * mean[c]
-        running_var[c] = running_var[c] * keep + momentum * (var[c] * unbias)
+        fold_into_running(c, mean[c], var[c], running_mean, running_var, keep, momentum, unbias)
 
 
 @kernel((f32_2d, f32_2d, f32_1d, f32_1d, f32_1d, f32_1d, f32_1d, f32_1d, f32_2d, i64, f32, i64, f32))
@@ -227,8 +239,8 @@ def dx_v1(dy, x, beta, mean, coef, dx, channels, n, slope):
         dx[r, s] = coef[SCALE, c] * (g - coef[MEAN_DY, c] - xhat * coef[MEAN_DY_XHAT, c])
 
 
-def _statistics_block(x2, gamma, mean, var, scale, channels, eps):
-    statistics_v1[channels, THREADS](x2, gamma, mean, var, scale, channels, eps)
+def _statistics_block(x2, gamma, mean, var, scale, channels, eps, running):
+    statistics_v1[channels, THREADS](x2, gamma, mean, var, scale, channels, eps, *running)
 
 
 def _backward_sums_block(dy2, x2, gamma, beta, mean, var, dgamma, dbeta, coef, channels, eps,
@@ -281,10 +293,12 @@ def chunk_moments_v2(x, chunk_mean, chunk_m2, channels):
         chunk_m2[c, j] = m2
 
 
-@kernel((f32_2d, f32_2d, f32_1d, f32_1d, f32_1d, f32_1d, i64, f32))
-def merge_moments_v2(chunk_mean, chunk_m2, gamma, mean, var, scale, count, eps):
+@kernel((f32_2d, f32_2d, f32_1d, f32_1d, f32_1d, f32_1d, i64, f32, f32_1d, f32_1d, f32, f32, f32, i64))
+def merge_moments_v2(chunk_mean, chunk_m2, gamma, mean, var, scale, count, eps, running_mean, running_var,
+                     keep, momentum, unbias, fold_running):
     """Thread c merges channel c's chunks 0, 1, 2, ... in that order (Chan et al.), then writes
-    mean, biased var and scale = gamma/sqrt(var+eps) (=)."""
+    mean, biased var and scale = gamma/sqrt(var+eps) (=), and if fold_running folds them
+    into the running buffers (in place)."""
     start, stride = cuda.grid(1), cuda.gridsize(1)
     channels, splits = chunk_mean.shape
     for c in range(start, channels, stride):
@@ -304,6 +318,8 @@ def merge_moments_v2(chunk_mean, chunk_m2, gamma, mean, var, scale, count, eps):
         mean[c] = mean_a
         var[c] = sigma2
         scale[c] = gamma[c] * inverse_std(sigma2, eps)
+        if fold_running:
+            fold_into_running(c, mean_a, sigma2, running_mean, running_var, keep, momentum, unbias)
 
 
 @kernel((f32_2d, f32_2d, f32_1d, f32_1d, f32_1d, f32_1d, f32_2d, f32_2d, i64, f32, f32))
@@ -355,13 +371,13 @@ def merge_backward_sums_v2(chunk_dy, chunk_dy_xhat, gamma, var, dgamma, dbeta, c
                                     batch_stats, dgamma, dbeta, coef)
 
 
-def _statistics_split(x2, gamma, mean, var, scale, channels, eps):
+def _statistics_split(x2, gamma, mean, var, scale, channels, eps, running):
     count = (x2.shape[0] // channels) * x2.shape[1]
     splits = splits_for(channels, count)
     chunk_mean = workspace(x2, (channels, splits), "batchnorm.chunk_mean")
     chunk_m2 = workspace(x2, (channels, splits), "batchnorm.chunk_m2")
     chunk_moments_v2[(channels, splits), THREADS](x2, chunk_mean, chunk_m2, channels)
-    merge_moments_v2[grid_1d(channels)](chunk_mean, chunk_m2, gamma, mean, var, scale, count, eps)
+    merge_moments_v2[grid_1d(channels)](chunk_mean, chunk_m2, gamma, mean, var, scale, count, eps, *running)
 
 
 def _backward_sums_split(dy2, x2, gamma, beta, mean, var, dgamma, dbeta, coef, channels, eps,
@@ -391,15 +407,19 @@ DEFAULT_VERSION = 1
 
 # ------------------------------------------------------------------------ launchers
 # x, y, dy, dx are (N, C, H, W); gamma, beta, mean, var and the running buffers (C,).
-def forward_train(x, gamma, beta, y, mean, var, eps, version=DEFAULT_VERSION, slope=1.0):
+def forward_train(x, gamma, beta, y, mean, var, eps, version=DEFAULT_VERSION, slope=1.0,
+                  running_mean=None, running_var=None, momentum=0.1):
     """y = activate(gamma*(x - mean)/sqrt(var + eps) + beta, slope) with the batch's statistics;
     writes y and the per-channel mean and biased var (=). slope is the negative slope of the
-    activation fused after the normalisation: 1 none, 0 ReLU, 0.2 LeakyReLU(0.2)."""
+    activation fused after the normalisation: 1 none, 0 ReLU, 0.2 LeakyReLU(0.2). Given the
+    running buffers, the statistics kernel also folds the batch's statistics into them, as
+    update_running would, without a launch of its own."""
     ops = VERSIONS[version].ops
     channels = x.shape[1]
     x2, y2 = channel_view(x), channel_view(y)
     scale = workspace(x, (channels,), "batchnorm.scale")
-    ops["statistics"](x2, gamma, mean, var, scale, channels, scalar(eps))
+    ops["statistics"](x2, gamma, mean, var, scale, channels, scalar(eps),
+                      _running_arguments(x, running_mean, running_var, momentum))
     ops["normalise"][grid_1d(x.size)](x2, mean, scale, beta, y2, channels, x.size, scalar(slope))
 
 
@@ -411,6 +431,25 @@ def forward_eval(x, gamma, beta, running_mean, running_var, y, eps, version=DEFA
     ops["eval_scale"][grid_1d(channels)](gamma, running_var, scale, scalar(eps))
     ops["normalise"][grid_1d(x.size)](channel_view(x), running_mean, scale, beta, channel_view(y),
                                       channels, x.size, scalar(slope))
+
+
+def _running_arguments(x, running_mean, running_var, momentum):
+    """The statistics kernels' trailing arguments: the buffers, keep = 1 - momentum, momentum,
+    unbias = count/(count - 1) and whether to update at all. Without buffers, two scratch
+    vectors stand in for them, never touched. (Not mean and var themselves: the simulator
+    copies each array argument in and back out, so an array passed twice would come back
+    with whichever copy it restored last.)"""
+    update = running_mean is not None
+    if update != (running_var is not None):
+        raise ValueError("batchnorm: running_mean and running_var go together")
+    if not update:
+        channels = x.shape[1]
+        running_mean = workspace(x, (channels,), "batchnorm.unused_running_mean")
+        running_var = workspace(x, (channels,), "batchnorm.unused_running_var")
+    count = x.size // x.shape[1]
+    unbias = count / max(count - 1, 1)
+    return (running_mean, running_var, scalar(1 - momentum), scalar(momentum), scalar(unbias),
+            int(update))
 
 
 def update_running(running_mean, running_var, mean, var, count, momentum, version=DEFAULT_VERSION):

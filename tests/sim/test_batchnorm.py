@@ -193,6 +193,33 @@ def test_fused_activation_is_bitwise_batchnorm_then_activation(shape, seed, slop
         np.testing.assert_array_equal(got, want, err_msg=f"{name} v{version} slope {slope}")
 
 
+@settings(max_examples=20, deadline=None)
+@given(shape=shapes, seed=st.integers(0, 2**16), momentum=st.sampled_from([0.1, 0.5, 1.0]),
+       version=st.sampled_from(VERSIONS))
+def test_statistics_kernel_updates_the_running_buffers_as_update_running_does(shape, seed, momentum,
+                                                                               version):
+    """forward_train given the running buffers folds the statistics into them in the same
+    kernel: the same bits as update_running launched afterwards, and the same y, mean, var."""
+    x, _, gamma, beta = draw(shape, seed, 1.0, 2.0)
+    c = shape[1]
+    rng = np.random.default_rng(seed + 1)
+    start_mean = rng.standard_normal(c).astype(np.float32)
+    start_var = (0.2 + rng.random(c)).astype(np.float32)
+
+    y, mean, var = nan_like(shape), nan_like(c), nan_like(c)
+    bn.forward_train(x, gamma, beta, y, mean, var, 1e-5, version)
+    rm, rv = start_mean.copy(), start_var.copy()
+    bn.update_running(rm, rv, mean, var, x.size // c, momentum, version)
+
+    y2, mean2, var2 = nan_like(shape), nan_like(c), nan_like(c)
+    rm2, rv2 = start_mean.copy(), start_var.copy()
+    bn.forward_train(x, gamma, beta, y2, mean2, var2, 1e-5, version, running_mean=rm2, running_var=rv2,
+                     momentum=momentum)
+    for got, want in ((y2, y), (mean2, mean), (var2, var), (rm2, rm), (rv2, rv)):
+        np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(rm2, start_mean) or momentum == 0
+
+
 def test_fused_backward_refuses_a_missing_beta():
     x = np.ones((2, 1, 1, 1), np.float32)
     one = np.ones(1, np.float32)
