@@ -50,6 +50,8 @@ EOF
 stage gpu-tests 200 python -m pytest -m gpu -q -p no:cacheprovider -x --no-header -rfE
 stage conv-bench 90 python bench/conv_bench.py --json "$LOGDIR/conv_bench.json"
 stage train-bench 60 python bench/train_bench.py --device cuda --json "$LOGDIR/train_bench.json"
+stage train-bench-unfused 40 python bench/train_bench.py --device cuda --no-fuse --no-torch \
+    --json "$LOGDIR/train_bench_unfused.json"
 # 300 iterations: the digits train split is 1437 images, 23 batches of 64 per epoch.
 rm -rf "$LOGDIR/train_run"
 stage train 90 python -m dcgan_cuda.train --device cuda --niter 13 --manualSeed 1 --no-progress \
