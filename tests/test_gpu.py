@@ -121,6 +121,31 @@ def test_gpu_step_matches_numpy_step():
             np.testing.assert_allclose(ours, ref, rtol=1e-3, atol=2e-5, err_msg=name)
 
 
+def test_fused_and_unfused_steps_agree_on_the_gpu(monkeypatch):
+    """Batchnorm with its activation fused, and Adam over one flat buffer, give the results of
+    the separate kernels. (Not asserted bitwise: the compiler may contract the normalisation
+    into an FMA differently in two kernels, which moves z by an ulp and can flip the
+    activation's slope where z is within an ulp of 0.)"""
+    from dcgan_cuda import nn
+    from dcgan_cuda.autograd import Tensor
+    from dcgan_cuda.train import train_step
+    backend = get_backend("cuda")
+    results = []
+    for fuse in (True, False):
+        monkeypatch.setattr(nn.Sequential, "fuse_activations", fuse)
+        netG, netD, optG, optD = _small_models(backend)
+        real, noise = _batch(netG)
+        stats = train_step(netG, netD, optG, optD, Tensor(backend.asarray(real), backend),
+                           Tensor(backend.asarray(noise), backend))
+        results.append((stats, netG.state_dict(), netD.state_dict()))
+    (stats_f, g_f, d_f), (stats_u, g_u, d_u) = results
+    for key in stats_u:
+        assert abs(stats_f[key] - stats_u[key]) <= 1e-5 * max(1, abs(stats_u[key])), key
+    for fused, unfused in ((g_f, g_u), (d_f, d_u)):
+        for name, ref in unfused.items():
+            np.testing.assert_allclose(fused[name], ref, rtol=1e-5, atol=1e-7, err_msg=name)
+
+
 def test_twenty_iterations_are_bitwise_reproducible(tmp_path):
     from dcgan_cuda.checkpoint import read_tensors
     from dcgan_cuda.train import main
