@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 # FP32 (non-tensor-core) peaks in TFLOP/s, from the vendors' datasheets.
-FP32_PEAK_TFLOPS = {"H100 PCIe": 51.2, "H100 NVL": 60.0, "H100": 66.9, "H200": 66.9,
+FP32_PEAK_TFLOPS = {"H100 PCIe": 51.2, "H100 NVL": 60.0, "H100": 66.9, "H200 NVL": 60.0, "H200": 66.9,
                     "GH200": 66.9, "A100": 19.5, "L40S": 91.6, "L4": 30.3, "A10": 31.2,
                     "RTX 4090": 82.6, "V100": 15.7, "T4": 8.1}
 
@@ -57,25 +57,28 @@ def time_cpu(fn, warmup=2, reps=10):
 
 
 def time_cuda(fn, warmup=3, reps=20):
-    """Median milliseconds of fn() between CUDA events on CuPy's stream, after warm-up."""
+    """Milliseconds per fn() from CUDA events on CuPy's stream, calls queued back to back
+    (median over rounds; see dcgan_cuda.kernels.harness.time_gpu)."""
     from dcgan_cuda.kernels.harness import time_gpu
     return time_gpu(fn, warmup, reps)
 
 
-def time_torch_cuda(fn, warmup=3, reps=20):
-    """Median milliseconds of fn() between torch CUDA events, after warm-up."""
+def time_torch_cuda(fn, warmup=3, reps=20, rounds=5):
+    """The same measurement as time_cuda (kernels/harness.time_gpu) with torch's events."""
     import torch
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
+    calls = max(1, reps // rounds)
     times = []
-    for _ in range(reps):
+    for _ in range(rounds):
         start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        fn()
+        for _ in range(calls):
+            fn()
         stop.record()
         stop.synchronize()
-        times.append(start.elapsed_time(stop))
+        times.append(start.elapsed_time(stop) / calls)
     return float(np.median(times))
 
 

@@ -97,16 +97,21 @@ def torch_step(netG, netD, device, real, noise, lr, beta1):
         err_real = loss(out, ones)
         err_real.backward()
         fake = torch_forward(G, noise_t, True)
-        err_fake = loss(torch_forward(D, fake.detach(), False), zeros)
+        out_fake = torch_forward(D, fake.detach(), False)
+        err_fake = loss(out_fake, zeros)
         err_fake.backward()
         optD.step()
         G.zero_grad()
         D.requires_grad_(False)
-        err_g = loss(torch_forward(D, fake, False), ones)
+        out_g = torch_forward(D, fake, False)
+        err_g = loss(out_g, ones)
         err_g.backward()
         D.requires_grad_(True)
         optG.step()
-        return err_g
+        # What dcgan_cuda.train_step (like pytorch/examples' loop) reads back for its log line
+        # every iteration: the same six host synchronisations on both sides.
+        return (err_real.item() + err_fake.item(), err_g.item(),
+                *(torch.sigmoid(o).mean().item() for o in (out, out_fake, out_g)))
     return step
 
 
@@ -123,18 +128,22 @@ def launches_of_one_step(step):
 
 
 def host_cost_of_one_launch(backend, launches=2000):
-    """Microseconds of host time per launch of a 1-element fill kernel, the GPU kept busy far
-    less than the host: what Python, Numba's dispatcher and the driver cost per launch."""
+    """Microseconds of host time per launch of a typical small kernel (Adam's update of a
+    single element: 4 arrays and 9 scalars, like most kernels of a step), the GPU kept far
+    less busy than the host: what Python, Numba's dispatcher and the driver cost per launch."""
     import time
 
-    from dcgan_cuda.kernels import elementwise
-    one = backend.empty((1,))
+    from dcgan_cuda.kernels import adam
+    p, g, m, v = (backend.zeros((1,)) for _ in range(4))
+
+    def launch():
+        adam.adam_step(p, g, m, v, 1e-4, 0.5, 0.999, 0.001, 1e-8, 0.0)
     for _ in range(10):  # compile and warm up
-        elementwise.fill(one, 0.0)
+        launch()
     backend.synchronize()
     t = time.perf_counter()
     for _ in range(launches):
-        elementwise.fill(one, 0.0)
+        launch()
     host_us = (time.perf_counter() - t) / launches * 1e6
     backend.synchronize()
     return host_us

@@ -68,11 +68,27 @@ class KernelBackend:
         return self.full(shape, 0.0, dtype)
 
     def copy(self, a):
-        return a.copy()
+        out = self.empty(a.shape, a.dtype)
+        self.copy_into(out, a)
+        return out
 
     def copy_into(self, dst, src):
-        """dst[...] = src: a device-to-device copy (CuPy's memcpy; NumPy's under the simulator)."""
-        dst[...] = src
+        """dst[...] = src for two C-contiguous arrays of one shape and dtype.
+
+        On a GPU a raw device-to-device memcpy on the current stream. Not CuPy's ``copy()`` or
+        ``dst[...] = src``: those may run CuPy's own copy kernel, compiled at run time with
+        NVRTC, a launch that nothing here counts and a dependency the training path does not
+        otherwise have.
+        """
+        if dst.shape != src.shape or dst.dtype != src.dtype:
+            raise ValueError(f"copy_into: {src.dtype}{src.shape} into {dst.dtype}{dst.shape}")
+        if not self.is_gpu:
+            np.copyto(dst, src)
+            return
+        if not (dst.flags.c_contiguous and src.flags.c_contiguous):
+            raise ValueError("copy_into: both arrays must be C-contiguous")
+        if src.nbytes:
+            dst.data.copy_from_device_async(src.data, src.nbytes, self.xp.cuda.get_current_stream())
 
     def accumulate(self, dst, src):
         self.k["elementwise"].add_into(dst, src, self._v("elementwise"))

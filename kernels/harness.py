@@ -55,19 +55,26 @@ def gpu_name():
     return name.decode() if isinstance(name, bytes) else name
 
 
-def time_gpu(fn, warmup=3, reps=20):
-    """Median milliseconds of fn() between two CUDA events, after warm-up."""
+def time_gpu(fn, warmup=3, reps=20, rounds=5):
+    """Milliseconds per fn(): the median over ``rounds`` of CUDA-event intervals around
+    reps/rounds calls queued back to back, divided by the calls, after warm-up.
+
+    Back to back, because with one call between two events a kernel shorter than its own
+    launch (Python, Numba's argument handling, the driver) would be timed together with
+    the launch: the GPU passes the start event and then waits for the host."""
     import cupy
     for _ in range(warmup):
         fn()
+    calls = max(1, reps // rounds)
     start, stop = cupy.cuda.Event(), cupy.cuda.Event()
     times = []
-    for _ in range(reps):
+    for _ in range(rounds):
         start.record()
-        fn()
+        for _ in range(calls):
+            fn()
         stop.record()
         stop.synchronize()
-        times.append(cupy.cuda.get_elapsed_time(start, stop))
+        times.append(cupy.cuda.get_elapsed_time(start, stop) / calls)
     return float(np.median(times))
 
 

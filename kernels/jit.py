@@ -159,13 +159,21 @@ def compile_ptx(py_func, signature, cc=(9, 0)):
 _streams = {}
 
 
+CU_STREAM_LEGACY = 1  # the driver's handle for the legacy default stream (CuPy's null stream, pointer 0)
+
+
 def current_stream():
-    """CuPy's current stream as a Numba stream, so our launches queue behind CuPy's copies."""
+    """CuPy's current stream as a Numba stream, so our launches queue behind CuPy's copies.
+
+    CuPy's null stream has pointer 0; it is handed to Numba by its explicit handle
+    CU_STREAM_LEGACY, the same stream, because a stream of 0 is ambiguous in the DLPack
+    protocol through which newer numba-cuda versions receive CuPy arrays (CuPy warns on
+    every array of every launch when asked to export for stream 0)."""
     import cupy
     ptr = cupy.cuda.get_current_stream().ptr
     stream = _streams.get(ptr)
     if stream is None:
-        stream = _streams[ptr] = cuda.external_stream(ptr) if ptr else cuda.default_stream()
+        stream = _streams[ptr] = cuda.external_stream(ptr or CU_STREAM_LEGACY)
     return stream
 
 
