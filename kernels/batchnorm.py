@@ -16,9 +16,11 @@ The activation that follows every batchnorm in DCGAN is fused into it: every ker
 the activation's negative slope (1 = none, 0 = ReLU, 0.2 = LeakyReLU(0.2)),
     y = activate(z) = z if z > 0 else slope*z,   z = (x - mean)*scale + beta
 and the backward multiplies dy by activate'(z) before anything else, recomputing z from x,
-which it reads anyway. Unfused, the activation is one more launch each way and, at the
-DCGAN shapes, moves 8 bytes/element forward (read z, write y) and 12 backward (read dy and
-z, write dz): ~0.3 GB per training step that the fused layer never touches, and the
+which it reads anyway. Unfused, the activation is one more launch each way and moves 8
+bytes/element forward (read z, write y) and 12 backward (read dy and z, write dz). At the
+DCGAN shapes below, with G's batchnorms run once each way per training step and D's three
+times (real, fake, and the generator's step), that is ~38 M elements each way, ~0.75 GB
+(~0.2 ms at an H100's bandwidth) that the fused layer never touches; and the
 pre-activation z need not be kept for the backward at all.
 
 How threads map to data. Two kinds of kernel, as the two halves of the work differ:
