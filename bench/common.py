@@ -63,23 +63,13 @@ def time_cuda(fn, warmup=3, reps=20):
     return time_gpu(fn, warmup, reps)
 
 
-def time_torch_cuda(fn, warmup=3, reps=20, rounds=5):
-    """The same measurement as time_cuda (kernels/harness.time_gpu) with torch's events."""
+def time_torch_cuda(fn, warmup=3, reps=20):
+    """The same measurement as time_cuda, with torch's events on torch's current stream."""
     import torch
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    calls = max(1, reps // rounds)
-    times = []
-    for _ in range(rounds):
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(calls):
-            fn()
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop) / calls)
-    return float(np.median(times))
+
+    from dcgan_cuda.kernels.harness import time_with_events
+    return time_with_events(fn, lambda: torch.cuda.Event(enable_timing=True),
+                            lambda start, stop: start.elapsed_time(stop), warmup, reps)
 
 
 def conv_macs(kind, n, cin, cout, k, out_hw, in_hw):

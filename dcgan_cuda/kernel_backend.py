@@ -160,10 +160,6 @@ class KernelBackend:
                                          self._v("batchnorm"), slope=slope)
         return y
 
-    def batchnorm2d_update_running(self, running_mean, running_var, mean, var, count, momentum=0.1):
-        self.k["batchnorm"].update_running(running_mean, running_var, mean, var, count, momentum,
-                                           self._v("batchnorm"))
-
     def batchnorm2d_backward(self, dy, x, gamma, mean, var, eps=1e-5, batch_stats=True, beta=None,
                              slope=1.0):
         c = x.shape[1]

@@ -55,18 +55,19 @@ def gpu_name():
     return name.decode() if isinstance(name, bytes) else name
 
 
-def time_gpu(fn, warmup=3, reps=20, rounds=5):
+def time_with_events(fn, new_event, elapsed_ms, warmup=3, reps=20, rounds=5):
     """Milliseconds per fn(): the median over ``rounds`` of CUDA-event intervals around
     reps/rounds calls queued back to back, divided by the calls, after warm-up.
+    ``new_event()`` makes an event with record() and synchronize(); ``elapsed_ms(start, stop)``
+    reads an interval (CuPy's and torch's events both fit).
 
     Back to back, because with one call between two events a kernel shorter than its own
     launch (Python, Numba's argument handling, the driver) would be timed together with
     the launch: the GPU passes the start event and then waits for the host."""
-    import cupy
     for _ in range(warmup):
         fn()
     calls = max(1, reps // rounds)
-    start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+    start, stop = new_event(), new_event()
     times = []
     for _ in range(rounds):
         start.record()
@@ -74,8 +75,14 @@ def time_gpu(fn, warmup=3, reps=20, rounds=5):
             fn()
         stop.record()
         stop.synchronize()
-        times.append(cupy.cuda.get_elapsed_time(start, stop) / calls)
+        times.append(elapsed_ms(start, stop) / calls)
     return float(np.median(times))
+
+
+def time_gpu(fn, warmup=3, reps=20):
+    """time_with_events with CuPy's events, on CuPy's current stream (where our kernels run)."""
+    import cupy
+    return time_with_events(fn, cupy.cuda.Event, cupy.cuda.get_elapsed_time, warmup, reps)
 
 
 def main(module, argv=None):
