@@ -22,7 +22,7 @@ from . import reference
 
 # The op methods every backend provides, with the signatures of reference.py.
 OPS = (
-    "conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight",
+    "conv2d_lower", "conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight",
     "bias_backward", "add_channel_bias",
     "linear_forward", "linear_backward_data", "linear_backward_weight",
     "batchnorm2d_forward_train", "batchnorm2d_forward_eval", "batchnorm2d_backward",

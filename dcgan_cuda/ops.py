@@ -21,18 +21,22 @@ class OpError(ValueError):
 
 # ------------------------------------------------------------------------ convolution
 class Conv2d(Function):
+    """The input is lowered once (backend.conv2d_lower: the NumPy backend's im2col matrix,
+    the kernels' x itself) and that is what the forward and the weight gradient read."""
+
     @staticmethod
     def forward(ctx, x, w, b, stride, padding):
-        ctx.save_for_backward(x, w)
-        ctx.stride, ctx.padding, ctx.has_bias = stride, padding, b is not None
-        return ctx.backend.conv2d_forward(x, w, b, stride, padding)
+        x_lowered = ctx.backend.conv2d_lower(x, w.shape[2:], stride, padding)
+        ctx.save_for_backward(x_lowered if ctx.needs_input_grad[1] else None, w)
+        ctx.x_shape, ctx.stride, ctx.padding, ctx.has_bias = x.shape, stride, padding, b is not None
+        return ctx.backend.conv2d_forward(x_lowered, w, b, stride, padding)
 
     @staticmethod
     def backward(ctx, dy):
-        x, w = ctx.saved
+        x_lowered, w = ctx.saved
         B, need = ctx.backend, ctx.needs_input_grad
-        dx = B.conv2d_backward_data(dy, w, x.shape, ctx.stride, ctx.padding) if need[0] else None
-        dw = B.conv2d_backward_weight(x, dy, w.shape, ctx.stride, ctx.padding) if need[1] else None
+        dx = B.conv2d_backward_data(dy, w, ctx.x_shape, ctx.stride, ctx.padding) if need[0] else None
+        dw = B.conv2d_backward_weight(x_lowered, dy, w.shape, ctx.stride, ctx.padding) if need[1] else None
         db = B.bias_backward(dy) if ctx.has_bias and need[2] else None
         return dx, dw, db
 
@@ -42,7 +46,8 @@ class ConvTranspose2d(Function):
 
     With w of shape (C_in, C_out, k, k), read as a Conv2d weight mapping C_out -> C_in
     channels, y = conv2d_backward_data(x, w) and dx = conv2d_forward(dy, w); the weight
-    gradient is conv2d's, with the roles of input (dy) and output gradient (x) swapped.
+    gradient is conv2d's, with the roles of input (dy) and output gradient (x) swapped. So
+    here dy is the convolution input that both gradients read, lowered once.
     """
 
     @staticmethod
@@ -60,8 +65,9 @@ class ConvTranspose2d(Function):
     def backward(ctx, dy):
         x, w = ctx.saved
         B, need = ctx.backend, ctx.needs_input_grad
-        dx = B.conv2d_forward(dy, w, None, ctx.stride, ctx.padding) if need[0] else None
-        dw = B.conv2d_backward_weight(dy, x, w.shape, ctx.stride, ctx.padding) if need[1] else None
+        dy_lowered = B.conv2d_lower(dy, w.shape[2:], ctx.stride, ctx.padding) if need[0] or need[1] else None
+        dx = B.conv2d_forward(dy_lowered, w, None, ctx.stride, ctx.padding) if need[0] else None
+        dw = B.conv2d_backward_weight(dy_lowered, x, w.shape, ctx.stride, ctx.padding) if need[1] else None
         db = B.bias_backward(dy) if ctx.has_bias and need[2] else None
         return dx, dw, db
 

@@ -14,8 +14,13 @@ Conventions, shared with the CUDA kernels that are checked against these functio
 Convolution is lowered to one matrix multiply (im2col): every receptive field becomes a
 row of a (N*Ho*Wo, kH*kW*C) matrix, so that the C_out outputs of all pixels come out of a
 single BLAS call. Backward-data is the adjoint (col2im: a scatter-add of the rows back
-onto the padded image, one strided slice per kernel tap). Transposed convolution is
-literally the adjoint of convolution, so it is written with the same two functions.
+onto the padded image). Transposed convolution is literally the adjoint of convolution,
+so it is written with the same two functions. The forward and the weight gradient read
+the same im2col matrix: conv2d_lower builds it once as Patches, which both accept.
+
+As the CPU backend this file is also what `--device cpu` trains with, so the layout work
+around the multiplies is kept lean: on a 2-core machine a DCGAN step at 32x32 is about
+half BLAS time and half copies, adds and batchnorm passes (bench/train_bench.py).
 """
 from __future__ import annotations
 
@@ -66,16 +71,69 @@ def _im2col(x, kernel, stride, padding):
     return windows.reshape(n * ho * wo, kh * kw * c), ho, wo
 
 
+class Patches:
+    """An input lowered for one convolution geometry: its receptive fields as the rows of
+    one (N*Ho*Wo, kH*kW*C) matrix (_im2col). A convolution's forward and its weight
+    gradient both multiply by this matrix, so a layer lowers its input once
+    (conv2d_lower) and hands the Patches to both; every function that takes a convolution
+    input x takes Patches as well."""
+
+    def __init__(self, x, kernel, stride, padding):
+        self.shape, self.geometry = x.shape, (kernel, stride, padding)
+        self.rows, self.ho, self.wo = _im2col(x, kernel, stride, padding)
+
+
+def conv2d_lower(x, kernel, stride=1, padding=0):
+    """x as Patches for a kernel of size ``kernel`` (the backends' hook: see ops.Conv2d)."""
+    return Patches(x, pair(kernel), pair(stride), pair(padding))
+
+
+def _patches(x, kernel, stride, padding):
+    """(rows, Ho, Wo) of x's im2col matrix, built now or taken from Patches made before."""
+    if not isinstance(x, Patches):
+        return _im2col(x, kernel, stride, padding)
+    if x.geometry != (kernel, stride, padding):
+        raise ValueError(f"Patches lowered for (kernel, stride, padding) {x.geometry}, "
+                         f"used with {(kernel, stride, padding)}")
+    return x.rows, x.ho, x.wo
+
+
 def _col2im(cols, x_shape, kernel, stride, padding):
-    """Adjoint of _im2col: add every row back onto the pixels it was read from (NCHW out)."""
+    """Adjoint of _im2col: add every row back onto the pixels it was read from (NCHW out).
+
+    Tap (i, j) of output pixel (p, q) lands on padded pixel (s*p + i, s*q + j). Writing
+    i = s*di + a splits the padded rows into s phases a, and inside phase a into blocks
+    di + p: so the s*s taps (a, b) of one block offset (di, dj) land on s*s different
+    phases at the same block positions, and one add moves all of them. That is
+    ceil(kH/s)*ceil(kW/s) adds of whole (a, b, c) runs instead of kH*kW adds of C-long
+    runs (4 instead of 16 for DCGAN's 4x4 stride-2 layers; C is 3 at the image). The
+    first block is assigned, not added, and only what it leaves uncovered is zeroed: one
+    pass over the image fewer than zeros-then-add.
+    """
     n, c, h, w = x_shape
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     ho, wo = conv2d_output_size(h, kh, sh, ph), conv2d_output_size(w, kw, sw, pw)
     taps = cols.reshape(n, ho, wo, kh, kw, c)
-    padded = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=cols.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            padded[:, i:i + sh * ho:sh, j:j + sw * wo:sw, :] += taps[:, :, :, i, j, :]
+    mh, mw = -(-kh // sh), -(-kw // sw)                    # block offsets per axis
+    bh = max(ho + mh - 1, -(-(h + 2 * ph) // sh))          # blocks that cover the padded image
+    bw = max(wo + mw - 1, -(-(w + 2 * pw) // sw))
+    padded = np.empty((n, bh, sh, bw, sw, c), dtype=cols.dtype)
+    ah, aw = min(sh, kh), min(sw, kw)                      # phases block (0, 0) reaches
+    padded[:, ho:] = 0
+    padded[:, :ho, ah:] = 0
+    padded[:, :ho, :ah, wo:] = 0
+    padded[:, :ho, :ah, :wo, aw:] = 0
+    for di in range(mh):
+        rows = slice(sh * di, min(sh * di + sh, kh))
+        for dj in range(mw):
+            cols_ = slice(sw * dj, min(sw * dj + sw, kw))
+            block = taps[:, :, :, rows, cols_, :].transpose(0, 1, 3, 2, 4, 5)
+            onto = padded[:, di:di + ho, :block.shape[2], dj:dj + wo, :block.shape[4], :]
+            if di == dj == 0:
+                onto[...] = block
+            else:
+                onto += block
+    padded = padded.reshape(n, bh * sh, bw * sw, c)
     return np.ascontiguousarray(padded[:, ph:ph + h, pw:pw + w, :].transpose(0, 3, 1, 2))
 
 
@@ -85,21 +143,26 @@ def _weight_rows(w):
     return np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(cout, -1)
 
 
+def _channel_rows(t):
+    """(N, C, H, W) -> contiguous (C, N*H*W): the pixels of a channel as one row, a copy of
+    whole H*W planes. The backward matrix multiplies read it transposed where they need
+    pixel-major rows: BLAS transposes for free, a transposing copy would not be."""
+    n, c, h, w = t.shape
+    return np.ascontiguousarray(t.transpose(1, 0, 2, 3)).reshape(c, n * h * w)
+
+
 def _rows_to_nchw(rows, n, ho, wo):
     """(N*Ho*Wo, C) -> contiguous (N, C, Ho, Wo)."""
     return np.ascontiguousarray(rows.reshape(n, ho, wo, -1).transpose(0, 3, 1, 2))
 
 
-def _nchw_to_rows(t):
-    """(N, C, H, W) -> contiguous (N*H*W, C)."""
-    n, c, h, w = t.shape
-    return np.ascontiguousarray(t.transpose(0, 2, 3, 1)).reshape(n * h * w, c)
-
-
 def conv2d_forward(x, w, b=None, stride=1, padding=0):
-    """y[n,o,p,q] = b[o] + sum_{c,i,j} w[o,c,i,j] * x[n, c, p*s+i-pad, q*s+j-pad]."""
+    """y[n,o,p,q] = b[o] + sum_{c,i,j} w[o,c,i,j] * x[n, c, p*s+i-pad, q*s+j-pad].
+
+    Pixel-major (N*Ho*Wo, C_out) output and a transposing copy to NCHW: measured faster
+    than the channel-major product W @ cols.T, which BLAS runs ~20% slower here."""
     kh, kw = w.shape[2:]
-    cols, ho, wo = _im2col(x, (kh, kw), pair(stride), pair(padding))
+    cols, ho, wo = _patches(x, (kh, kw), pair(stride), pair(padding))
     rows = cols @ _weight_rows(w).T
     if b is not None:
         rows += b
@@ -108,22 +171,22 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
 
 def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0):
     """dL/dx of conv2d: dy (N, C_out, Ho, Wo), w (C_out, C_in, kH, kW) -> (N, C_in, H, W)."""
-    cols = _nchw_to_rows(dy) @ _weight_rows(w)
+    cols = _channel_rows(dy).T @ _weight_rows(w)       # (N*Ho*Wo, kH*kW*C_in)
     return _col2im(cols, tuple(x_shape), w.shape[2:], pair(stride), pair(padding))
 
 
 def conv2d_backward_weight(x, dy, w_shape, stride=1, padding=0):
     """dL/dw of conv2d: sum over n, p, q of dy[n,o,p,q] * x[n, c, p*s+i-pad, q*s+j-pad]."""
     cout, cin, kh, kw = w_shape
-    cols, _, _ = _im2col(x, (kh, kw), pair(stride), pair(padding))
-    dw = _nchw_to_rows(dy).T @ cols
+    cols, _, _ = _patches(x, (kh, kw), pair(stride), pair(padding))
+    dw = _channel_rows(dy) @ cols
     return np.ascontiguousarray(dw.reshape(cout, kh, kw, cin).transpose(0, 3, 1, 2))
 
 
 def bias_backward(dy):
     """dL/db of a per-channel bias: dy summed over every axis but the channel axis 1."""
-    axes = (0,) + tuple(range(2, dy.ndim))
-    return dy.sum(axis=axes)
+    per_sample = dy.sum(axis=0)          # batch first, as _per_channel_sum
+    return per_sample.reshape(per_sample.shape[0], -1).sum(axis=1)
 
 
 def add_channel_bias(y, b):
@@ -182,8 +245,8 @@ def _per_channel_sum(a, b=None):
     """Sum over every axis but 1 of a (or of a*b, without materialising the product)."""
     n, c = a.shape[:2]
     a3 = a.reshape(n, c, -1)
-    if b is None:
-        return a3.sum(axis=2).sum(axis=0)
+    if b is None:   # batch first: adding whole (C, H*W) planes is several times faster
+        return a3.sum(axis=0).sum(axis=1)
     return np.einsum("ncs,ncs->c", a3, b.reshape(n, c, -1))
 
 
@@ -200,8 +263,10 @@ def _normalise(centred, var, gamma, beta, eps, out=None):
 def _activate(z, slope):
     """The activation fused after batchnorm, in place: z where z > 0, slope*z elsewhere.
     slope 1 is no activation, 0 is ReLU, 0.2 is LeakyReLU(0.2)."""
-    if slope != 1:
-        z *= _leaky_slopes(z, slope)
+    if slope == 0:
+        np.maximum(z, 0, out=z)
+    elif slope != 1:      # for 0 < slope < 1 the same bits as z * (1 or slope), in two passes
+        np.maximum(z, z * z.dtype.type(slope), out=z)
     return z
 
 
@@ -289,7 +354,7 @@ def _leaky_slopes(x, slope):
 
 
 def leaky_relu_forward(x, slope=0.2):
-    return x * _leaky_slopes(x, slope)
+    return _activate(x.copy(), slope) if 0 <= slope <= 1 else x * _leaky_slopes(x, slope)
 
 
 def leaky_relu_backward(dy, x, slope=0.2):

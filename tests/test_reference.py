@@ -154,6 +154,30 @@ def test_conv2d_forward_equals_the_definition(g, dtype, with_bias):
     assert_close(y, conv2d_by_definition(x, w, b, g["stride"], g["padding"]), rtol=tol, atol=tol)
 
 
+@settings(max_examples=80)
+@given(g=conv_geometry())
+def test_col2im_zeroes_all_it_does_not_assign(g):
+    """_col2im starts from np.empty and zeroes only what its first tap block leaves
+    uncovered. With np.empty poisoned to NaN any cell missed by that bookkeeping shows up;
+    the result must equal the adjoint written out tap by tap onto a zeroed image."""
+    rng = np.random.default_rng(g["seed"])
+    (kh, kw), (sh, sw), (ph, pw) = g["kernel"], g["stride"], g["padding"]
+    ho, wo = conv_out_hw(g)
+    n, c, h, w = g["n"], g["cin"], g["h"], g["w"]
+    cols = rng.standard_normal((n * ho * wo, kh * kw * c))
+    expected = np.zeros((n, h + 2 * ph + sh * kh, w + 2 * pw + sw * kw, c))
+    taps = cols.reshape(n, ho, wo, kh, kw, c)
+    for i in range(kh):
+        for j in range(kw):
+            expected[:, i:i + sh * ho:sh, j:j + sw * wo:sw] += taps[:, :, :, i, j]
+    expected = expected[:, ph:ph + h, pw:pw + w].transpose(0, 3, 1, 2)
+    real_empty = np.empty
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ref.np, "empty", lambda *a, **k: np.full_like(real_empty(*a, **k), np.nan))
+        got = ref._col2im(cols, (n, c, h, w), (kh, kw), (sh, sw), (ph, pw))
+    assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
 def test_conv2d_forward_on_a_hand_computed_case():
     # 1 channel 3x3 image, 2x2 all-ones kernel, stride 2, padding 1, bias 0.5: every
     # output is 0.5 plus the sum of the image pixels under the kernel.
