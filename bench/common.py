@@ -44,6 +44,25 @@ def cpu_description():
     return f"{model} ({os.cpu_count()} logical cores)"
 
 
+def blas_description():
+    """Which BLAS NumPy's matrix multiplies run on, and with which kernels: on the CPU backend
+    most of a step is this library. OPENBLAS_CORETYPE, when set, overrides OpenBLAS's own
+    choice (some machines set it to an older core type: say so, it halves SGEMM speed on
+    an AVX-512 CPU run with the AVX2 'Haswell' kernels)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (threadpoolctl not installed)"
+    blas = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+    if not blas:
+        return "unknown"
+    info = blas[0]
+    text = (f"{info.get('internal_api')} {info.get('version')}, {info.get('architecture', '?')} kernels, "
+            f"{info.get('num_threads')} threads")
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    return text + (f" (forced by OPENBLAS_CORETYPE={forced})" if forced else "")
+
+
 def time_cpu(fn, warmup=2, reps=10):
     """Median milliseconds of fn() on the host clock."""
     for _ in range(warmup):
@@ -54,6 +73,26 @@ def time_cpu(fn, warmup=2, reps=10):
         fn()
         times.append((time.perf_counter() - t) * 1e3)
     return float(np.median(times))
+
+
+def time_cpu_alternating(fns, warmup=2, reps=10, rounds=5):
+    """Median milliseconds of each of fns, timed in alternating rounds on the host clock.
+
+    On a shared machine the speed drifts by tens of percent within a minute; timing one
+    side after the other lets the drift decide the ratio. Alternating rounds of reps calls
+    each hands every side the same mix of fast and slow moments."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times = [[] for _ in fns]
+    per_round = max(1, reps // rounds)
+    for _ in range(rounds):
+        for fn, t in zip(fns, times):
+            for _ in range(per_round):
+                start = time.perf_counter()
+                fn()
+                t.append((time.perf_counter() - start) * 1e3)
+    return [float(np.median(t)) for t in times]
 
 
 def time_cuda(fn, warmup=3, reps=20):

@@ -30,6 +30,7 @@ from torch_twin import torch_forward, torch_twin  # noqa: E402
 from dcgan_cuda import nn as our_nn  # noqa: E402
 from dcgan_cuda.autograd import Tensor  # noqa: E402
 from dcgan_cuda.backend import get_backend  # noqa: E402
+from dcgan_cuda.host_memory import keep_freed_memory  # noqa: E402
 from dcgan_cuda.models import build_models  # noqa: E402
 from dcgan_cuda.optim import Adam  # noqa: E402
 from dcgan_cuda.train import train_step  # noqa: E402
@@ -179,7 +180,6 @@ def main(argv=None):
     if args.no_fuse:
         our_nn.Sequential.fuse_activations = False
     netG, netD = build_models(args.arch, size, args.nc, args.nz, ngf, ndf, seed=0)
-    host_state = (netG.state_dict(), netD.state_dict())
     rng = np.random.default_rng(0)
     real = rng.uniform(-1, 1, (batch, args.nc, size, size)).astype(np.float32)
     noise = netG.sample_noise(batch, rng)
@@ -188,6 +188,12 @@ def main(argv=None):
     machine = common.gpu_description() if gpu else (common.cpu_description(), None)
     name, peak = machine
     print(f"machine: {name}" + (f" (FP32 peak {peak} TFLOP/s)" if peak else ""))
+    blas = None if gpu else common.blas_description()
+    if blas:
+        print(f"NumPy BLAS: {blas}")
+    kept = keep_freed_memory()   # as python -m dcgan_cuda.train does; PyTorch, same process, shares it
+    print("host allocator: " + ("glibc keeps freed memory (dcgan_cuda/host_memory.py), for both sides"
+                                if kept else "default"))
     print(f"DCGAN step: arch {args.arch}, batch {batch}, {args.nc}x{size}x{size}, ngf {ngf}, ndf {ndf}: "
           f"{flops / 1e9:.1f} GFLOP")
 
@@ -200,16 +206,37 @@ def main(argv=None):
         rows.append(row)
         print(f"  {label:<34} {ms:9.2f} ms/step")
 
+    torch_label, torch_steps = None, []
+    if not args.no_torch and not sim:
+        try:
+            import torch
+        except ImportError:
+            print("  PyTorch is not installed: no comparison (pip install torch)")
+        else:
+            # The twin copies the models' initial weights, before our steps change them.
+            if gpu:
+                torch_label = f"PyTorch {torch.__version__} eager "
+                torch_steps = [(tf32, torch_step(netG, netD, "cuda", real, noise, 2e-4, 0.5))
+                               for tf32 in (False, True)]
+            else:
+                torch_label = f"PyTorch {torch.__version__} CPU ({torch.get_num_threads()} threads)"
+                torch_steps = [(None, torch_step(netG, netD, "cpu", real, noise, 2e-4, 0.5))]
+
     netG.to(backend)
     netD.to(backend)
     optG = Adam(netG.parameters(), 2e-4, (0.5, 0.999))
     optD = Adam(netD.parameters(), 2e-4, (0.5, 0.999))
     step = our_step(netG, netD, optG, optD, backend, backend.asarray(real), backend.asarray(noise))
+    ours = f"dcgan_cuda ({backend.name}{', unfused' if args.no_fuse else ''})"
     if gpu:
-        ms = common.time_cuda(step, args.warmup, args.steps)
+        record(ours, common.time_cuda(step, args.warmup, args.steps))
+    elif torch_steps:          # the CPU: both sides in alternating rounds (shared machines drift)
+        ms_ours, ms_torch = common.time_cpu_alternating([step, torch_steps[0][1]], args.warmup, args.steps)
+        record(ours, ms_ours)
+        record(torch_label, ms_torch)
     else:
-        ms = common.time_cpu(step, args.warmup, args.steps)
-    record(f"dcgan_cuda ({backend.name}{', unfused' if args.no_fuse else ''})", ms)
+        record(ours, common.time_cpu(step, args.warmup, args.steps))
+    ms = rows[0]["ms"]
     launches, by_family, launch_us = None, None, None
     if backend.name != "numpy":
         by_family = launches_of_one_step(step)
@@ -220,35 +247,20 @@ def main(argv=None):
         launch_us = host_cost_of_one_launch(backend)
         print(f"  host cost of one launch: {launch_us:.1f} us -> {launches * launch_us / 1e3:.2f} ms of "
               f"every step is spent launching (the GPU idles there unless it is busy with earlier work)")
-
-    if not args.no_torch and not sim:
-        try:
-            import torch
-        except ImportError:
-            print("  PyTorch is not installed: no comparison (pip install torch)")
-        else:
-            netG.to(get_backend("cpu")).load_state_dict(host_state[0])
-            netD.to(get_backend("cpu")).load_state_dict(host_state[1])
-            if gpu:
-                for tf32 in (False, True):
-                    torch.backends.cudnn.allow_tf32 = tf32
-                    torch.backends.cuda.matmul.allow_tf32 = tf32
-                    torch.backends.cudnn.benchmark = True
-                    step = torch_step(netG, netD, "cuda", real, noise, 2e-4, 0.5)
-                    record(f"PyTorch {torch.__version__} eager " + ("TF32" if tf32 else "FP32"),
-                           common.time_torch_cuda(step, args.warmup, args.steps))
-            else:
-                step = torch_step(netG, netD, "cpu", real, noise, 2e-4, 0.5)
-                record(f"PyTorch {torch.__version__} CPU ({torch.get_num_threads()} threads)",
-                       common.time_cpu(step, args.warmup, args.steps))
-            ratio = rows[0]["ms"] / rows[1]["ms"]
-            print(f"ratio ours / PyTorch {'FP32' if gpu else 'CPU'}: {ratio:.2f}x")
+        for tf32, tstep in torch_steps:
+            torch.backends.cudnn.allow_tf32 = tf32
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.benchmark = True
+            record(torch_label + ("TF32" if tf32 else "FP32"), common.time_torch_cuda(tstep, args.warmup, args.steps))
+    if len(rows) > 1:
+        print(f"ratio ours / PyTorch {'FP32' if gpu else 'CPU'}: {rows[0]['ms'] / rows[1]['ms']:.2f}x")
     cols = [("impl", "implementation", "{}"), ("ms", "ms/step", "{:.2f}"), ("img_s", "img/s", "{:.0f}"),
             ("gflops", "GFLOP/s", "{:.0f}")] + ([("pct_peak", "% FP32 peak", "{:.1f}")] if peak else [])
     print()
     print(common.table(rows, cols))
     if args.json:
-        common.write_json(args.json, {"machine": name, "fp32_peak_tflops": peak, "arch": args.arch,
+        common.write_json(args.json, {"machine": name, "fp32_peak_tflops": peak, "blas": blas,
+                                      "host_allocator_keeps_freed_memory": kept, "arch": args.arch,
                                       "batch": batch, "image_size": size, "nc": args.nc, "ngf": ngf,
                                       "ndf": ndf, "step_gflop": flops / 1e9, "fused_activations": not args.no_fuse,
                                       "launches_per_step": launches, "launches_by_family": by_family,

@@ -29,6 +29,7 @@ from .backend import BackendUnavailable, get_backend
 from .checkpoint import (CheckpointError, NonFiniteError, load_model_into, load_training_state,
                          save_model, save_training_state)
 from .data import DATASETS, DEFAULT_CHANNELS, DatasetError, load_dataset
+from .host_memory import keep_freed_memory
 from .images import plot_losses, read_metrics, save_grid
 from .models import ARCHS, IMAGE_SIZES, ModelConfigError, build_models
 from .optim import Adam
@@ -428,4 +429,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    keep_freed_memory()      # a process that trains: see host_memory.py
     sys.exit(main())
