@@ -5,7 +5,7 @@ every step (im2col matrices, GEMM outputs, col2im buffers: up to 16 MB each at 3
 batch 64). glibc serves every block above its mmap threshold (128 KiB at first) with a
 fresh mmap and unmaps it on free, so each step the kernel hands out, and zeroes, those
 pages again. Measured on the 2-core machine of bench/results/cpu: 10-20% of a step
-(e.g. 164 -> 148 ms in one interleaved A/B). Raising the mmap threshold to glibc's
+(160 -> 132 ms for the same code in back-to-back runs, 32x32, batch 64). Raising the mmap threshold to glibc's
 maximum (32 MiB on 64-bit) and switching off the trimming of the heap's top keeps freed
 blocks for reuse, the same trade that PyTorch's CPU tuning guide makes by preloading
 jemalloc or tcmalloc: the process keeps its peak footprint instead of returning it.
