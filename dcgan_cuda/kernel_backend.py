@@ -11,8 +11,6 @@ version number), so a benchmark can train with any combination.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .reference import conv2d_output_size, pair
@@ -22,12 +20,13 @@ class KernelBackend:
     is_gpu = True
 
     def __init__(self, xp, name, versions=None):
-        from .kernels import (adam, batchnorm, conv2d, elementwise, linear, loss, pool,
+        from .kernels import (adam, batchnorm, conv2d, elementwise, jit, linear, loss, pool,
                               reduction)
         self.xp, self.name = xp, name
         self.k = dict(adam=adam, batchnorm=batchnorm, conv2d=conv2d, elementwise=elementwise,
                       linear=linear, loss=loss, pool=pool, reduction=reduction)
         self.versions = {family: module.DEFAULT_VERSION for family, module in self.k.items()}
+        self._host_copy = jit.record_copy  # simulator: np.copyto, unless a graph is being recorded
         self.versions.update(versions or {})
         self.is_gpu = name == "cuda"
 
@@ -83,7 +82,7 @@ class KernelBackend:
         if dst.shape != src.shape or dst.dtype != src.dtype:
             raise ValueError(f"copy_into: {src.dtype}{src.shape} into {dst.dtype}{dst.shape}")
         if not self.is_gpu:
-            np.copyto(dst, src)
+            self._host_copy(dst, src)
             return
         if not (dst.flags.c_contiguous and src.flags.c_contiguous):
             raise ValueError("copy_into: both arrays must be C-contiguous")
@@ -262,7 +261,13 @@ class KernelBackend:
     def adam_step(self, param, grad, exp_avg, exp_avg_sq, step, lr=2e-4, beta1=0.9, beta2=0.999,
                   eps=1e-8, weight_decay=0.0):
         # The bias corrections depend only on the step count: computed once on the host.
-        step_size = lr / (1 - beta1 ** step)
-        bias2_sqrt = math.sqrt(1 - beta2 ** step)
+        step_size, bias2_sqrt = self.k["adam"].host_scalars(step, lr, beta1, beta2)
         self.k["adam"].adam_step(param, grad, exp_avg, exp_avg_sq, step_size, beta1, beta2,
                                  bias2_sqrt, eps, weight_decay, self._v("adam"))
+
+    def adam_step_scalars_in_memory(self, param, grad, exp_avg, exp_avg_sq, scalars, beta1=0.9,
+                                    beta2=0.999, eps=1e-8, weight_decay=0.0):
+        """adam_step with step_size and bias2_sqrt read from the device array ``scalars``
+        (for CUDA-graph replay; optim.Adam.keep_scalars_on_device). Kernel backends only."""
+        self.k["adam"].adam_step_scalars_in_memory(param, grad, exp_avg, exp_avg_sq, scalars, beta1,
+                                                   beta2, eps, weight_decay, self._v("adam"))

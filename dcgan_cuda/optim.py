@@ -43,6 +43,7 @@ class Adam:
             raise ValueError("Adam: a parameter appears twice in the list")
         self.lr, self.betas, self.eps, self.weight_decay = lr, tuple(betas), eps, weight_decay
         self.step_count = 0
+        self.device_scalars = None     # see keep_scalars_on_device
         B = self.backend
         sizes = [int(np.prod(p.shape)) for p in self.params]
         self._slices = [slice(end - size, end) for size, end in zip(sizes, np.cumsum(sizes))]
@@ -75,15 +76,36 @@ class Adam:
         for p in self.params:
             p.grad = None
 
+    def keep_scalars_on_device(self):
+        """From now on step() leaves the two step-dependent numbers of the update
+        (lr/(1 - beta1^t) and sqrt(1 - beta2^t)) in a 2-element device array, which
+        write_scalars(t) must fill before each step, instead of passing them to the kernel
+        as arguments. A CUDA graph freezes arguments at capture; memory it reads afresh at
+        every replay (dcgan_cuda/cuda_graph.py). Kernel backends only."""
+        self.device_scalars = self.backend.zeros((2,))
+
+    def write_scalars(self, step):
+        """Fill the device scalars for the 1-based step ``step`` (host to device copy)."""
+        from .kernels.adam import host_scalars
+        host = np.array(host_scalars(step, self.lr, *self.betas), np.float32)
+        self.backend.copy_into(self.device_scalars, self.backend.asarray(host))
+
     def step(self):
         """One update of every parameter that has a gradient."""
         self.step_count += 1
         self._pack_parameters()
         args = (self.step_count, self.lr, *self.betas, self.eps, self.weight_decay)
+        flat = (self.flat_params, self.flat_grads, self.flat_exp_avg, self.flat_exp_avg_sq)
         if all(p.grad is p.grad_buffer for p in self.params):
-            self.backend.adam_step(self.flat_params, self.flat_grads, self.flat_exp_avg,
-                                   self.flat_exp_avg_sq, *args)
+            if self.device_scalars is None:
+                self.backend.adam_step(*flat, *args)
+            else:
+                self.backend.adam_step_scalars_in_memory(*flat, self.device_scalars, *self.betas,
+                                                         self.eps, self.weight_decay)
             return
+        if self.device_scalars is not None:
+            raise RuntimeError("Adam with its scalars on the device updates the flat buffer only: "
+                               "every parameter needs a gradient")
         for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq):
             if p.grad is not None:
                 p.backend.adam_step(p.data, p.grad, m, v, *args)

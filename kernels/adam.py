@@ -34,6 +34,8 @@ a flat buffer is just a longer array.
 
 Versions:
     1  fused  one grid-stride kernel reads p, g, m, v once and writes p, m, v: the whole update per element
+              (and a twin that reads the two step-dependent scalars from device memory, for
+              CUDA-graph replay: adam_step_scalars_in_memory)
 Run:
     python -m dcgan_cuda.kernels.adam --sim     validate on the CPU
     python -m dcgan_cuda.kernels.adam           validate and time on a GPU
@@ -51,28 +53,51 @@ from .jit import Version, f32, f32_1d, grid_1d, i64, kernel, scalar
 
 
 # ------------------------------------------------------------------------ version 1
+@cuda.jit(device=True)
+def _update(param, grad, exp_avg, exp_avg_sq, i, step_size, beta1, one_minus_beta1, beta2,
+            one_minus_beta2, bias2_sqrt, eps, weight_decay):
+    """Element i's update, shared by both kernels below so that they give the same bits."""
+    p = param[i]
+    g = grad[i] + weight_decay * p
+    m = beta1 * exp_avg[i] + one_minus_beta1 * g
+    v = beta2 * exp_avg_sq[i] + one_minus_beta2 * (g * g)
+    exp_avg[i] = m
+    exp_avg_sq[i] = v
+    # float32(...) is a no-op on a GPU (sqrt of a float32 is a float32 there); under the
+    # simulator math.sqrt returns a Python float (float64), which would quietly turn
+    # the rest of this expression into double precision.
+    denom = float32(math.sqrt(v)) / bias2_sqrt + eps
+    param[i] = p - step_size * m / denom
+
+
 @kernel((f32_1d, f32_1d, f32_1d, f32_1d, f32, f32, f32, f32, f32, f32, f32, f32, i64))
 def adam_step_v1(param, grad, exp_avg, exp_avg_sq, step_size, beta1, one_minus_beta1, beta2,
                  one_minus_beta2, bias2_sqrt, eps, weight_decay, n):
     """One Adam update of elements 0..n-1: param, exp_avg, exp_avg_sq updated in place (=)."""
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, n, stride):
-        p = param[i]
-        g = grad[i] + weight_decay * p
-        m = beta1 * exp_avg[i] + one_minus_beta1 * g
-        v = beta2 * exp_avg_sq[i] + one_minus_beta2 * (g * g)
-        exp_avg[i] = m
-        exp_avg_sq[i] = v
-        # float32(...) is a no-op on a GPU (sqrt of a float32 is a float32 there); under the
-        # simulator math.sqrt returns a Python float (float64), which would quietly turn
-        # the rest of this expression into double precision.
-        denom = float32(math.sqrt(v)) / bias2_sqrt + eps
-        param[i] = p - step_size * m / denom
+        _update(param, grad, exp_avg, exp_avg_sq, i, step_size, beta1, one_minus_beta1, beta2,
+                one_minus_beta2, bias2_sqrt, eps, weight_decay)
+
+
+@kernel((f32_1d, f32_1d, f32_1d, f32_1d, f32_1d, f32, f32, f32, f32, f32, f32, i64))
+def adam_step_scalars_in_memory_v1(param, grad, exp_avg, exp_avg_sq, scalars, beta1, one_minus_beta1,
+                                   beta2, one_minus_beta2, eps, weight_decay, n):
+    """adam_step_v1 with the two step-dependent scalars read from device memory:
+    scalars = [step_size, bias2_sqrt]. A CUDA graph freezes a launch's arguments at
+    capture; a replayed step must see its own bias corrections, so they travel in memory
+    that the host rewrites before each replay (dcgan_cuda/cuda_graph.py)."""
+    step_size, bias2_sqrt = scalars[0], scalars[1]
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, n, stride):
+        _update(param, grad, exp_avg, exp_avg_sq, i, step_size, beta1, one_minus_beta1, beta2,
+                one_minus_beta2, bias2_sqrt, eps, weight_decay)
 
 
 VERSIONS = {
     1: Version("fused", "one grid-stride kernel reads p, g, m, v once and writes p, m, v: "
-               "the whole update per element", {"adam_step": adam_step_v1}),
+               "the whole update per element",
+               {"adam_step": adam_step_v1, "adam_step_scalars_in_memory": adam_step_scalars_in_memory_v1}),
 }
 DEFAULT_VERSION = 1
 
@@ -97,6 +122,24 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, step_size, beta1, beta2, bias2_s
     VERSIONS[version].ops["adam_step"][grid_1d(n)](
         *flat, scalar(step_size), scalar(beta1), scalar(1 - beta1), scalar(beta2),
         scalar(1 - beta2), scalar(bias2_sqrt), scalar(eps), scalar(weight_decay), n)
+
+
+def adam_step_scalars_in_memory(param, grad, exp_avg, exp_avg_sq, scalars, beta1, beta2, eps,
+                                weight_decay, version=DEFAULT_VERSION):
+    """adam_step, with step_size and bias2_sqrt read by the kernel from the 2-element
+    float32 device array ``scalars`` (written by the host beforehand; see host_scalars)."""
+    arrays = (param, grad, exp_avg, exp_avg_sq)
+    if any(a.shape != param.shape for a in arrays):
+        raise ValueError(f"adam_step: shapes differ: {[a.shape for a in arrays]}")
+    if scalars.shape != (2,):
+        raise ValueError(f"adam_step_scalars_in_memory: scalars must have shape (2,), got {scalars.shape}")
+    n = param.size
+    if n == 0:
+        return
+    flat = [a.reshape(-1) for a in arrays]
+    VERSIONS[version].ops["adam_step_scalars_in_memory"][grid_1d(n)](
+        *flat, scalars, scalar(beta1), scalar(1 - beta1), scalar(beta2), scalar(1 - beta2),
+        scalar(eps), scalar(weight_decay), n)
 
 
 def host_scalars(step, lr, beta1, beta2):

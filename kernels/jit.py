@@ -123,6 +123,8 @@ class Kernel:
         blocks, threads = config
         LAUNCHES[self.name] += 1
         if SIMULATOR:
+            if _recording is not None:   # configure at replay: the simulator's configured kernel is not a copy
+                return lambda *args: _recording.append((lambda *a: self.dispatcher[blocks, threads](*a), args))
             return self.dispatcher[blocks, threads]
         return self.dispatcher[blocks, threads, current_stream()]
 
@@ -153,6 +155,46 @@ def compile_ptx(py_func, signature, cc=(9, 0)):
     finally:
         dispatcher_module.get_current_device = real
     return ptx
+
+
+# ------------------------------------------------- the simulator's stand-in for CUDA graphs
+# A CUDA graph captured on a stream holds every launch and copy queued there, with the
+# arguments they had, and replays them in order. The simulator has no graphs; while
+# recording() is active, launches (and device copies: record_copy) are appended to a list
+# instead of run, and replay() runs the list again, on the same arrays with the same
+# scalars. That is a graph's contract, so CI can test code that relies on it.
+_recording = None
+
+
+class recording:
+    """``with recording() as ops:`` collects the simulator's launches into ``ops``."""
+
+    def __enter__(self):
+        global _recording
+        if not SIMULATOR:
+            raise RuntimeError("jit.recording stands in for CUDA graph capture under the simulator only")
+        if _recording is not None:
+            raise RuntimeError("already recording")
+        _recording = self.ops = []
+        return self.ops
+
+    def __exit__(self, *exc):
+        global _recording
+        _recording = None
+        return False
+
+
+def record_copy(dst, src):
+    """np.copyto(dst, src) now, or into the recording while one is active."""
+    if _recording is not None:
+        _recording.append((np.copyto, (dst, src)))
+    else:
+        np.copyto(dst, src)
+
+
+def replay(ops):
+    for run, args in ops:
+        run(*args)
 
 
 # ------------------------------------------------------------------------- streams

@@ -122,3 +122,26 @@ def test_rejects_mismatched_shapes():
     a, b = np.zeros(4, np.float32), np.zeros(5, np.float32)
     with pytest.raises(ValueError, match="shapes differ"):
         adam.adam_step(a, b, a.copy(), a.copy(), 1e-3, 0.9, 0.999, 0.03, 1e-8, 0.0)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@settings(max_examples=20, deadline=None)
+@given(shape=shapes, seed=st.integers(0, 2**16), step=st.sampled_from([1, 7, 1000]))
+def test_scalars_in_memory_give_the_same_bits(version, shape, seed, step):
+    """The CUDA-graph twin reads step_size and bias2_sqrt from a device array instead of its
+    arguments; with the same float32 numbers there it must compute exactly what adam_step does."""
+    rng = np.random.default_rng(seed)
+    p, g, m = (rng.standard_normal(shape).astype(np.float32) for _ in range(3))
+    v = rng.random(shape).astype(np.float32)
+    lr, beta1, beta2, eps, weight_decay = 2e-4, 0.5, 0.999, 1e-8, 1e-5
+    step_size, bias2_sqrt = adam.host_scalars(step, lr, beta1, beta2)
+    by_argument = [a.copy() for a in (p, m, v)]
+    adam.adam_step(by_argument[0], g, by_argument[1], by_argument[2], step_size, beta1, beta2,
+                   bias2_sqrt, eps, weight_decay, version=version)
+    in_memory = [a.copy() for a in (p, m, v)]
+    scalars = np.array([step_size, bias2_sqrt], np.float32)
+    adam.adam_step_scalars_in_memory(in_memory[0], g, in_memory[1], in_memory[2], scalars, beta1,
+                                     beta2, eps, weight_decay, version=version)
+    for name, a, b in zip("pmv", by_argument, in_memory):
+        assert a.tobytes() == b.tobytes(), name
+    assert (by_argument[0] != p).any()    # it did update
