@@ -11,8 +11,9 @@ the G step (D is frozen there), so they do the same arithmetic.
 Reports ms per step, images per second, and (on a GPU) the step's FLOP count against the
 card's FP32 peak: the physical floor. On the kernel backends (cuda, sim) it also counts the
 kernel launches of one step, by kernel family, and on a GPU measures what one launch costs
-the host; --no-fuse runs every batchnorm and activation as separate layers, to see what the
-fusion saves.
+the host and times the same step captured into a CUDA graph (one launch per step;
+--no-graph skips it); --no-fuse runs every batchnorm and activation as separate layers, to
+see what the fusion saves.
 """
 from __future__ import annotations
 
@@ -128,6 +129,28 @@ def launches_of_one_step(step):
     return dict(sorted(families.items(), key=lambda kv: -kv[1]))
 
 
+def graphed_step_time(netG, netD, optG, optD, backend, real, noise, args):
+    """{"ms": step time} of the step captured into a CUDA graph (dcgan_cuda/cuda_graph.py), or
+    {"error": why not}. The first two calls warm up and capture; the optimizers go back to
+    their usual kernel afterwards."""
+    from dcgan_cuda.cuda_graph import GraphCaptureError, GraphedTrainStep
+    graphed = GraphedTrainStep(netG, netD, optG, optD)
+    real_d, noise_d = backend.asarray(real), backend.asarray(noise)
+
+    def step():
+        return graphed(Tensor(real_d, backend), Tensor(noise_d, backend))
+    try:
+        step()
+        step()
+        if graphed.graph is None:
+            return {"error": "nothing was captured"}
+        return {"ms": common.time_cuda(step, args.warmup, args.steps), "replays": graphed.replays}
+    except GraphCaptureError as exc:
+        return {"error": str(exc)}
+    finally:
+        graphed.release()
+
+
 def host_cost_of_one_launch(backend, launches=2000):
     """Microseconds of host time per launch of a typical small kernel (Adam's update of a
     single element: 4 arrays and 9 scalars, like most kernels of a step), the GPU kept far
@@ -166,6 +189,8 @@ def main(argv=None):
     p.add_argument("--no-torch", action="store_true", help="do not run the PyTorch comparison")
     p.add_argument("--no-fuse", action="store_true",
                    help="run batchnorm and the activation after it as two layers (for comparison)")
+    p.add_argument("--no-graph", action="store_true",
+                   help="on cuda, do not also time the step captured into a CUDA graph")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
     sim = args.device == "sim"
@@ -243,17 +268,28 @@ def main(argv=None):
         launches = sum(by_family.values())
         print(f"  kernel launches per step: {launches} ({ms * 1e3 / launches:.1f} us of step time per launch): "
               + ", ".join(f"{k} {v}" for k, v in by_family.items()))
+    graph = None
     if gpu:
         launch_us = host_cost_of_one_launch(backend)
         print(f"  host cost of one launch: {launch_us:.1f} us -> {launches * launch_us / 1e3:.2f} ms of "
               f"every step is spent launching (the GPU idles there unless it is busy with earlier work)")
+        if not args.no_graph:
+            graph = graphed_step_time(netG, netD, optG, optD, backend, real, noise, args)
+            if graph.get("ms") is not None:
+                record(f"{ours}, CUDA graph", graph["ms"])
+                print(f"  with the graph: 1 graph launch per step in place of {launches} kernel launches")
+            else:
+                print(f"  CUDA graph: {graph['error']}")
         for tf32, tstep in torch_steps:
             torch.backends.cudnn.allow_tf32 = tf32
             torch.backends.cuda.matmul.allow_tf32 = tf32
             torch.backends.cudnn.benchmark = True
             record(torch_label + ("TF32" if tf32 else "FP32"), common.time_torch_cuda(tstep, args.warmup, args.steps))
-    if len(rows) > 1:
-        print(f"ratio ours / PyTorch {'FP32' if gpu else 'CPU'}: {rows[0]['ms'] / rows[1]['ms']:.2f}x")
+    baseline = next((r for r in rows if r["impl"].startswith("PyTorch") and "TF32" not in r["impl"]), None)
+    if baseline is not None:
+        for row in rows:
+            if row["impl"].startswith("dcgan_cuda"):
+                print(f"ratio {row['impl']} / PyTorch {'FP32' if gpu else 'CPU'}: {row['ms'] / baseline['ms']:.2f}x")
     cols = [("impl", "implementation", "{}"), ("ms", "ms/step", "{:.2f}"), ("img_s", "img/s", "{:.0f}"),
             ("gflops", "GFLOP/s", "{:.0f}")] + ([("pct_peak", "% FP32 peak", "{:.1f}")] if peak else [])
     print()
@@ -264,7 +300,7 @@ def main(argv=None):
                                       "batch": batch, "image_size": size, "nc": args.nc, "ngf": ngf,
                                       "ndf": ndf, "step_gflop": flops / 1e9, "fused_activations": not args.no_fuse,
                                       "launches_per_step": launches, "launches_by_family": by_family,
-                                      "host_us_per_launch": launch_us,
+                                      "host_us_per_launch": launch_us, "cuda_graph": graph,
                                       "results": rows})
     return 0
 

@@ -103,6 +103,10 @@ def build_parser():
          help="every N epochs (and after the last), measure the samples' quality on "
               f"{EVAL_SAMPLES} images as python -m dcgan_cuda.evaluate does (digits only) and log "
               "it to metrics.jsonl and loss_curve.png; 0: never")
+    flag("cuda_graph", action="store_true",
+         help="capture one training step into a CUDA graph and replay it every iteration: one "
+              "launch per step instead of ~134 kernel launches (needs our kernels: --device cuda, "
+              "or sim); see dcgan_cuda/cuda_graph.py and bench/train_bench.py for what it saves")
     flag("dry_run", action="store_true", help="check a single training cycle works, then stop")
     flag("no_progress", action="store_true", help="print one line per epoch instead of a progress bar")
     return p
@@ -154,6 +158,12 @@ def train_step(netG, netD, optG, optD, real, noise):
     (1) D: maximise log D(x) + log(1 - D(G(z)))   (2) G: maximise log D(G(z))
     Returns host floats: Loss_D, Loss_G, D(x), D(G(z)) before and after the D step.
     """
+    return read_step(step_on_device(netG, netD, optG, optD, real, noise))
+
+
+def step_on_device(netG, netD, optG, optD, real, noise):
+    """The arithmetic of one iteration, queued on the backend with no read-back to the host
+    (what a CUDA graph can capture: cuda_graph.py). Returns the tensors read_step reads."""
     netD.zero_grad()
     out_real = netD(real)
     err_real = ops.bce_with_logits(out_real, REAL_LABEL)
@@ -174,6 +184,12 @@ def train_step(netG, netD, optG, optD, real, noise):
     err_g.backward()
     netD.requires_grad_(True)
     optG.step()
+    return err_real, err_fake, err_g, out_real, out_fake, out_g
+
+
+def read_step(tensors):
+    """The log line's numbers from step_on_device's tensors (host reads: they wait for the step)."""
+    err_real, err_fake, err_g, out_real, out_fake, out_g = tensors
 
     def mean_probability(logits):  # for display only, on the host copy of N numbers
         z = logits.numpy().astype(np.float64)
@@ -237,8 +253,28 @@ class Run:
             log(f"[dcgan_cuda] resuming {args.resume} at epoch {self.epoch + 1}, "
                 f"batch {self.batch}, iteration {self.iteration}")
         self.fixed_noise = Tensor(self.backend.asarray(fixed_noise(self.netG, args.manualSeed)), self.backend)
+        self.step = self._eager_step
+        if args.cuda_graph:
+            if self.backend.name not in ("cuda", "sim"):
+                raise TrainingError("--cuda-graph replays our CUDA kernels: it needs --device cuda "
+                                    f"(or sim), not the {self.backend.name} backend")
+            from .cuda_graph import GraphedTrainStep
+            self.step = GraphedTrainStep(self.netG, self.netD, self.optG, self.optD)
         self.last_checkpoint = args.resume or None
         self.stop_requested = False
+
+    def _eager_step(self, real, noise):
+        return train_step(self.netG, self.netD, self.optG, self.optD, real, noise)
+
+    def _step(self, real, noise):
+        from .cuda_graph import GraphCaptureError
+        try:
+            return self.step(real, noise)
+        except GraphCaptureError as exc:   # nothing ran: the same iteration again, eagerly
+            self.log(f"[dcgan_cuda] warning: {exc}; continuing without the CUDA graph")
+            self.step.release()
+            self.step = self._eager_step
+            return self.step(real, noise)
 
     def request_stop(self, signum=None, frame=None):
         """First Ctrl-C: finish the current iteration, save, stop. Second: stop at once."""
@@ -314,7 +350,7 @@ class Run:
                     noise = Tensor(self.backend.asarray(self.netG.sample_noise(len(idx), self.noise_rng)),
                                    self.backend)
                     t0 = time.perf_counter()
-                    stats = train_step(self.netG, self.netD, self.optG, self.optD, real, noise)
+                    stats = self._step(real, noise)
                     self.batch += 1
                     self.iteration += 1
                     self._guard(stats)
