@@ -186,14 +186,62 @@ def run_gpu(args, layers, versions):
             ("rel_err", "rel err", "{:.1e}"), ("cudnn_fp32_ms", "cuDNN FP32 ms", "{:.3f}"),
             ("x_cudnn_fp32", "x cuDNN FP32", "{:.2f}"), ("x_cudnn_tf32", "x cuDNN TF32", "{:.2f}")]
     print(common.table(rows, cols))
-    summary = {}
-    for version in versions:
-        ratios = [r["x_cudnn_fp32"] for r in rows if r["version"] == version and "x_cudnn_fp32" in r]
-        if ratios:
-            summary[version] = float(np.exp(np.mean(np.log(ratios))))
-            print(f"version {version}: geometric mean speed vs cuDNN FP32 (TF32 off) = {summary[version]:.2f}x")
-    return {"machine": name, "fp32_peak_tflops": peak, "results": rows,
-            "geomean_x_cudnn_fp32": summary}
+    from dcgan_cuda.kernels import conv2d
+    table = progression(rows, {v: conv2d.VERSIONS[v].name for v in versions}, peak)
+    print("\nThe progression (every convolution above, all its directions, one version at a time):")
+    print(progression_markdown(table))
+    best = best_version_geomean(rows)
+    if best is not None:
+        print(f"best version per convolution and direction: geometric mean speed vs cuDNN FP32 "
+              f"(TF32 off) = {best:.2f}x (the fast-kernels issue's target: >= 0.8x)")
+    return {"machine": name, "fp32_peak_tflops": peak, "results": rows, "progression": table,
+            "geomean_x_cudnn_fp32": {row["version"]: row.get("geomean_x_cudnn_fp32") for row in table},
+            "best_version_geomean_x_cudnn_fp32": best}
+
+
+def progression(rows, names, peak=None):
+    """One row per version over all the measured (layer, direction) pairs: total ms, GFLOP/s
+    and % of peak of the sum, the sum's speed against cuDNN FP32's sum, and the geometric
+    mean of the per-convolution ratios (which weighs a small layer as much as a big one)."""
+    table = []
+    for version, name in names.items():
+        mine = [r for r in rows if r["version"] == version]
+        if not mine:
+            continue
+        ms = sum(r["ms"] for r in mine)
+        flop = sum(r["gflops"] * r["ms"] * 1e6 for r in mine)
+        row = {"version": version, "name": name, "ms": ms, "gflops": flop / ms / 1e6}
+        if peak:
+            row["pct_peak"] = 100 * flop / ms / 1e9 / peak
+        if all("cudnn_fp32_ms" in r for r in mine):
+            row["x_cudnn_fp32"] = sum(r["cudnn_fp32_ms"] for r in mine) / ms
+            row["geomean_x_cudnn_fp32"] = float(np.exp(np.mean([np.log(r["x_cudnn_fp32"]) for r in mine])))
+        table.append(row)
+    return table
+
+
+def progression_markdown(table):
+    """The progression as the markdown table of kernels/README.md."""
+    lines = ["| version | idea | ms | GFLOP/s | % FP32 peak | x cuDNN FP32 (sum) | x cuDNN FP32 (geomean) |",
+             "|---|---|---|---|---|---|---|"]
+    fmt = {"pct_peak": "{:.1f}", "x_cudnn_fp32": "{:.2f}", "geomean_x_cudnn_fp32": "{:.2f}"}
+    for row in table:
+        cells = [f"{row['version']}", row["name"], f"{row['ms']:.2f}", f"{row['gflops']:.0f}"]
+        cells += [fmt[k].format(row[k]) if k in row else "-" for k in fmt]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def best_version_geomean(rows):
+    """Geometric mean over (layer, direction) of the fastest version's speed vs cuDNN FP32."""
+    best = {}
+    for r in rows:
+        if "x_cudnn_fp32" in r:
+            key = (r["layer"], r["direction"])
+            best[key] = max(best.get(key, 0.0), r["x_cudnn_fp32"])
+    if not best:
+        return None
+    return float(np.exp(np.mean(np.log(list(best.values())))))
 
 
 def run_cpu(args, layers, versions):

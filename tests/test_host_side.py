@@ -30,3 +30,28 @@ def test_time_cpu_alternating_runs_every_side_in_turns():
     assert len(medians) == 2 and all(m >= 0 for m in medians)
     # warm-up of each, then three rounds of two calls per side, alternating
     assert "".join(calls) == "a" + "b" + "aabb" * 3
+
+
+def test_conv_bench_progression_and_best_version_geomean():
+    sys.path.insert(0, BENCH)
+    try:
+        import conv_bench
+    finally:
+        sys.path.remove(BENCH)
+    # two convolutions, two versions; v2 is twice as fast as cuDNN on the first, half on the second
+    rows = [dict(layer="D2", direction="fwd", version=1, ms=4.0, gflops=1000.0, cudnn_fp32_ms=1.0, x_cudnn_fp32=0.25),
+            dict(layer="D2", direction="fwd", version=2, ms=0.5, gflops=8000.0, cudnn_fp32_ms=1.0, x_cudnn_fp32=2.0),
+            dict(layer="G5", direction="fwd", version=1, ms=1.0, gflops=1000.0, cudnn_fp32_ms=0.5, x_cudnn_fp32=0.5),
+            dict(layer="G5", direction="fwd", version=2, ms=2.0, gflops=500.0, cudnn_fp32_ms=0.5, x_cudnn_fp32=0.25)]
+    table = conv_bench.progression(rows, {1: "naive", 2: "tiles"}, peak=50.0)
+    v1, v2 = table
+    assert v1["ms"] == 5.0 and v2["ms"] == 2.5
+    # FLOPs: 4 GFLOP + 1 GFLOP in both versions -> 5 GFLOP over 5 ms and over 2.5 ms
+    assert abs(v1["gflops"] - 1000.0) < 1e-9 and abs(v2["gflops"] - 2000.0) < 1e-9
+    assert abs(v2["pct_peak"] - 4.0) < 1e-9                  # 2 TFLOP/s of 50
+    assert abs(v1["x_cudnn_fp32"] - 1.5 / 5.0) < 1e-12 and abs(v2["x_cudnn_fp32"] - 1.5 / 2.5) < 1e-12
+    assert abs(v2["geomean_x_cudnn_fp32"] - (2.0 * 0.25) ** 0.5) < 1e-12
+    # best per convolution: 2.0 (v2 on D2) and 0.5 (v1 on G5)
+    assert abs(conv_bench.best_version_geomean(rows) - 1.0) < 1e-12
+    markdown = conv_bench.progression_markdown(table)
+    assert markdown.splitlines()[2].startswith("| 1 | naive | 5.00 | 1000 | 2.0 | 0.30 | 0.35 |")
