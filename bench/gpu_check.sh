@@ -59,9 +59,12 @@ EOF
 stage gpu-tests 170 python -m pytest -m gpu -q -p no:cacheprovider -x --no-header -rfE \
     --continue-on-collection-errors
 stage conv-bench 70 python bench/conv_bench.py --json "$LOGDIR/conv_bench.json"
-stage train-bench 50 python bench/train_bench.py --device cuda --json "$LOGDIR/train_bench.json"
-stage train-bench-unfused 30 python bench/train_bench.py --device cuda --no-fuse --no-torch \
-    --json "$LOGDIR/train_bench_unfused.json"
+# The training step with each family's newest kernel version (the defaults stay 1 until
+# measured): eager, as a CUDA graph, and PyTorch eager FP32 and TF32; then without fusion.
+stage train-bench 55 python bench/train_bench.py --device cuda --versions newest \
+    --json "$LOGDIR/train_bench.json"
+stage train-bench-unfused 25 python bench/train_bench.py --device cuda --versions newest --no-fuse \
+    --no-torch --no-graph --json "$LOGDIR/train_bench_unfused.json"
 # 300 iterations: the digits train split is 1437 images, 23 batches of 64 per epoch.
 rm -rf "$LOGDIR/train_run"
 stage train 70 python -m dcgan_cuda.train --device cuda --niter 13 --manualSeed 1 --no-progress \

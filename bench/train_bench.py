@@ -129,6 +129,23 @@ def launches_of_one_step(step):
     return dict(sorted(families.items(), key=lambda kv: -kv[1]))
 
 
+def kernel_versions(backend, specs):
+    """{family: version} from --versions items: 'default', 'newest', FAMILY=N (later wins)."""
+    modules = backend.k
+    chosen = {}
+    for spec in specs:
+        if spec in ("default", "newest"):
+            for family, module in modules.items():
+                chosen[family] = module.DEFAULT_VERSION if spec == "default" else max(module.VERSIONS)
+            continue
+        family, sep, number = spec.partition("=")
+        if not sep or family not in modules or not number.isdigit() or int(number) not in modules[family].VERSIONS:
+            known = ", ".join(f"{f} {sorted(m.VERSIONS)}" for f, m in sorted(modules.items()))
+            raise ValueError(f"--versions: cannot use {spec!r}; families and their versions: {known}")
+        chosen[family] = int(number)
+    return chosen
+
+
 def graphed_step_time(netG, netD, optG, optD, backend, real, noise, args):
     """{"ms": step time} of the step captured into a CUDA graph (dcgan_cuda/cuda_graph.py), or
     {"error": why not}. The first two calls warm up and capture; the optimizers go back to
@@ -189,6 +206,10 @@ def main(argv=None):
     p.add_argument("--no-torch", action="store_true", help="do not run the PyTorch comparison")
     p.add_argument("--no-fuse", action="store_true",
                    help="run batchnorm and the activation after it as two layers (for comparison)")
+    p.add_argument("--versions", nargs="*", default=["default"], metavar="SPEC",
+                   help="kernel versions on cuda/sim: 'default' (each family's DEFAULT_VERSION), "
+                        "'newest' (each family's highest), and/or FAMILY=N items, applied in order "
+                        "(e.g. newest conv2d=2)")
     p.add_argument("--no-graph", action="store_true",
                    help="on cuda, do not also time the step captured into a CUDA graph")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -202,6 +223,13 @@ def main(argv=None):
         args.steps, args.warmup = min(args.steps, 1), 0
 
     backend = get_backend(args.device)
+    versions = None
+    if backend.name != "numpy":
+        try:
+            versions = kernel_versions(backend, args.versions)
+        except ValueError as exc:
+            p.error(str(exc))
+        backend.versions.update(versions)
     if args.no_fuse:
         our_nn.Sequential.fuse_activations = False
     netG, netD = build_models(args.arch, size, args.nc, args.nz, ngf, ndf, seed=0)
@@ -221,6 +249,8 @@ def main(argv=None):
                                 if kept else "default"))
     print(f"DCGAN step: arch {args.arch}, batch {batch}, {args.nc}x{size}x{size}, ngf {ngf}, ndf {ndf}: "
           f"{flops / 1e9:.1f} GFLOP")
+    if versions:
+        print("kernel versions: " + ", ".join(f"{family} {v}" for family, v in sorted(versions.items())))
 
     rows = []
 
@@ -301,6 +331,7 @@ def main(argv=None):
                                       "ndf": ndf, "step_gflop": flops / 1e9, "fused_activations": not args.no_fuse,
                                       "launches_per_step": launches, "launches_by_family": by_family,
                                       "host_us_per_launch": launch_us, "cuda_graph": graph,
+                                      "kernel_versions": versions,
                                       "results": rows})
     return 0
 
