@@ -129,23 +129,6 @@ def launches_of_one_step(step):
     return dict(sorted(families.items(), key=lambda kv: -kv[1]))
 
 
-def kernel_versions(backend, specs):
-    """{family: version} from --versions items: 'default', 'newest', FAMILY=N (later wins)."""
-    modules = backend.k
-    chosen = {}
-    for spec in specs:
-        if spec in ("default", "newest"):
-            for family, module in modules.items():
-                chosen[family] = module.DEFAULT_VERSION if spec == "default" else max(module.VERSIONS)
-            continue
-        family, sep, number = spec.partition("=")
-        if not sep or family not in modules or not number.isdigit() or int(number) not in modules[family].VERSIONS:
-            known = ", ".join(f"{f} {sorted(m.VERSIONS)}" for f, m in sorted(modules.items()))
-            raise ValueError(f"--versions: cannot use {spec!r}; families and their versions: {known}")
-        chosen[family] = int(number)
-    return chosen
-
-
 def graphed_step_time(netG, netD, optG, optD, backend, real, noise, args):
     """{"ms": step time} of the step captured into a CUDA graph (dcgan_cuda/cuda_graph.py), or
     {"error": why not}. The first two calls warm up and capture; the optimizers go back to
@@ -226,10 +209,9 @@ def main(argv=None):
     versions = None
     if backend.name != "numpy":
         try:
-            versions = kernel_versions(backend, args.versions)
+            versions = backend.choose_versions(args.versions)
         except ValueError as exc:
-            p.error(str(exc))
-        backend.versions.update(versions)
+            p.error(f"--versions: {exc}")
     if args.no_fuse:
         our_nn.Sequential.fuse_activations = False
     netG, netD = build_models(args.arch, size, args.nc, args.nz, ngf, ndf, seed=0)

@@ -30,6 +30,25 @@ class KernelBackend:
         self.versions.update(versions or {})
         self.is_gpu = name == "cuda"
 
+    def choose_versions(self, specs):
+        """Set the kernel versions from items 'default' (each family's DEFAULT_VERSION),
+        'newest' (each family's highest) and FAMILY=N, applied in order; returns the choice.
+        Raises ValueError, naming every family and its versions, for anything else."""
+        chosen = dict(self.versions)
+        for spec in specs:
+            if spec in ("default", "newest"):
+                for family, module in self.k.items():
+                    chosen[family] = module.DEFAULT_VERSION if spec == "default" else max(module.VERSIONS)
+                continue
+            family, sep, number = spec.partition("=")
+            module = self.k.get(family)
+            if not sep or module is None or not number.isdigit() or int(number) not in module.VERSIONS:
+                known = ", ".join(f"{f} {sorted(m.VERSIONS)}" for f, m in sorted(self.k.items()))
+                raise ValueError(f"cannot use kernel version {spec!r}; families and their versions: {known}")
+            chosen[family] = int(number)
+        self.versions = chosen
+        return dict(chosen)
+
     @classmethod
     def gpu(cls, versions=None):
         import cupy

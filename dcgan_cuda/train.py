@@ -103,6 +103,10 @@ def build_parser():
          help="every N epochs (and after the last), measure the samples' quality on "
               f"{EVAL_SAMPLES} images as python -m dcgan_cuda.evaluate does (digits only) and log "
               "it to metrics.jsonl and loss_curve.png; 0: never")
+    flag("kernels", nargs="*", default=None, metavar="SPEC",
+         help="which numbered version of each kernel family to run (--device cuda or sim): "
+              "'default', 'newest', or FAMILY=N items, e.g. --kernels newest conv2d=2 "
+              "(kernels/README.md describes the versions)")
     flag("cuda_graph", action="store_true",
          help="capture one training step into a CUDA graph and replay it every iteration: one "
               "launch per step instead of ~134 kernel launches (needs our kernels: --device cuda, "
@@ -231,6 +235,15 @@ class Run:
         fill_defaults(args)
 
         self.backend = get_backend(args.device, announce=log)
+        if args.kernels:
+            if self.backend.name == "numpy":
+                raise TrainingError("--kernels picks versions of our CUDA kernels: it needs --device cuda "
+                                    "(or sim), not the NumPy backend")
+            try:
+                chosen = self.backend.choose_versions(args.kernels)
+            except ValueError as exc:
+                raise TrainingError(f"--kernels: {exc}") from None
+            log("[dcgan_cuda] kernel versions: " + ", ".join(f"{f} {v}" for f, v in sorted(chosen.items())))
         self.data = load_dataset(args.dataset, args.dataroot, args.imageSize, args.nc,
                                  split="train", max_images=args.max_images, seed=args.manualSeed,
                                  warn=log)

@@ -144,12 +144,13 @@ def test_fused_and_unfused_steps_agree_on_the_gpu(monkeypatch):
             np.testing.assert_allclose(fused[name], ref, rtol=1e-5, atol=1e-7, err_msg=name)
 
 
-def _graph_and_eager_runs(sizes):
+def _graph_and_eager_runs(sizes, versions):
     """The same iterations through GraphedTrainStep and through plain train_step."""
     from dcgan_cuda.autograd import Tensor
     from dcgan_cuda.cuda_graph import GraphedTrainStep
     from dcgan_cuda.train import train_step
     backend = get_backend("cuda")
+    backend.choose_versions([versions])
     runs = []
     for graphed in (True, False):
         netG, netD, optG, optD = _small_models(backend)
@@ -177,11 +178,13 @@ def _graph_and_eager_runs(sizes):
     return runs
 
 
-def test_cuda_graph_replays_train_bitwise_like_eager_steps():
+@pytest.mark.parametrize("versions", ["default", "newest"])
+def test_cuda_graph_replays_train_bitwise_like_eager_steps(versions):
     """Warm-up, capture, replays, a smaller last batch (eager) and a replay after it: the same
-    bits as the same iterations without a graph, and the same host counters."""
+    bits as the same iterations without a graph, and the same host counters. With the newest
+    kernels too (split-K scratch buffers, kept per stream)."""
     (g_stats, g_counters, g_state, step), (e_stats, e_counters, e_state, _) = \
-        _graph_and_eager_runs([16, 16, 16, 16, 7, 16])
+        _graph_and_eager_runs([16, 16, 16, 16, 7, 16], versions)
     assert step.replays == 3
     assert g_stats == e_stats
     assert g_counters == e_counters

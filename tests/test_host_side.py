@@ -57,19 +57,19 @@ def test_conv_bench_progression_and_best_version_geomean():
     assert markdown.splitlines()[2].startswith("| 1 | naive | 5.00 | 1000 | 2.0 | 0.30 | 0.35 |")
 
 
-def test_train_bench_kernel_versions():
-    sys.path.insert(0, BENCH)
-    try:
-        import train_bench
-    finally:
-        sys.path.remove(BENCH)
+def test_kernel_backend_choose_versions():
     from types import SimpleNamespace
-    families = {"conv2d": SimpleNamespace(VERSIONS={1: 0, 2: 0, 3: 0}, DEFAULT_VERSION=1),
-                "adam": SimpleNamespace(VERSIONS={1: 0}, DEFAULT_VERSION=1)}
-    backend = SimpleNamespace(k=families)
-    assert train_bench.kernel_versions(backend, ["default"]) == {"conv2d": 1, "adam": 1}
-    assert train_bench.kernel_versions(backend, ["newest"]) == {"conv2d": 3, "adam": 1}
-    assert train_bench.kernel_versions(backend, ["newest", "conv2d=2"]) == {"conv2d": 2, "adam": 1}
+
+    from dcgan_cuda.kernel_backend import KernelBackend
+    backend = KernelBackend.__new__(KernelBackend)       # no simulator needed for the table
+    backend.k = {"conv2d": SimpleNamespace(VERSIONS={1: 0, 2: 0, 3: 0}, DEFAULT_VERSION=1),
+                 "adam": SimpleNamespace(VERSIONS={1: 0}, DEFAULT_VERSION=1)}
+    backend.versions = {"conv2d": 1, "adam": 1}
+    assert backend.choose_versions(["newest"]) == {"conv2d": 3, "adam": 1}
+    assert backend.versions == {"conv2d": 3, "adam": 1}
+    assert backend.choose_versions(["newest", "conv2d=2"]) == {"conv2d": 2, "adam": 1}
+    assert backend.choose_versions(["default"]) == {"conv2d": 1, "adam": 1}
     for bad in (["conv2d=4"], ["nope=1"], ["conv2d"]):
         with pytest.raises(ValueError, match="families and their versions"):
-            train_bench.kernel_versions(backend, bad)
+            backend.choose_versions(bad)
+    assert backend.versions == {"conv2d": 1, "adam": 1}   # a refused choice changes nothing

@@ -77,6 +77,7 @@ def test_help_explains_the_flags():
     (["--netG", "/nonexistent/netG.safetensors"], "does not exist"),
     (["--batchSize", "0"], "--batchSize"),
     (["--device", "cpu", "--cuda-graph"], "--cuda-graph"),
+    (["--device", "cpu", "--kernels", "newest"], "--kernels"),
 ])
 def test_bad_input_ends_in_one_clear_message(tmp_path, argv, expected):
     proc = subprocess.run([sys.executable, "-m", "dcgan_cuda.train", "--outf", str(tmp_path), "--dry-run",

@@ -104,3 +104,11 @@ def test_training_cli_with_cuda_graph_writes_the_eager_runs_checkpoint(tmp_path)
     assert eager.keys() == graphed.keys() and int(eager["optG.step"]) == 4
     for name in eager:
         assert np.asarray(eager[name]).tobytes() == np.asarray(graphed[name]).tobytes(), name
+
+
+def test_training_cli_refuses_an_unknown_kernel_version(tmp_path, capsys):
+    from dcgan_cuda.train import main
+    assert main(["--device", "sim", "--kernels", "newest", "conv2d=9", "--outf", str(tmp_path),
+                 "--dry-run", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--kernels" in err and "conv2d [1, 2, 3]" in err
