@@ -103,43 +103,43 @@ DEFAULT_VERSION = 1
 
 
 # ------------------------------------------------------------------------ launchers
+def _flat_arrays(param, grad, exp_avg, exp_avg_sq):
+    """The four arrays as 1-D views, after checking they share a shape."""
+    arrays = (param, grad, exp_avg, exp_avg_sq)
+    if any(a.shape != param.shape for a in arrays):
+        raise ValueError(f"adam_step: shapes differ: {[a.shape for a in arrays]}")
+    # reshape(-1) of a C-contiguous array is a view: the kernel's writes land in the caller's arrays.
+    return [a.reshape(-1) for a in arrays]
+
+
 def adam_step(param, grad, exp_avg, exp_avg_sq, step_size, beta1, beta2, bias2_sqrt, eps,
               weight_decay, version=DEFAULT_VERSION):
     """One Adam step for one parameter tensor: param, exp_avg, exp_avg_sq are updated IN
     PLACE; grad is only read. All four are C-contiguous float32 arrays of one shape (any
     number of dimensions). Host scalars: step_size = lr / (1 - beta1^t),
     bias2_sqrt = sqrt(1 - beta2^t) for the 1-based step t."""
-    arrays = (param, grad, exp_avg, exp_avg_sq)
-    if any(a.shape != param.shape for a in arrays):
-        raise ValueError(f"adam_step: shapes differ: {[a.shape for a in arrays]}")
-    n = param.size
-    if n == 0:
+    flat = _flat_arrays(param, grad, exp_avg, exp_avg_sq)
+    if param.size == 0:
         return
-    # reshape(-1) of a C-contiguous array is a view: the kernel's writes land in the caller's arrays.
-    flat = [a.reshape(-1) for a in arrays]
     # 1 - beta is rounded once on the host, as the reference does (float32 arithmetic on
     # the device would give 1 - float32(0.9) = 0.100000024 instead of float32(0.1)).
-    VERSIONS[version].ops["adam_step"][grid_1d(n)](
+    VERSIONS[version].ops["adam_step"][grid_1d(param.size)](
         *flat, scalar(step_size), scalar(beta1), scalar(1 - beta1), scalar(beta2),
-        scalar(1 - beta2), scalar(bias2_sqrt), scalar(eps), scalar(weight_decay), n)
+        scalar(1 - beta2), scalar(bias2_sqrt), scalar(eps), scalar(weight_decay), param.size)
 
 
 def adam_step_scalars_in_memory(param, grad, exp_avg, exp_avg_sq, scalars, beta1, beta2, eps,
                                 weight_decay, version=DEFAULT_VERSION):
     """adam_step, with step_size and bias2_sqrt read by the kernel from the 2-element
     float32 device array ``scalars`` (written by the host beforehand; see host_scalars)."""
-    arrays = (param, grad, exp_avg, exp_avg_sq)
-    if any(a.shape != param.shape for a in arrays):
-        raise ValueError(f"adam_step: shapes differ: {[a.shape for a in arrays]}")
+    flat = _flat_arrays(param, grad, exp_avg, exp_avg_sq)
     if scalars.shape != (2,):
         raise ValueError(f"adam_step_scalars_in_memory: scalars must have shape (2,), got {scalars.shape}")
-    n = param.size
-    if n == 0:
+    if param.size == 0:
         return
-    flat = [a.reshape(-1) for a in arrays]
-    VERSIONS[version].ops["adam_step_scalars_in_memory"][grid_1d(n)](
+    VERSIONS[version].ops["adam_step_scalars_in_memory"][grid_1d(param.size)](
         *flat, scalars, scalar(beta1), scalar(1 - beta1), scalar(beta2), scalar(1 - beta2),
-        scalar(eps), scalar(weight_decay), n)
+        scalar(eps), scalar(weight_decay), param.size)
 
 
 def host_scalars(step, lr, beta1, beta2):
