@@ -60,7 +60,8 @@ def blas_description():
     text = (f"{info.get('internal_api')} {info.get('version')}, {info.get('architecture', '?')} kernels, "
             f"{info.get('num_threads')} threads")
     forced = os.environ.get("OPENBLAS_CORETYPE")
-    return text + (f" (forced by OPENBLAS_CORETYPE={forced})" if forced else "")
+    return text + (f" (forced by OPENBLAS_CORETYPE={forced}; `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE` "
+                   "lets OpenBLAS pick for this CPU)" if forced else "")
 
 
 def time_cpu(fn, warmup=2, reps=10):
