@@ -66,14 +66,7 @@ def blas_description():
 
 def time_cpu(fn, warmup=2, reps=10):
     """Median milliseconds of fn() on the host clock."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(times))
+    return time_cpu_alternating([fn], warmup, reps, rounds=1)[0]
 
 
 def time_cpu_alternating(fns, warmup=2, reps=10, rounds=5):
@@ -86,10 +79,9 @@ def time_cpu_alternating(fns, warmup=2, reps=10, rounds=5):
         for _ in range(warmup):
             fn()
     times = [[] for _ in fns]
-    per_round = max(1, reps // rounds)
-    for _ in range(rounds):
+    for r in range(rounds):      # reps calls per side in all, spread as evenly as they go
         for fn, t in zip(fns, times):
-            for _ in range(per_round):
+            for _ in range(reps * (r + 1) // rounds - reps * r // rounds):
                 start = time.perf_counter()
                 fn()
                 t.append((time.perf_counter() - start) * 1e3)

@@ -267,12 +267,10 @@ def main(argv=None):
     ours = f"dcgan_cuda ({backend.name}{', unfused' if args.no_fuse else ''})"
     if gpu:
         record(ours, common.time_cuda(step, args.warmup, args.steps))
-    elif torch_steps:          # the CPU: both sides in alternating rounds (shared machines drift)
-        ms_ours, ms_torch = common.time_cpu_alternating([step, torch_steps[0][1]], args.warmup, args.steps)
-        record(ours, ms_ours)
-        record(torch_label, ms_torch)
-    else:
-        record(ours, common.time_cpu(step, args.warmup, args.steps))
+    else:                      # the CPU: both sides in alternating rounds (shared machines drift)
+        medians = common.time_cpu_alternating([step] + [s for _, s in torch_steps], args.warmup, args.steps)
+        for label, ms in zip([ours] + [torch_label] * len(torch_steps), medians):
+            record(label, ms)
     ms = rows[0]["ms"]
     launches, by_family, launch_us = None, None, None
     if backend.name != "numpy":

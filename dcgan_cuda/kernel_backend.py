@@ -26,9 +26,9 @@ class KernelBackend:
         self.k = dict(adam=adam, batchnorm=batchnorm, conv2d=conv2d, elementwise=elementwise,
                       linear=linear, loss=loss, pool=pool, reduction=reduction)
         self.versions = {family: module.DEFAULT_VERSION for family, module in self.k.items()}
-        self._host_copy = jit.record_copy  # simulator: np.copyto, unless a graph is being recorded
         self.versions.update(versions or {})
         self.is_gpu = name == "cuda"
+        self._host_copy = jit.record_copy  # simulator: np.copyto, unless a graph is being recorded
 
     def choose_versions(self, specs):
         """Set the kernel versions from items 'default' (each family's DEFAULT_VERSION),
