@@ -54,7 +54,7 @@ How threads map to data.
     every word at stride 1, every other at stride 2), its B along k (w's rows: contiguous);
     backward_data's A on consecutive pixels of one phase (dy read stride 1: see below) and
     its B on consecutive input channels (contiguous in w regrouped as (kh, kw, Co, Ci) by a
-    copy kernel, taps_major_v3); backward_weight's dy along pixels (contiguous) and its x
+    copy kernel, taps_major); backward_weight's dy along pixels (contiguous) and its x
     taps along k (runs of kw floats, a row apart: half of each 32-byte sector at k4; there
     is no contiguous axis, x is read at stride s along pixels). A thread keeps the same
     tile column for the whole reduction, so its index along the reduction advances by a
@@ -73,11 +73,20 @@ How threads map to data.
     Split-K: where C has too few tiles to fill the GPU, the reduction is cut into
     SPLIT_TARGET_BLOCKS // tiles fixed ranges of whole slices (264 = one wave of 2 blocks
     on 132 SMs; each range at least 256 long), one per blockIdx.z; each split writes its
-    partial C to a workspace (reduction.workspace), and sum_splits_v3 adds the splits
+    partial C to a workspace (reduction.workspace), and sum_splits adds the splits
     element by element in split order: deterministic, no atomics. backward_weight needs
     it (D1: C is 64 x 48, one tile, over P = 131072 pixels: 256 splits of 512; D2: 8, D3:
     2); so does forward where M is tiny (D5: y is 128 x 1, K = 8192: 2 tiles, 32 splits
     of 256; G1's backward_data likewise). The workspace is at most ~4 MB (a few us).
+  v4 vector-frags: v3's kernels, built from a bigger Tiling (implicit_gemm makes both): a
+    block of 256 threads computes a 128 x 128 tile of C in BK = 8 deep slices, each thread
+    an 8 x 8 block of it. A thread's 8 rows are two runs of 4 consecutive rows, 64 apart
+    (4ty..4ty+3 and 64+4ty..64+4ty+3), its columns likewise, so per k its 8 + 8 operands
+    are four runs of 4 floats, each read from shared memory with one 16-byte load
+    (ld.shared.v4.f32; rows padded to 132 floats, so every run starts 16-byte aligned).
+    Loads, gathers, phases and split-K are v3's; the grid is split to one wave of 132
+    blocks (one resident block per SM, see Registers). The simulator runs 16 x 16 tiles,
+    4 x 4 per thread in runs of 2.
 
 Napkin math at the DCGAN shapes (pytorch arch, batch 128, 64x64, ngf = ndf = 64).
 FLOPs = 2*N*Co*Ho*Wo*Ci*kh*kw per direction (all three directions do the same multiply-adds),
@@ -134,9 +143,35 @@ taps, so 1/4 real and 4x saved. k5 s2 (paper): 3 or 2 of 5 per axis, phases of 3
 2x3 and 2x2 taps = 25 of 4 x 25: again 1/4 real (4x saved), with phases of unequal depth
 (9 vs 4 taps: their blocks take longer). v2 already skipped the dead taps; v3 keeps that
 and makes the survivors a dense GEMM with stride-1 reads of dy.
-Registers (ptxas -v for sm_90, bench/ptxas_report.py): forward_v3 124, backward_data_v3
-124, backward_weight_v3 122, taps_major_v3 32, sum_splits_v3 28; no spills, no stack
-frame (the accumulators and fragments are registers). Allocated as 128 per thread, a
+What the compiler made of v3 at first (bench/ptx_hot_loop.py counts one trip of a
+kernel's innermost FMA loop in PTX). The multiply loop was written `for kk in range(BK)`
+over `a_tile[kk, row + a*ROW_THREADS]` with signed int64 indices. Numba gives every signed
+index Python's negative-index wraparound (idx < 0 ? idx + size : idx, as and/shr/add) and
+lowered the range() into a loop NVVM did not unroll: per trip 16 FMAs, 8 shared loads and
+20 other instructions, an FMA share of 36%, so instruction issue, not shared memory,
+would have bounded it at about a third of the peak. Two changes to the source, none to
+the arithmetic: indices cast to uint64 (no wraparound: each load becomes one ld.shared at
+a constant offset from a pointer) and a `while` loop (which NVVM unrolls by two): 32
+FMAs, 16 loads and 5 others, 60%. tests/test_ptx_hot_loop.py keeps it that way.
+
+Why v4 should be faster (PREDICTED; measure with bench/conv_bench.py). An SM's shared
+memory serves one warp-wide 4-byte load per clock while it does four warp-wide FMAs. v3's
+4 x 4 blocks need TM + TN = 8 loads for 16 FMAs per k: 8 clocks of shared memory per 4
+of FMA, the bound at half the peak. v4's 8 x 8 blocks need 16 floats for 64 FMAs, as four
+16-byte loads; per warp and k the two A runs bring 16 distinct rows' 256 bytes (2 clocks
+each) and the two B runs are broadcasts (2 distinct columns: 1 clock each): 6 clocks per
+16 of FMA, so shared memory is no longer the bound, and a trip of the hot loop is 64
+FMAs, 4 ld.shared.v4 and 12 others (80% FMA share). The global side improves too: a
+128 x 128 tile reads BM + BN = 256 floats per k for 16384 FMAs, 32 FLOP per byte (v3: 16).
+The costs: 160-166 registers, so one 256-thread block (8 warps) per SM, and nothing
+overlaps a block's gathers with its FMAs but the other warps' progress (double
+buffering would: a v5); tiles of 128 waste more where C is narrow (Co = 64: half a
+tile; Ci = 3: 3 of 128 columns). Prediction: 1.3-1.8x v3 on the 8.6 GFLOP layers.
+
+Registers (ptxas -v for sm_90, bench/ptxas_report.py): forward_v3 127, backward_data_v3
+128, backward_weight_v3 128, forward_v4 160, backward_data_v4 166, backward_weight_v4
+160, taps_major 32, sum_splits 28; no spills, no stack frame (the accumulators and
+fragments are registers). v3 allocated as 128 per thread, a
 256-thread block takes 32768 of the SM's 65536 registers: 2 blocks (16 warps, 25%
 occupancy) per SM; shared memory (8.25 KB a block) does not limit. Register blocking
 trades occupancy for independent FMAs (16 per thread per k). Two loaded blocks per SM
@@ -144,12 +179,9 @@ matter here (one computes while the other waits on its loads), and the counts ar
 free choice: passing launch_bounds=(256, 2) to cuda.jit would pin them (checked: 118-128
 registers, no spills). Having backward_data read B from the taps-major copy lets one
 digit walker serve both of its loads: with two walkers it needed 154 registers.
-What v3 still lacks (a v4): double buffering (load slice k+1 into registers or a second
-shared buffer while computing slice k) so one block hides its own load latency; float4
-(128-bit) shared loads of the fragments with 8 x 8 outputs per thread (16 loads per 64
-FMAs: the shared-memory bound reaches the FMA peak; ~160-190 registers, so one block per
-SM); float4 global loads where rows are contiguous; tile shapes per layer. The weak
-spots of one 64 x 64 tile: backward_data into Ci = 3 channels (D1's dx, G5's forward) uses
+What v4 still lacks: double buffering (load slice k+1 into registers or a second shared
+buffer while computing slice k) so one block hides its own load latency; float4 global
+loads where rows are contiguous; tile shapes per layer. The weak spots of one tile: backward_data into Ci = 3 channels (D1's dx, G5's forward) uses
 3 of 64 columns, so ~17 GFLOP of tile work for 0.8 of real FLOP (predicted ~0.5 ms, where
 v2 needs >= 0.1 ms); D5's weight gradient uses 1 of 64 rows. Numba has no tensor cores, so
 whatever the tiling the ceiling is FP32 FMA, 67 TFLOP/s.
@@ -158,6 +190,7 @@ Versions:
     1  naive       one thread per output element, operands read straight from global memory
     2  smem-tiles  a block stages input and weight tiles in shared memory, reused by its threads
     3  implicit-gemm  each direction a GEMM gathered into shared tiles; each thread a TM x TN block of C in registers
+    4  vector-frags   8 x 8 outputs per thread, their operands read from shared memory 4 floats (16 bytes) per load
 Run:
     python -m dcgan_cuda.kernels.conv2d --sim              validate every version on the CPU (tiny shapes)
     python -m dcgan_cuda.kernels.conv2d --sim --version 3  only version 3
@@ -168,7 +201,7 @@ from __future__ import annotations
 from collections import namedtuple
 
 import numpy as np
-from numba import cuda, float32
+from numba import cuda, float32, uint64
 
 from dcgan_cuda import reference
 from dcgan_cuda.reference import conv2d_output_size, conv_transpose2d_output_size
@@ -538,47 +571,54 @@ def _backward_weight_v2(x, dy, dw, sh, sw, ph, pw):
     backward_weight_v2[_tile_grid(blocks), BW_THREADS](x, dy, dw, sh, sw, ph, pw, co_tile, lanes)
 
 
-# ------------------------------------------------------------------------ version 3
+# ------------------------------------------------------------------- versions 3 and 4
 # Implicit GEMM with register blocking. Every direction is a matrix product C = A @ B whose
 # operands are gathered from the NCHW tensors on the fly (nothing is materialised). A block
-# of GEMM_THREADS threads computes a BM x BN tile of C, walking the reduction axis in
-# slices of BK: it copies a BK x BM slice of A (stored transposed, so a thread's TM values
-# for one k are one row) and a BK x BN slice of B into shared memory, syncthreads, and
-# every thread multiplies them into its own TM x TN block of C held in registers.
-# The same code runs under the simulator with small tiles (16 threads instead of 256),
+# of `threads` threads computes a BM x BN tile of C, walking the reduction axis in slices
+# of BK: it copies a BK x BM slice of A (stored transposed, so a thread's TM values for one
+# k lie in one row) and a BK x BN slice of B into shared memory, syncthreads, and every
+# thread multiplies them into its own TM x TN block of C held in registers.
+#
+# Versions 3 and 4 are the same kernels built from two Tiling's by implicit_gemm() below:
+# version 4's one idea is bigger register blocks read with 16-byte loads (see "Why v4").
+# A thread's TM rows of C are TM / VEC runs of VEC consecutive rows, the runs
+# ROW_THREADS * VEC apart: with VEC = 1 (v3) rows ty, ty + 16, ty + 32, ...; with VEC = 4
+# (v4) rows 4ty..4ty+3 and 64 + 4ty..64 + 4ty+3, whose four values for one k are 16
+# contiguous, 16-byte aligned bytes of the shared row: one ld.shared.v4 instead of four
+# loads. Columns likewise with TN and COL_THREADS.
+#
+# The simulator runs the same code with small tiles (16 threads a block instead of 256),
 # so that the tests' tiny shapes still span several tiles in M, N and K.
-BM = 8 if SIMULATOR else 64            # rows of C per block
-BN = 8 if SIMULATOR else 64            # columns of C per block
-BK = 4 if SIMULATOR else 16            # depth of one slice of the reduction
-TM = 2 if SIMULATOR else 4             # rows of C per thread
-TN = 2 if SIMULATOR else 4             # columns of C per thread
-ROW_THREADS = BM // TM                 # threads along a tile's rows (16 on a GPU)
-COL_THREADS = BN // TN
-GEMM_THREADS = ROW_THREADS * COL_THREADS   # 256 on a GPU, 16 in the simulator
-ACCUMULATORS = TM * TN
-# Two floats of padding per shared row: a tile filled "k fastest" (consecutive threads
-# writing down a column) then spreads a warp's 16 k x 2 columns over all 32 banks
-# (bank = 2*k + column) instead of 16 threads on one bank.
-A_ROW = BM + 2
-B_ROW = BN + 2
-# How many rows of a BK-deep slice GEMM_THREADS threads fill in one pass when consecutive
-# threads take consecutive m (or n): each thread then keeps ONE m (or n) for the whole
-# reduction and its k (or pixel) advances by this step, so the gather's index arithmetic
-# is a carry-add per element instead of two divisions.
-STEP_M = GEMM_THREADS // BM
-STEP_N = GEMM_THREADS // BN
-STEP_K = GEMM_THREADS // BK            # columns filled per pass when k is the fastest
-assert BM == BN    # backward_data_v3 loads A's and B's element k with one walker
-assert GEMM_THREADS % BM == 0 and GEMM_THREADS % BN == 0 and GEMM_THREADS % BK == 0
-assert BK % STEP_M == 0 and BK % STEP_N == 0 and BM % STEP_K == 0 and BN % STEP_K == 0
-# Split-K (backward_weight's reduction over pixels, forward's over K when C is small): a
-# grid of T tiles gets SPLIT_TARGET_BLOCKS // T splits along the reduction (one wave is
-# 2 resident blocks of 256 threads at ~128 registers on 132 SMs; a grid of half a wave or
-# more is not split), each at least MIN_SPLIT_LENGTH long (16 slices), so the partial tiles
-# written to the workspace stay small next to the work. In the simulator: splits for the
-# smaller test shapes.
-SPLIT_TARGET_BLOCKS = 8 if SIMULATOR else 264
-MIN_SPLIT_LENGTH = BK if SIMULATOR else 256
+Tiling = namedtuple("Tiling", "bm bn bk tm tn vec pad split_target min_split")
+# bm, bn, bk: C's tile and the slice depth; tm, tn: C's block per thread; vec: its runs;
+# pad: floats of padding per shared row; split_target, min_split: see split_reduction.
+TILING = {
+    3: Tiling(bm=8, bn=8, bk=4, tm=2, tn=2, vec=1, pad=2, split_target=8, min_split=4) if SIMULATOR else
+       Tiling(bm=64, bn=64, bk=16, tm=4, tn=4, vec=1, pad=2, split_target=264, min_split=256),
+    4: Tiling(bm=16, bn=16, bk=4, tm=4, tn=4, vec=2, pad=2, split_target=8, min_split=4) if SIMULATOR else
+       Tiling(bm=128, bn=128, bk=8, tm=8, tn=8, vec=4, pad=4, split_target=132, min_split=256),
+}
+
+
+def gemm_threads(tiling):
+    return (tiling.bm // tiling.tm) * (tiling.bn // tiling.tn)
+
+
+def split_reduction(length, tiles, splits=None, tiling=TILING[3]):
+    """(splits, chunk): a fixed partition of a GEMM's reduction axis (length K, or P pixels)
+    into ranges [z*chunk, (z+1)*chunk) of whole BK slices, one per blockIdx.z.
+
+    Split-K: a grid of T tiles smaller than tiling.split_target blocks (one wave: 2
+    resident 256-thread blocks per SM at v3's ~128 registers on 132 SMs, 1 at v4's) is
+    split into as many ranges as bring it there, each at least tiling.min_split long (16 or
+    32 slices), so the partial tiles written to the workspace stay small next to the work.
+    Depends on the shape alone, so a layer always adds in the same order. Rounding chunk up
+    to whole slices can leave fewer splits than asked for; every split's range is non-empty.
+    """
+    if splits is None:
+        splits = max(1, min(tiling.split_target // tiles, length // tiling.min_split))
+    chunk = _ceil_div(_ceil_div(length, max(1, min(splits, length))), tiling.bk) * tiling.bk
+    return _ceil_div(length, chunk), chunk
 
 
 @cuda.jit(device=True)
@@ -608,110 +648,10 @@ def digits(flat, mid_size, lo_size):
     return rest // mid_size, rest % mid_size, lo
 
 
-@cuda.jit(device=True)
-def multiply_slice(a_tile, b_tile, acc, row, col):
-    """acc[a*TN + b] += sum over kk < BK of a_tile[kk, row + a*ROW_THREADS] * b_tile[kk, col + b*COL_THREADS].
-
-    Per kk a thread loads TM + TN values from shared memory into registers and does TM*TN
-    multiply-adds with them: each loaded value feeds TN (or TM) FMAs. A thread's rows are
-    ROW_THREADS apart (interleaved, not contiguous), so the 16 threads of a half-warp read 16
-    consecutive words: no bank conflicts (contiguous blocks of TM=4 would put two threads
-    on each bank). The loops have constant trip counts and are unrolled; acc and the
-    fragments live in registers (ptxas reports no stack frame).
-    """
-    a_frag = cuda.local.array(TM, float32)
-    b_frag = cuda.local.array(TN, float32)
-    for kk in range(BK):
-        for a in range(TM):
-            a_frag[a] = a_tile[kk, row + a * ROW_THREADS]
-        for b in range(TN):
-            b_frag[b] = b_tile[kk, col + b * COL_THREADS]
-        for a in range(TM):
-            for b in range(TN):
-                acc[a * TN + b] += a_frag[a] * b_frag[b]
-
-
-@kernel((f32_4d, f32_2d, f32_4d, i64, i64, i64, i64, i64, i64, i64))
-def forward_v3(x, w, out, sh, sw, ph, pw, kh, kw, chunk):
-    """out (=) as C[M = N*Ho*Wo, Co] = A[M, K = Ci*kh*kw] @ B[K, Co]; w is the (Co, K) view.
-
-    A[m, k] = x[n, c, p*s + i - pad, q*s + j - pad] (0 in the padding), m = (n, p, q),
-    k = (c, i, j). A block takes tiles C[m0.., n0..] in a block-stride loop (m tiles
-    fastest: neighbouring blocks share B's slices), summed over split z = blockIdx.z's
-    range k in [z*chunk, (z+1)*chunk), and writes them to out[z*N + n, o, p, q]: with one
-    split out is y itself, with several a workspace that sum_splits_v3 adds up. Thread t
-    owns rows t % ROW_THREADS + a*ROW_THREADS and columns t // ROW_THREADS + b*COL_THREADS:
-    m is the fastest across a warp because it is y's contiguous axis (coalesced stores).
-    """
-    a_tile = cuda.shared.array((BK, A_ROW), float32)
-    b_tile = cuda.shared.array((BK, B_ROW), float32)
-    acc = cuda.local.array(ACCUMULATORS, float32)
-    n_img, cin, height, width = x.shape
-    cout, depth = w.shape
-    out_h, out_w = out.shape[2], out.shape[3]
-    rows = n_img * out_h * out_w
-    tiles_m = (rows + BM - 1) // BM
-    tiles = tiles_m * ((cout + BN - 1) // BN)
-    split = cuda.blockIdx.z
-    k_start = split * chunk
-    k_end = min(k_start + chunk, depth)
-    t = cuda.threadIdx.x
-    dc, di, dj = digits(STEP_M, kh, kw)
-    # A loads, m fastest: a warp reads 32 neighbouring output pixels' taps, x addresses s
-    # apart (stride 1: fully coalesced; stride 2: every other word of each sector). This
-    # thread always loads tile column mm (one output pixel) at k = k_a, k_a + STEP_M, ...
-    mm = t % BM
-    # B loads, k fastest: w's (Co, K) rows are contiguous along k (coalesced); the shared
-    # tile is written down its columns, hence B_ROW's padding.
-    kk_b = t % BK
-    nn_b = t // BK
-    for tile in range(cuda.blockIdx.x, tiles, cuda.gridDim.x):
-        m0 = (tile % tiles_m) * BM
-        n0 = (tile // tiles_m) * BN
-        m = m0 + mm
-        row_ok = m < rows
-        n, p, q = digits(m, out_h, out_w)
-        h_base = p * sh - ph
-        v_base = q * sw - pw
-        k_a = k_start + t // BM
-        c, i, j = digits(k_a, kh, kw)
-        for e in range(ACCUMULATORS):
-            acc[e] = float32(0.0)
-        for k0 in range(k_start, k_end, BK):
-            for r in range(BK // STEP_M):
-                value = float32(0.0)
-                if row_ok and k_a < k_end:
-                    h = h_base + i
-                    v = v_base + j
-                    if h >= 0 and h < height and v >= 0 and v < width:
-                        value = x[n, c, h, v]
-                a_tile[t // BM + r * STEP_M, mm] = value
-                k_a += STEP_M
-                c, i, j = carry_add(c, i, j, dc, di, dj, kh, kw)
-            k = k0 + kk_b
-            for r in range(BN // STEP_K):
-                o = n0 + nn_b + r * STEP_K
-                value = float32(0.0)
-                if k < k_end and o < cout:
-                    value = w[o, k]
-                b_tile[kk_b, nn_b + r * STEP_K] = value
-            cuda.syncthreads()               # both slices complete before anyone reads them
-            multiply_slice(a_tile, b_tile, acc, t % ROW_THREADS, t // ROW_THREADS)
-            cuda.syncthreads()               # all reads done before the next slice overwrites
-        for a in range(TM):
-            m = m0 + t % ROW_THREADS + a * ROW_THREADS
-            if m < rows:
-                n, p, q = digits(m, out_h, out_w)
-                for b in range(TN):
-                    o = n0 + t // ROW_THREADS + b * COL_THREADS
-                    if o < cout:
-                        out[split * n_img + n, o, p, q] = acc[a * TN + b]
-
-
 @kernel((f32_4d, f32_4d))
-def taps_major_v3(w, wp):
+def taps_major(w, wp):
     """wp[i, j, o, c] (=) = w[o, c, i, j]: the weights regrouped so that B's rows in
-    backward_data_v3, (tap, output channel) pairs, are runs of Ci contiguous floats.
+    backward_data, (tap, output channel) pairs, are runs of Ci contiguous floats.
     A copy (|w| <= 8 MB at DCGAN sizes: a few us), written coalesced (c fastest)."""
     kh, kw, cout, cin = wp.shape
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -722,168 +662,8 @@ def taps_major_v3(w, wp):
         wp[tap // kw, tap % kw, o, c] = w[o, c, tap // kw, tap % kw]
 
 
-@kernel(_SIG)
-def backward_data_v3(dy, wp, dx, sh, sw, ph, pw):
-    """dx (=), one sub-pixel phase per blockIdx.z, each a stride-1 implicit GEMM.
-
-    Phase (rh, rw) is the dx pixels h = rh + sh*u, v = rw + sw*uv. Only the taps
-    i = i0, i0 + sh, ... (i0 = (rh + ph) mod sh) reach them, at dy row p = base_h + u - ti
-    for tap i = i0 + sh*ti: C[M = N*rows_h*rows_w, Ci] = A[M, K = taps_h*taps_w*Co] @ B[K, Ci]
-    with A[(n,u,uv), (ti,tj,o)] = dy[n, o, base_h + u - ti, base_w + uv - tj] (0 outside)
-    and B[(ti,tj,o), c] = wp[i0 + sh*ti, j0 + sw*tj, o, c], wp = w regrouped taps-major
-    (taps_major_v3). Every dx pixel is in exactly one phase and one row m of it, so it is
-    written exactly once; a phase with no taps (K = 0) and rows no tap reaches
-    (output_padding) get 0. Tiles and threads as in forward_v3.
-    """
-    a_tile = cuda.shared.array((BK, A_ROW), float32)
-    b_tile = cuda.shared.array((BK, B_ROW), float32)
-    acc = cuda.local.array(ACCUMULATORS, float32)
-    n_img, cin, height, width = dx.shape
-    kh, kw, cout = wp.shape[0], wp.shape[1], wp.shape[2]
-    out_h, out_w = dy.shape[2], dy.shape[3]
-    rh = cuda.blockIdx.z // sw
-    rw = cuda.blockIdx.z % sw
-    rows_h = (height - rh + sh - 1) // sh    # 0 when the phase starts beyond the image
-    rows_w = (width - rw + sw - 1) // sw
-    # rh + ph = base_h*sh + i0: tap i0 + sh*ti takes dx row rh + sh*u from dy row base_h + u - ti.
-    base_h, i0 = (rh + ph) // sh, (rh + ph) % sh
-    base_w, j0 = (rw + pw) // sw, (rw + pw) % sw
-    taps_h = (kh - i0 + sh - 1) // sh        # 0 when i0 >= kh: this phase gets no taps
-    taps_w = (kw - j0 + sw - 1) // sw
-    rows = n_img * rows_h * rows_w
-    depth = taps_h * taps_w * cout
-    tiles_m = (rows + BM - 1) // BM          # 0 for a phase beyond the image: no trips
-    tiles = tiles_m * ((cin + BN - 1) // BN)
-    t = cuda.threadIdx.x
-    # Both tiles are loaded with consecutive threads on consecutive columns: A's are
-    # output pixels, and consecutive uv read consecutive dy columns (stride 1 even for a
-    # stride-2 layer: the phase split turned the strided gather into a dense one); B's are
-    # input channels, contiguous in wp. As BM == BN, a thread's A and B elements share
-    # their k = (ti, tj, o): one walker, stepping STEP_M, serves both.
-    col = t % BM
-    radix_w = max(taps_w, 1)                 # no slices run without taps, but no division by 0
-    dti, dtj, do = digits(STEP_M, radix_w, cout)
-    for tile in range(cuda.blockIdx.x, tiles, cuda.gridDim.x):
-        m0 = (tile % tiles_m) * BM
-        n0 = (tile // tiles_m) * BN
-        m = m0 + col
-        row_ok = m < rows
-        n, u, uv = digits(m, rows_h, rows_w)
-        p_base = base_h + u
-        q_base = base_w + uv
-        c = n0 + col
-        col_ok = c < cin
-        ti, tj, o = digits(t // BM, radix_w, cout)
-        for e in range(ACCUMULATORS):
-            acc[e] = float32(0.0)
-        for k0 in range(0, depth, BK):
-            for r in range(BK // STEP_M):
-                a_value = float32(0.0)
-                b_value = float32(0.0)
-                if ti < taps_h:                  # k < K
-                    p = p_base - ti
-                    q = q_base - tj
-                    if row_ok and p >= 0 and p < out_h and q >= 0 and q < out_w:
-                        a_value = dy[n, o, p, q]
-                    if col_ok:
-                        b_value = wp[i0 + sh * ti, j0 + sw * tj, o, c]
-                a_tile[t // BM + r * STEP_M, col] = a_value
-                b_tile[t // BM + r * STEP_M, col] = b_value
-                ti, tj, o = carry_add(ti, tj, o, dti, dtj, do, radix_w, cout)
-            cuda.syncthreads()
-            multiply_slice(a_tile, b_tile, acc, t % ROW_THREADS, t // ROW_THREADS)
-            cuda.syncthreads()
-        for a in range(TM):
-            m = m0 + t % ROW_THREADS + a * ROW_THREADS
-            if m < rows:
-                n, u, uv = digits(m, rows_h, rows_w)
-                for b in range(TN):
-                    c = n0 + t // ROW_THREADS + b * COL_THREADS
-                    if c < cin:
-                        dx[n, c, rh + sh * u, rw + sw * uv] = acc[a * TN + b]
-
-
-@kernel((f32_4d, f32_4d, f32_2d, i64, i64, i64, i64, i64, i64, i64))
-def backward_weight_v3(x, dy, partials, sh, sw, ph, pw, kh, kw, chunk):
-    """partials[z*Co + o, k] (=): split z's share of dw, pixels [z*chunk, (z+1)*chunk).
-
-    C[Co, K = Ci*kh*kw] = dy^T[Co, P = N*Ho*Wo] @ A[P, K], A[(n,p,q), (c,i,j)] =
-    x[n, c, p*s + i - pad, q*s + j - pad]: the reduction runs over pixels. blockIdx.z is
-    the split; the assignment of pixels to splits is fixed by `chunk`, so each partial is
-    the same sum on every run. Tiles in a block-stride loop as in forward_v3. Thread t owns
-    rows (o) t // COL_THREADS + a*ROW_THREADS and columns (k) t % COL_THREADS + b*COL_THREADS:
-    k fastest, partials' contiguous axis. With one split the launcher passes dw itself,
-    viewed (Co, K).
-    """
-    a_tile = cuda.shared.array((BK, A_ROW), float32)     # a_tile[pixel, o] = dy
-    b_tile = cuda.shared.array((BK, B_ROW), float32)     # b_tile[pixel, k] = x's tap
-    acc = cuda.local.array(ACCUMULATORS, float32)
-    n_img, cin, height, width = x.shape
-    cout, out_h, out_w = dy.shape[1], dy.shape[2], dy.shape[3]
-    depth = cin * kh * kw
-    pixels = n_img * out_h * out_w
-    tiles_m = (cout + BM - 1) // BM
-    tiles = tiles_m * ((depth + BN - 1) // BN)
-    split = cuda.blockIdx.z
-    first = split * chunk
-    end = min(first + chunk, pixels)
-    t = cuda.threadIdx.x
-    # dy loads, pixels fastest (dy's contiguous axis: coalesced): this thread always loads
-    # slice row kk_a, pixel first + kk_a + BK*slice, for output channels mm_a + r*STEP_K.
-    kk_a = t % BK
-    mm_a = t // BK
-    dn_a, dp_a, dq_a = digits(BK, out_h, out_w)
-    # x loads, k fastest: this thread always loads tile column nn (one tap (c, i, j)) at
-    # pixels first + t // BN + STEP_N*u. A warp reads 2 channels x 16 taps: runs of kw
-    # contiguous floats, a row apart (at k4 half of each 32-byte sector is used; pixel-fastest
-    # would read x s floats apart, no better, and cost more index arithmetic).
-    nn = t % BN
-    dn_b, dp_b, dq_b = digits(STEP_N, out_h, out_w)
-    for tile in range(cuda.blockIdx.x, tiles, cuda.gridDim.x):
-        m0 = (tile % tiles_m) * BM
-        n0 = (tile // tiles_m) * BN
-        pix_a = first + kk_a
-        n_a, p_a, q_a = digits(pix_a, out_h, out_w)
-        k = n0 + nn
-        col_ok = k < depth
-        c, i, j = digits(k, kh, kw)
-        pix_b = first + t // BN
-        n_b, p_b, q_b = digits(pix_b, out_h, out_w)
-        for e in range(ACCUMULATORS):
-            acc[e] = float32(0.0)
-        for r0 in range(first, end, BK):
-            for r in range(BM // STEP_K):
-                o = m0 + mm_a + r * STEP_K
-                value = float32(0.0)
-                if pix_a < end and o < cout:
-                    value = dy[n_a, o, p_a, q_a]
-                a_tile[kk_a, mm_a + r * STEP_K] = value
-            pix_a += BK
-            n_a, p_a, q_a = carry_add(n_a, p_a, q_a, dn_a, dp_a, dq_a, out_h, out_w)
-            for r in range(BK // STEP_N):
-                value = float32(0.0)
-                if pix_b < end and col_ok:
-                    h = p_b * sh - ph + i
-                    v = q_b * sw - pw + j
-                    if h >= 0 and h < height and v >= 0 and v < width:
-                        value = x[n_b, c, h, v]
-                b_tile[t // BN + r * STEP_N, nn] = value
-                pix_b += STEP_N
-                n_b, p_b, q_b = carry_add(n_b, p_b, q_b, dn_b, dp_b, dq_b, out_h, out_w)
-            cuda.syncthreads()
-            multiply_slice(a_tile, b_tile, acc, t // COL_THREADS, t % COL_THREADS)
-            cuda.syncthreads()
-        for a in range(TM):
-            o = m0 + t // COL_THREADS + a * ROW_THREADS
-            if o < cout:
-                for b in range(TN):
-                    k = n0 + t % COL_THREADS + b * COL_THREADS
-                    if k < depth:
-                        partials[split * cout + o, k] = acc[a * TN + b]
-
-
 @kernel((f32_2d, f32_2d))
-def sum_splits_v3(partials, out):
+def sum_splits(partials, out):
     """out[r, e] (=) = partials[r, e] + partials[R + r, e] + ... over the splits, in split
     order (fixed: bitwise reproducible). R = out's rows: Co for dw viewed (Co, K), N for y
     viewed (N, Co*Ho*Wo). One thread per element, consecutive threads along e (coalesced)."""
@@ -899,56 +679,352 @@ def sum_splits_v3(partials, out):
         out[r, e] = total
 
 
-def split_reduction(length, tiles, splits=None):
-    """(splits, chunk): a fixed partition of a GEMM's reduction axis (length K, or P pixels)
-    into ranges [z*chunk, (z+1)*chunk) of whole BK slices, one per blockIdx.z.
+def _named(function, name):
+    function.__name__ = function.__qualname__ = name
+    return function
 
-    By default split only a grid smaller than SPLIT_TARGET_BLOCKS, into as many splits as
-    bring it there, each at least MIN_SPLIT_LENGTH long. Depends on the shape alone, so a
-    layer always adds in the same order. Rounding chunk up to whole slices can leave fewer
-    splits than asked for; every split's range is non-empty.
+
+def implicit_gemm(version, tiling):
+    """The three implicit-GEMM kernels and their launchers for one Tiling, as a Version's ops.
+
+    Numba reads the constants below from the kernels' closure at compile time, exactly as
+    it reads module globals: every tile size is a literal in the compiled code, and the
+    loops over them (BK, TM, TN) have constant trip counts that the compiler unrolls.
     """
-    if splits is None:
-        splits = max(1, min(SPLIT_TARGET_BLOCKS // tiles, length // MIN_SPLIT_LENGTH))
-    chunk = _ceil_div(_ceil_div(length, max(1, min(splits, length))), BK) * BK
-    return _ceil_div(length, chunk), chunk
+    BM, BN, BK, TM, TN, VEC = tiling.bm, tiling.bn, tiling.bk, tiling.tm, tiling.tn, tiling.vec
+    ROW_THREADS = BM // TM                 # threads along a tile's rows (16 on a GPU)
+    COL_THREADS = BN // TN
+    THREADS = ROW_THREADS * COL_THREADS    # 256 on a GPU, 16 in the simulator
+    ACCUMULATORS = TM * TN
+    # Padding per shared row: a tile filled "k fastest" (consecutive threads writing down a
+    # column) then spreads a warp over all 32 banks (v3: bank = 2*k + column for 16 k x 2
+    # columns; v4: 4*k + column for 8 k x 4 columns) instead of piling it on a few. v4's pad
+    # of 4 also keeps every row 16-byte aligned for the vector loads.
+    A_ROW = BM + tiling.pad
+    B_ROW = BN + tiling.pad
+    # How many rows of a BK-deep slice THREADS threads fill in one pass when consecutive
+    # threads take consecutive m (or n): each thread then keeps ONE m (or n) for the whole
+    # reduction and its k (or pixel) advances by this step, so the gather's index arithmetic
+    # is a carry-add per element instead of two divisions.
+    STEP_M = THREADS // BM
+    STEP_N = THREADS // BN
+    STEP_K = THREADS // BK                 # columns filled per pass when k is the fastest
+    assert BM == BN    # backward_data loads A's and B's element k with one walker
+    assert THREADS % BM == 0 and THREADS % BN == 0 and THREADS % BK == 0
+    assert BK % STEP_M == 0 and BK % STEP_N == 0 and BM % STEP_K == 0 and BN % STEP_K == 0
+    assert TM % VEC == 0 and TN % VEC == 0 and A_ROW % VEC == 0 and B_ROW % VEC == 0
+
+    @cuda.jit(device=True)
+    def tile_row(r, a):
+        """Row of C (within the tile) of thread row r's a-th accumulator row."""
+        return (a // VEC) * (ROW_THREADS * VEC) + r * VEC + a % VEC
+
+    @cuda.jit(device=True)
+    def tile_col(c, b):
+        return (b // VEC) * (COL_THREADS * VEC) + c * VEC + b % VEC
+
+    @cuda.jit(device=True)
+    def multiply_slice(a_tile, b_tile, acc, row, col):
+        """acc[a*TN + b] += sum over kk < BK of a_tile[kk, tile_row(row, a)] * b_tile[kk, tile_col(col, b)].
+
+        Per kk a thread loads TM + TN values from shared memory into registers and does
+        TM*TN multiply-adds with them: each loaded value feeds TN (or TM) FMAs. The 16
+        threads of a half-warp read 16 different runs of VEC consecutive words: no bank
+        conflicts. The indices are unsigned: a signed index makes Numba add Python's
+        negative-index wraparound to every load (4 integer instructions), which also hides
+        from the compiler that a run's VEC words are adjacent; unsigned, each run is one
+        load at a constant offset, ld.shared.v4 when VEC = 4 (bench/ptx_inner_loop.py
+        counts the instructions). The loops have constant trip counts and are unrolled;
+        acc and the fragments live in registers.
+        """
+        a_frag = cuda.local.array(TM, float32)
+        b_frag = cuda.local.array(TN, float32)
+        kk = 0
+        while kk < BK:
+            for a in range(TM):
+                a_frag[a] = a_tile[uint64(kk), uint64(tile_row(row, a))]
+            for b in range(TN):
+                b_frag[b] = b_tile[uint64(kk), uint64(tile_col(col, b))]
+            for a in range(TM):
+                for b in range(TN):
+                    acc[a * TN + b] += a_frag[a] * b_frag[b]
+            kk += 1
+
+    def forward_kernel(x, w, out, sh, sw, ph, pw, kh, kw, chunk):
+        """out (=) as C[M = N*Ho*Wo, Co] = A[M, K = Ci*kh*kw] @ B[K, Co]; w is the (Co, K) view.
+
+        A[m, k] = x[n, c, p*s + i - pad, q*s + j - pad] (0 in the padding), m = (n, p, q),
+        k = (c, i, j). A block takes tiles C[m0.., n0..] in a block-stride loop (m tiles
+        fastest: neighbouring blocks share B's slices), summed over split z = blockIdx.z's
+        range k in [z*chunk, (z+1)*chunk), and writes them to out[z*N + n, o, p, q]: with one
+        split out is y itself, with several a workspace that sum_splits adds up. Thread t
+        owns rows tile_row(t % ROW_THREADS, a) and columns tile_col(t // ROW_THREADS, b): m
+        is the fastest across a warp because it is y's contiguous axis (coalesced stores).
+        """
+        a_tile = cuda.shared.array((BK, A_ROW), float32, alignment=16)
+        b_tile = cuda.shared.array((BK, B_ROW), float32, alignment=16)
+        acc = cuda.local.array(ACCUMULATORS, float32)
+        n_img, cin, height, width = x.shape
+        cout, depth = w.shape
+        out_h, out_w = out.shape[2], out.shape[3]
+        rows = n_img * out_h * out_w
+        tiles_m = (rows + BM - 1) // BM
+        tiles = tiles_m * ((cout + BN - 1) // BN)
+        split = cuda.blockIdx.z
+        k_start = split * chunk
+        k_end = min(k_start + chunk, depth)
+        t = cuda.threadIdx.x
+        dc, di, dj = digits(STEP_M, kh, kw)
+        # A loads, m fastest: a warp reads 32 neighbouring output pixels' taps, x addresses s
+        # apart (stride 1: fully coalesced; stride 2: every other word of each sector). This
+        # thread always loads tile column mm (one output pixel) at k = k_a, k_a + STEP_M, ...
+        mm = t % BM
+        # B loads, k fastest: w's (Co, K) rows are contiguous along k (coalesced); the shared
+        # tile is written down its columns, hence the padding.
+        kk_b = t % BK
+        nn_b = t // BK
+        for tile in range(cuda.blockIdx.x, tiles, cuda.gridDim.x):
+            m0 = (tile % tiles_m) * BM
+            n0 = (tile // tiles_m) * BN
+            m = m0 + mm
+            row_ok = m < rows
+            n, p, q = digits(m, out_h, out_w)
+            h_base = p * sh - ph
+            v_base = q * sw - pw
+            k_a = k_start + t // BM
+            c, i, j = digits(k_a, kh, kw)
+            for e in range(ACCUMULATORS):
+                acc[e] = float32(0.0)
+            for k0 in range(k_start, k_end, BK):
+                for r in range(BK // STEP_M):
+                    value = float32(0.0)
+                    if row_ok and k_a < k_end:
+                        h = h_base + i
+                        v = v_base + j
+                        if h >= 0 and h < height and v >= 0 and v < width:
+                            value = x[n, c, h, v]
+                    a_tile[t // BM + r * STEP_M, mm] = value
+                    k_a += STEP_M
+                    c, i, j = carry_add(c, i, j, dc, di, dj, kh, kw)
+                k = k0 + kk_b
+                for r in range(BN // STEP_K):
+                    o = n0 + nn_b + r * STEP_K
+                    value = float32(0.0)
+                    if k < k_end and o < cout:
+                        value = w[o, k]
+                    b_tile[kk_b, nn_b + r * STEP_K] = value
+                cuda.syncthreads()               # both slices complete before anyone reads them
+                multiply_slice(a_tile, b_tile, acc, t % ROW_THREADS, t // ROW_THREADS)
+                cuda.syncthreads()               # all reads done before the next slice overwrites
+            for a in range(TM):
+                m = m0 + tile_row(t % ROW_THREADS, a)
+                if m < rows:
+                    n, p, q = digits(m, out_h, out_w)
+                    for b in range(TN):
+                        o = n0 + tile_col(t // ROW_THREADS, b)
+                        if o < cout:
+                            out[split * n_img + n, o, p, q] = acc[a * TN + b]
+
+    def backward_data_kernel(dy, wp, dx, sh, sw, ph, pw):
+        """dx (=), one sub-pixel phase per blockIdx.z, each a stride-1 implicit GEMM.
+
+        Phase (rh, rw) is the dx pixels h = rh + sh*u, v = rw + sw*uv. Only the taps
+        i = i0, i0 + sh, ... (i0 = (rh + ph) mod sh) reach them, at dy row p = base_h + u - ti
+        for tap i = i0 + sh*ti: C[M = N*rows_h*rows_w, Ci] = A[M, K = taps_h*taps_w*Co] @ B[K, Ci]
+        with A[(n,u,uv), (ti,tj,o)] = dy[n, o, base_h + u - ti, base_w + uv - tj] (0 outside)
+        and B[(ti,tj,o), c] = wp[i0 + sh*ti, j0 + sw*tj, o, c], wp = w regrouped taps-major
+        (taps_major). Every dx pixel is in exactly one phase and one row m of it, so it is
+        written exactly once; a phase with no taps (K = 0) and rows no tap reaches
+        (output_padding) get 0. Tiles and threads as in forward.
+        """
+        a_tile = cuda.shared.array((BK, A_ROW), float32, alignment=16)
+        b_tile = cuda.shared.array((BK, B_ROW), float32, alignment=16)
+        acc = cuda.local.array(ACCUMULATORS, float32)
+        n_img, cin, height, width = dx.shape
+        kh, kw, cout = wp.shape[0], wp.shape[1], wp.shape[2]
+        out_h, out_w = dy.shape[2], dy.shape[3]
+        rh = cuda.blockIdx.z // sw
+        rw = cuda.blockIdx.z % sw
+        rows_h = (height - rh + sh - 1) // sh    # 0 when the phase starts beyond the image
+        rows_w = (width - rw + sw - 1) // sw
+        # rh + ph = base_h*sh + i0: tap i0 + sh*ti takes dx row rh + sh*u from dy row base_h + u - ti.
+        base_h, i0 = (rh + ph) // sh, (rh + ph) % sh
+        base_w, j0 = (rw + pw) // sw, (rw + pw) % sw
+        taps_h = (kh - i0 + sh - 1) // sh        # 0 when i0 >= kh: this phase gets no taps
+        taps_w = (kw - j0 + sw - 1) // sw
+        rows = n_img * rows_h * rows_w
+        depth = taps_h * taps_w * cout
+        tiles_m = (rows + BM - 1) // BM          # 0 for a phase beyond the image: no trips
+        tiles = tiles_m * ((cin + BN - 1) // BN)
+        t = cuda.threadIdx.x
+        # Both tiles are loaded with consecutive threads on consecutive columns: A's are
+        # output pixels, and consecutive uv read consecutive dy columns (stride 1 even for a
+        # stride-2 layer: the phase split turned the strided gather into a dense one); B's are
+        # input channels, contiguous in wp. As BM == BN, a thread's A and B elements share
+        # their k = (ti, tj, o): one walker, stepping STEP_M, serves both.
+        col = t % BM
+        radix_w = max(taps_w, 1)                 # no slices run without taps, but no division by 0
+        dti, dtj, do = digits(STEP_M, radix_w, cout)
+        for tile in range(cuda.blockIdx.x, tiles, cuda.gridDim.x):
+            m0 = (tile % tiles_m) * BM
+            n0 = (tile // tiles_m) * BN
+            m = m0 + col
+            row_ok = m < rows
+            n, u, uv = digits(m, rows_h, rows_w)
+            p_base = base_h + u
+            q_base = base_w + uv
+            c = n0 + col
+            col_ok = c < cin
+            ti, tj, o = digits(t // BM, radix_w, cout)
+            for e in range(ACCUMULATORS):
+                acc[e] = float32(0.0)
+            for k0 in range(0, depth, BK):
+                for r in range(BK // STEP_M):
+                    a_value = float32(0.0)
+                    b_value = float32(0.0)
+                    if ti < taps_h:                  # k < K
+                        p = p_base - ti
+                        q = q_base - tj
+                        if row_ok and p >= 0 and p < out_h and q >= 0 and q < out_w:
+                            a_value = dy[n, o, p, q]
+                        if col_ok:
+                            b_value = wp[i0 + sh * ti, j0 + sw * tj, o, c]
+                    a_tile[t // BM + r * STEP_M, col] = a_value
+                    b_tile[t // BM + r * STEP_M, col] = b_value
+                    ti, tj, o = carry_add(ti, tj, o, dti, dtj, do, radix_w, cout)
+                cuda.syncthreads()
+                multiply_slice(a_tile, b_tile, acc, t % ROW_THREADS, t // ROW_THREADS)
+                cuda.syncthreads()
+            for a in range(TM):
+                m = m0 + tile_row(t % ROW_THREADS, a)
+                if m < rows:
+                    n, u, uv = digits(m, rows_h, rows_w)
+                    for b in range(TN):
+                        c = n0 + tile_col(t // ROW_THREADS, b)
+                        if c < cin:
+                            dx[n, c, rh + sh * u, rw + sw * uv] = acc[a * TN + b]
+
+    def backward_weight_kernel(x, dy, partials, sh, sw, ph, pw, kh, kw, chunk):
+        """partials[z*Co + o, k] (=): split z's share of dw, pixels [z*chunk, (z+1)*chunk).
+
+        C[Co, K = Ci*kh*kw] = dy^T[Co, P = N*Ho*Wo] @ A[P, K], A[(n,p,q), (c,i,j)] =
+        x[n, c, p*s + i - pad, q*s + j - pad]: the reduction runs over pixels. blockIdx.z is
+        the split; the assignment of pixels to splits is fixed by `chunk`, so each partial is
+        the same sum on every run. Tiles in a block-stride loop as in forward. Thread t owns
+        rows (o) tile_row(t // COL_THREADS, a) and columns (k) tile_col(t % COL_THREADS, b):
+        k fastest, partials' contiguous axis. With one split the launcher passes dw itself,
+        viewed (Co, K).
+        """
+        a_tile = cuda.shared.array((BK, A_ROW), float32, alignment=16)     # a_tile[pixel, o] = dy
+        b_tile = cuda.shared.array((BK, B_ROW), float32, alignment=16)     # b_tile[pixel, k] = x's tap
+        acc = cuda.local.array(ACCUMULATORS, float32)
+        n_img, cin, height, width = x.shape
+        cout, out_h, out_w = dy.shape[1], dy.shape[2], dy.shape[3]
+        depth = cin * kh * kw
+        pixels = n_img * out_h * out_w
+        tiles_m = (cout + BM - 1) // BM
+        tiles = tiles_m * ((depth + BN - 1) // BN)
+        split = cuda.blockIdx.z
+        first = split * chunk
+        end = min(first + chunk, pixels)
+        t = cuda.threadIdx.x
+        # dy loads, pixels fastest (dy's contiguous axis: coalesced): this thread always loads
+        # slice row kk_a, pixel first + kk_a + BK*slice, for output channels mm_a + r*STEP_K.
+        kk_a = t % BK
+        mm_a = t // BK
+        dn_a, dp_a, dq_a = digits(BK, out_h, out_w)
+        # x loads, k fastest: this thread always loads tile column nn (one tap (c, i, j)) at
+        # pixels first + t // BN + STEP_N*u. A warp reads runs of kw contiguous floats, a row
+        # apart (at k4 half of each 32-byte sector is used; pixel-fastest would read x s
+        # floats apart, no better, and cost more index arithmetic).
+        nn = t % BN
+        dn_b, dp_b, dq_b = digits(STEP_N, out_h, out_w)
+        for tile in range(cuda.blockIdx.x, tiles, cuda.gridDim.x):
+            m0 = (tile % tiles_m) * BM
+            n0 = (tile // tiles_m) * BN
+            pix_a = first + kk_a
+            n_a, p_a, q_a = digits(pix_a, out_h, out_w)
+            k = n0 + nn
+            col_ok = k < depth
+            c, i, j = digits(k, kh, kw)
+            pix_b = first + t // BN
+            n_b, p_b, q_b = digits(pix_b, out_h, out_w)
+            for e in range(ACCUMULATORS):
+                acc[e] = float32(0.0)
+            for r0 in range(first, end, BK):
+                for r in range(BM // STEP_K):
+                    o = m0 + mm_a + r * STEP_K
+                    value = float32(0.0)
+                    if pix_a < end and o < cout:
+                        value = dy[n_a, o, p_a, q_a]
+                    a_tile[kk_a, mm_a + r * STEP_K] = value
+                pix_a += BK
+                n_a, p_a, q_a = carry_add(n_a, p_a, q_a, dn_a, dp_a, dq_a, out_h, out_w)
+                for r in range(BK // STEP_N):
+                    value = float32(0.0)
+                    if pix_b < end and col_ok:
+                        h = p_b * sh - ph + i
+                        v = q_b * sw - pw + j
+                        if h >= 0 and h < height and v >= 0 and v < width:
+                            value = x[n_b, c, h, v]
+                    b_tile[t // BN + r * STEP_N, nn] = value
+                    pix_b += STEP_N
+                    n_b, p_b, q_b = carry_add(n_b, p_b, q_b, dn_b, dp_b, dq_b, out_h, out_w)
+                cuda.syncthreads()
+                multiply_slice(a_tile, b_tile, acc, t // COL_THREADS, t % COL_THREADS)
+                cuda.syncthreads()
+            for a in range(TM):
+                o = m0 + tile_row(t // COL_THREADS, a)
+                if o < cout:
+                    for b in range(TN):
+                        k = n0 + tile_col(t % COL_THREADS, b)
+                        if k < depth:
+                            partials[split * cout + o, k] = acc[a * TN + b]
+
+    forward_v = kernel((f32_4d, f32_2d, f32_4d, i64, i64, i64, i64, i64, i64, i64))(
+        _named(forward_kernel, f"forward_v{version}"))
+    backward_data_v = kernel(_SIG)(_named(backward_data_kernel, f"backward_data_v{version}"))
+    backward_weight_v = kernel((f32_4d, f32_4d, f32_2d, i64, i64, i64, i64, i64, i64, i64))(
+        _named(backward_weight_kernel, f"backward_weight_v{version}"))
+
+    def forward(x, w, y, sh, sw, ph, pw, splits=None):
+        n, cout, out_h, out_w = y.shape
+        cin, kh, kw = w.shape[1:]
+        depth = cin * kh * kw
+        tiles_m, tiles_n = _ceil_div(n * out_h * out_w, BM), _ceil_div(cout, BN)
+        splits, chunk = split_reduction(depth, tiles_m * tiles_n, splits, tiling)
+        out = y if splits == 1 else workspace(y, (splits * n, cout, out_h, out_w), "conv2d.forward.partials")
+        grid = (_tile_grid(tiles_m * tiles_n), 1, splits)
+        forward_v[grid, THREADS](x, w.reshape(cout, depth), out, sh, sw, ph, pw, kh, kw, chunk)
+        if splits > 1:
+            sum_splits[grid_1d(y.size)](out.reshape(splits * n, y.size // n), y.reshape(n, y.size // n))
+
+    def backward_data(dy, w, dx, sh, sw, ph, pw):
+        n, cin, height, width = dx.shape
+        # Phase (0, 0) has the most rows; blocks beyond a smaller phase's tiles have no trips.
+        most_rows = n * _ceil_div(height, sh) * _ceil_div(width, sw)
+        grid = (_tile_grid(_ceil_div(most_rows, BM) * _ceil_div(cin, BN)), 1, sh * sw)
+        cout, _, kh, kw = w.shape
+        wp = workspace(w, (kh, kw, cout, cin), "conv2d.backward_data.taps_major")
+        taps_major[grid_1d(w.size)](w, wp)
+        backward_data_v[grid, THREADS](dy, wp, dx, sh, sw, ph, pw)
+
+    def backward_weight(x, dy, dw, sh, sw, ph, pw, splits=None):
+        cout, cin, kh, kw = dw.shape
+        depth = cin * kh * kw
+        tiles_m, tiles_n = _ceil_div(cout, BM), _ceil_div(depth, BN)
+        splits, chunk = split_reduction(dy.shape[0] * dy.shape[2] * dy.shape[3], tiles_m * tiles_n, splits, tiling)
+        dw2 = dw.reshape(cout, depth)
+        partials = dw2 if splits == 1 else workspace(dw, (splits * cout, depth), "conv2d.backward_weight.partials")
+        grid = (_tile_grid(tiles_m * tiles_n), 1, splits)
+        backward_weight_v[grid, THREADS](x, dy, partials, sh, sw, ph, pw, kh, kw, chunk)
+        if splits > 1:
+            sum_splits[grid_1d(dw.size)](partials, dw2)
+
+    return {"forward": forward, "backward_data": backward_data, "backward_weight": backward_weight}
 
 
-def _forward_v3(x, w, y, sh, sw, ph, pw, splits=None):
-    n, cout, out_h, out_w = y.shape
-    cin, kh, kw = w.shape[1:]
-    depth = cin * kh * kw
-    tiles_m, tiles_n = _ceil_div(n * out_h * out_w, BM), _ceil_div(cout, BN)
-    splits, chunk = split_reduction(depth, tiles_m * tiles_n, splits)
-    out = y if splits == 1 else workspace(y, (splits * n, cout, out_h, out_w), "conv2d.forward.partials")
-    grid = (_tile_grid(tiles_m * tiles_n), 1, splits)
-    forward_v3[grid, GEMM_THREADS](x, w.reshape(cout, depth), out, sh, sw, ph, pw, kh, kw, chunk)
-    if splits > 1:
-        sum_splits_v3[grid_1d(y.size)](out.reshape(splits * n, y.size // n), y.reshape(n, y.size // n))
-
-
-def _backward_data_v3(dy, w, dx, sh, sw, ph, pw):
-    n, cin, height, width = dx.shape
-    # Phase (0, 0) has the most rows; blocks beyond a smaller phase's tiles have no trips.
-    most_rows = n * _ceil_div(height, sh) * _ceil_div(width, sw)
-    grid = (_tile_grid(_ceil_div(most_rows, BM) * _ceil_div(cin, BN)), 1, sh * sw)
-    cout, _, kh, kw = w.shape
-    wp = workspace(w, (kh, kw, cout, cin), "conv2d.backward_data.taps_major")
-    taps_major_v3[grid_1d(w.size)](w, wp)
-    backward_data_v3[grid, GEMM_THREADS](dy, wp, dx, sh, sw, ph, pw)
-
-
-def _backward_weight_v3(x, dy, dw, sh, sw, ph, pw, splits=None):
-    cout, cin, kh, kw = dw.shape
-    depth = cin * kh * kw
-    tiles_m, tiles_n = _ceil_div(cout, BM), _ceil_div(depth, BN)
-    splits, chunk = split_reduction(dy.shape[0] * dy.shape[2] * dy.shape[3], tiles_m * tiles_n, splits)
-    dw2 = dw.reshape(cout, depth)
-    partials = dw2 if splits == 1 else workspace(dw, (splits * cout, depth), "conv2d.backward_weight.partials")
-    grid = (_tile_grid(tiles_m * tiles_n), 1, splits)
-    backward_weight_v3[grid, GEMM_THREADS](x, dy, partials, sh, sw, ph, pw, kh, kw, chunk)
-    if splits > 1:
-        sum_splits_v3[grid_1d(dw.size)](partials, dw2)
+IMPLICIT_GEMM = {version: implicit_gemm(version, tiling) for version, tiling in TILING.items()}
 
 
 VERSIONS = {
@@ -958,9 +1034,10 @@ VERSIONS = {
     2: Version("smem-tiles", "a block stages input and weight tiles in shared memory, reused by its threads", {
         "forward": _forward_v2, "backward_data": _backward_data_v2, "backward_weight": _backward_weight_v2,
     }),
-    3: Version("implicit-gemm", "each direction a GEMM gathered into shared tiles; each thread a TM x TN block of C in registers", {
-        "forward": _forward_v3, "backward_data": _backward_data_v3, "backward_weight": _backward_weight_v3,
-    }),
+    3: Version("implicit-gemm", "each direction a GEMM gathered into shared tiles; each thread a TM x TN block of C in registers",
+               IMPLICIT_GEMM[3]),
+    4: Version("vector-frags", "8 x 8 outputs per thread, their operands read from shared memory 4 floats (16 bytes) per load",
+               IMPLICIT_GEMM[4]),
 }
 DEFAULT_VERSION = 1
 

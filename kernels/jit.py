@@ -48,6 +48,7 @@ def _simulator_shared_arrays_without_race():
     with no lock. Two threads switched out between the lookup and the store get two
     different arrays, and writes by one are invisible to the other: a tiled kernel then
     fails now and then (seen: 2 runs in 20 of the GEMM tests). Same keys, with a lock.
+    It also accepts the `alignment` argument, which the original refuses.
     """
     import sys
     import threading
@@ -59,8 +60,8 @@ def _simulator_shared_arrays_without_race():
     lock = threading.Lock()
 
     def array(self, shape, dtype, alignment=None):
-        if alignment is not None or shape == 0:  # unsupported, or dynamic: nothing allocated
-            return original(self, shape, dtype, alignment)
+        if shape == 0:  # dynamic shared memory: nothing allocated
+            return original(self, shape, dtype)
         if isinstance(dtype, types.Type):
             dtype = numpy_support.as_dtype(dtype)
         caller = sys._getframe(1)
@@ -69,6 +70,10 @@ def _simulator_shared_arrays_without_race():
             found = self._allocations.get(key)
             if found is None:
                 found = self._allocations[key] = np.empty(shape, dtype)
+        # The original refuses `alignment`; NumPy's allocations are aligned enough for the
+        # 16-byte rows that vector loads ask for, and this says so if that ever changes.
+        if alignment is not None and found.ctypes.data % alignment:
+            raise RuntimeError(f"simulated shared array not aligned to {alignment} bytes")
         return found
 
     kernelapi.FakeCUDAShared.array = array

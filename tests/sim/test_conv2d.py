@@ -169,10 +169,10 @@ def test_shapes_that_are_not_one_convolution_are_refused():
         conv2d.backward_data(nan_like((1, 3, 3, 3)), wt, nan_like((1, 3, 5, 5)), (1, 1), (0, 0))
 
 
-def test_v2_refuses_kernels_beyond_its_tiles_and_v1_v3_take_them():
+def test_v2_refuses_kernels_beyond_its_tiles_and_the_others_take_them():
     """v2's shared buffers have fixed capacity; a kernel too big for them is an error, not a
     silent out-of-bounds write. (12x12 exceeds the simulator's tiles in all three directions.)
-    v3 stages fixed BK-deep slices of any K, so it has no such limit."""
+    v3 and v4 stage fixed BK-deep slices of any K, so they have no such limit."""
     rng = np.random.default_rng(4)
     x, wt, dy = normal(rng, (1, 1, 12, 12)), normal(rng, (1, 1, 12, 12)), normal(rng, (1, 1, 1, 1))
     for launch, out_shape in ((lambda out, v: conv2d.forward(x, wt, out, (1, 1), (0, 0), v), dy.shape),
@@ -180,7 +180,7 @@ def test_v2_refuses_kernels_beyond_its_tiles_and_v1_v3_take_them():
                               (lambda out, v: conv2d.backward_weight(x, dy, out, (1, 1), (0, 0), v), wt.shape)):
         with pytest.raises(ValueError, match="version 1"):
             launch(nan_like(out_shape), 2)
-        for version in (1, 3):
+        for version in (1, 3, 4):
             out = nan_like(out_shape)
             launch(out, version)
             assert np.isfinite(out).all()
@@ -208,9 +208,12 @@ def test_dcgan_cases_cover_every_layer_in_three_directions():
     assert "paper-G5 convT 64->3 32->64 bwd-weight" in transposed and not any(" conv " in t for t in transposed)
 
 
-# ------------------------------------------------------------------ version 3's edges
+# ------------------------------------------------------------- versions 3 and 4's edges
+GEMM_VERSIONS = sorted(conv2d.TILING)
+
+
 def gemm_sizes(n, cin, cout, size, kernel, stride, padding):
-    """{direction: (M, N, K)} of v3's implicit GEMMs (backward_data: its largest phase)."""
+    """{direction: (M, N, K)} of the implicit GEMMs (backward_data: its largest phase)."""
     out = [conv2d_output_size(size[a], kernel[a], stride[a], padding[a]) for a in (0, 1)]
     taps = kernel[0] * kernel[1]
     phase_rows = n * (-(-size[0] // stride[0])) * (-(-size[1] // stride[1]))
@@ -225,26 +228,29 @@ def gemm_sizes(n, cin, cout, size, kernel, stride, padding):
     (1, 9, 3, (4, 5), (2, 3), (1, 1), (0, 0)),
     (1, 5, 9, (6, 7), (3, 3), (2, 1), (1, 0)),
 ], ids=["Co9-k3s1", "Ci9-k2x3", "Co9-k3-s2x1"])
-def test_v3_gemm_sizes_that_divide_no_tile(n, cin, cout, size, kernel, stride, padding):
+@pytest.mark.parametrize("version", GEMM_VERSIONS)
+def test_gemm_sizes_that_divide_no_tile(version, n, cin, cout, size, kernel, stride, padding):
     """M, N and K of every direction off the tile grid: each GEMM has a ragged last tile
     along all three axes (and more than one tile along N for at least one direction)."""
+    tiling = conv2d.TILING[version]
     sizes = gemm_sizes(n, cin, cout, size, kernel, stride, padding)
     for direction, (m, n_cols, k) in sizes.items():
-        assert m % conv2d.BM and n_cols % conv2d.BN and k % conv2d.BK, (direction, m, n_cols, k)
-    assert any(n_cols > conv2d.BN for _, n_cols, _ in sizes.values())
-    check_conv2d(np.random.default_rng(5), n, cin, cout, size, kernel, stride, padding, versions=[3])
+        assert m % tiling.bm and n_cols % tiling.bn and k % tiling.bk, (direction, m, n_cols, k)
+    assert any(n_cols > tiling.bn for _, n_cols, _ in sizes.values())
+    check_conv2d(np.random.default_rng(5), n, cin, cout, size, kernel, stride, padding, versions=[version])
 
 
+@pytest.mark.parametrize("version", GEMM_VERSIONS)
 @pytest.mark.parametrize("stride", [1, 2, 3])
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
-def test_v3_every_kernel_size_at_strides_1_to_3(k, stride):
+def test_every_kernel_size_at_strides_1_to_3(k, stride, version):
     """Sub-pixel phases: at k < s some phases get no taps at all (k1 s2: every other dx
     row; k2 s3: one row in three) and are written 0; at k5 s2 the phases have 3 and 2 taps
     per axis. Sizes are odd and the padding leaves rows no window reaches."""
     pad = min(k // 2, 2)
     size = (2 * stride + k, stride + k + 2)
     check_conv2d(np.random.default_rng(10 * k + stride), 1, 2, 3, size, (k, k), (stride, stride), (pad, pad),
-                 versions=[3])
+                 versions=[version])
 
 
 @pytest.mark.parametrize("n,cin,cout,size,kernel,stride,padding,output_padding", [
@@ -252,27 +258,31 @@ def test_v3_every_kernel_size_at_strides_1_to_3(k, stride):
     (1, 2, 3, (3, 4), (4, 4), (2, 2), (1, 1), (1, 0)),   # pytorch G's kernel, one axis padded
     (2, 2, 2, (2, 3), (2, 3), (3, 2), (0, 1), (2, 1)),   # k < s: phases without taps, and op = s-1
 ], ids=["k5s2p2op1", "k4s2p1op1x0", "k2x3s3x2op2x1"])
-def test_v3_conv_transpose2d_output_padding(n, cin, cout, size, kernel, stride, padding, output_padding):
-    """The rows output_padding adds lie beyond every window: v3's forward (conv2d's
-    backward_data) must still write them, 0."""
+@pytest.mark.parametrize("version", GEMM_VERSIONS)
+def test_conv_transpose2d_output_padding(version, n, cin, cout, size, kernel, stride, padding, output_padding):
+    """The rows output_padding adds lie beyond every window: the transposed forward
+    (conv2d's backward_data) must still write them, 0."""
     check_conv_transpose2d(np.random.default_rng(6), n, cin, cout, size, kernel, stride, padding, output_padding,
-                           versions=[3])
+                           versions=[version])
 
 
-def test_v3_split_partition_covers_the_reduction_once():
+@pytest.mark.parametrize("version", GEMM_VERSIONS)
+def test_split_partition_covers_the_reduction_once(version):
     """split_reduction's ranges [z*chunk, (z+1)*chunk) are whole slices, non-empty, and tile
     [0, length) exactly, also where length is no multiple of the splits asked for."""
-    for length in (1, 3, conv2d.BK, 49, 50, 131, 1000):
+    tiling = conv2d.TILING[version]
+    for length in (1, 3, tiling.bk, 49, 50, 131, 1000):
         for asked in (None, 1, 2, 3, 5, 7, 64):
-            splits, chunk = conv2d.split_reduction(length, tiles=1, splits=asked)
-            assert chunk % conv2d.BK == 0 and 1 <= splits <= max(1, asked or splits)
+            splits, chunk = conv2d.split_reduction(length, tiles=1, splits=asked, tiling=tiling)
+            assert chunk % tiling.bk == 0 and 1 <= splits <= max(1, asked or splits)
             assert (splits - 1) * chunk < length <= splits * chunk, (length, asked, splits, chunk)
-    assert conv2d.split_reduction(49, tiles=1)[0] > 1          # a small grid is split by default
-    assert conv2d.split_reduction(49, tiles=conv2d.SPLIT_TARGET_BLOCKS)[0] == 1
+    assert conv2d.split_reduction(49, tiles=1, tiling=tiling)[0] > 1          # a small grid is split by default
+    assert conv2d.split_reduction(49, tiles=tiling.split_target, tiling=tiling)[0] == 1
 
 
+@pytest.mark.parametrize("version", GEMM_VERSIONS)
 @pytest.mark.parametrize("splits", [1, 3, 5])
-def test_v3_split_k_matches_the_reference(splits):
+def test_split_k_matches_the_reference(splits, version):
     """backward_weight over P = 49 pixels (3 splits: 20 + 20 + 9 with the simulator's BK = 4;
     5 splits: 12 + 12 + 12 + 12 + 1), and forward over K = 2*3*3 = 18, split the same way."""
     rng = np.random.default_rng(8)
@@ -280,14 +290,15 @@ def test_v3_split_k_matches_the_reference(splits):
     x, wt, dy = normal(rng, (1, 2, 7, 7)), normal(rng, (3, 2, 3, 3)), normal(rng, (1, 3, 7, 7))
     x64, w64, dy64 = x.astype(np.float64), wt.astype(np.float64), dy.astype(np.float64)
     dw = nan_like(wt.shape)
-    conv2d._backward_weight_v3(x, dy, dw, *stride, *padding, splits=splits)
+    conv2d.IMPLICIT_GEMM[version]["backward_weight"](x, dy, dw, *stride, *padding, splits=splits)
     assert_close(dw, reference.conv2d_backward_weight(x64, dy64, wt.shape, stride, padding), *tol(49), "split dw")
     y = nan_like(dy.shape)
-    conv2d._forward_v3(x, wt, y, *stride, *padding, splits=splits)
+    conv2d.IMPLICIT_GEMM[version]["forward"](x, wt, y, *stride, *padding, splits=splits)
     assert_close(y, reference.conv2d_forward(x64, w64, None, stride, padding), *tol(18), "split y")
 
 
-def test_v3_is_deterministic_with_splits():
+@pytest.mark.parametrize("version", GEMM_VERSIONS)
+def test_is_deterministic_with_splits(version):
     """Split-K adds its partial tiles in split order, never with atomics: two runs of every
     direction, split several ways, are bitwise equal."""
     rng = np.random.default_rng(9)
@@ -295,8 +306,8 @@ def test_v3_is_deterministic_with_splits():
     runs = []
     for _ in range(2):
         dw, y, dx = nan_like(wt.shape), nan_like(dy.shape), nan_like(x.shape)
-        conv2d._backward_weight_v3(x, dy, dw, 2, 2, 1, 1, splits=3)
-        conv2d._forward_v3(x, wt, y, 2, 2, 1, 1, splits=4)
-        conv2d.backward_data(dy, wt, dx, (2, 2), (1, 1), version=3)
+        conv2d.IMPLICIT_GEMM[version]["backward_weight"](x, dy, dw, 2, 2, 1, 1, splits=3)
+        conv2d.IMPLICIT_GEMM[version]["forward"](x, wt, y, 2, 2, 1, 1, splits=4)
+        conv2d.backward_data(dy, wt, dx, (2, 2), (1, 1), version=version)
         runs.append((dw, y, dx))
     assert all(np.array_equal(a, b) for a, b in zip(*runs))

@@ -1,0 +1,109 @@
+"""The hottest loop of every multiply-add kernel, counted in PTX instructions; no GPU needed.
+
+    python bench/ptx_hot_loop.py [--cc 90] [--json FILE] [NAME ...]
+
+NAME: kernel-name prefixes; by default the matrix-multiply families, conv2d and linear.
+
+A register-blocked GEMM is fast when its innermost loop is almost nothing but FMAs: each
+shared-memory load and each integer instruction in it takes an issue slot that an FMA
+could have had. This script compiles each kernel to PTX for the chosen compute capability
+(as tests/test_ptx.py does), finds its innermost loops (a label and the backward branch
+to it, with no other loop inside), takes the one with the most fma.rn.f32, and counts one
+trip of it: FMAs, shared-memory loads (and the floats they bring: ld.shared.v4.f32 brings
+4), and everything else. The FMA share is FMAs / all instructions of the trip.
+
+PTX is the virtual ISA: ptxas still schedules it, turns each 64-bit integer add into two
+32-bit ones and may strength-reduce address arithmetic, so these are the compiler's
+starting point, not SASS counts. They are exact about what the source asked for: e.g. a
+signed index into a shared array makes Numba emit Python's negative-index wraparound
+(and, shr, add per load), and an unrolled or vectorised loop shows as such.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+
+LABEL = re.compile(r"^\$(\w+):")
+BACK_BRANCH = re.compile(r"\bbra(?:\.uni)?\s+\$(\w+);")
+SHARED_LOAD = re.compile(r"^ld\.shared(?:\.v(\d))?\.")
+
+
+def instructions(lines):
+    """The instructions among PTX lines: no labels, braces, comments or directives."""
+    for line in lines:
+        text = line.strip()
+        if text and not text.startswith(("$", "//", "{", "}", ".")):
+            yield text
+
+
+def innermost_loops(ptx):
+    """[(first line, last line)] of each loop with no loop inside it."""
+    lines = ptx.splitlines()
+    labels = {m.group(1): n for n, line in enumerate(lines) if (m := LABEL.match(line.strip()))}
+    loops = []
+    for n, line in enumerate(lines):
+        m = BACK_BRANCH.search(line)
+        if m and m.group(1) in labels and labels[m.group(1)] < n:
+            loops.append((labels[m.group(1)], n))
+    return lines, [(a, b) for a, b in loops
+                   if not any((a, b) != (c, d) and a <= c and d <= b for c, d in loops)]
+
+
+def hot_loop(ptx):
+    """Counts for one trip of the innermost loop with the most FMAs, or None without one."""
+    lines, loops = innermost_loops(ptx)
+    best = None
+    for a, b in loops:
+        body = list(instructions(lines[a:b + 1]))
+        fma = sum(text.startswith("fma.rn.f32") for text in body)
+        if fma and (best is None or fma > best["fma"]):
+            loads = [SHARED_LOAD.match(text) for text in body]
+            loads = [m for m in loads if m]
+            best = {"instructions": len(body), "fma": fma, "shared_loads": len(loads),
+                    "shared_floats": sum(int(m.group(1) or 1) for m in loads),
+                    "vector_loads": sum(m.group(1) is not None for m in loads)}
+    if best:
+        best["other"] = best["instructions"] - best["fma"] - best["shared_loads"]
+        best["fma_share"] = best["fma"] / best["instructions"]
+    return best
+
+
+GEMM_FAMILIES = ("conv2d.", "linear.")
+
+
+def report(cc=90, prefixes=GEMM_FAMILIES):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from ptxas_report import all_kernels
+    rows = []
+    for k in all_kernels():
+        if not k.name.startswith(tuple(prefixes)):
+            continue
+        counts = hot_loop(k.ptx(cc=(cc // 10, cc % 10))[0])
+        if counts:
+            rows.append(dict(kernel=k.name, **counts))
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("names", nargs="*", help="only kernels whose name starts with one of these, e.g. conv2d.forward")
+    p.add_argument("--cc", type=int, default=90, help="compute capability, e.g. 90 for H100")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    rows = report(args.cc, args.names or GEMM_FAMILIES)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import common
+    print(f"hottest loop per kernel, one trip, PTX for sm_{args.cc}")
+    print(common.table(rows, [("kernel", "kernel", "{}"), ("fma", "FMA", "{}"),
+                              ("shared_loads", "shared loads", "{}"), ("vector_loads", "vector", "{}"),
+                              ("shared_floats", "floats loaded", "{}"), ("other", "other", "{}"),
+                              ("fma_share", "FMA share", "{:.0%}")]))
+    if args.json:
+        common.write_json(args.json, {"cc": args.cc, "kernels": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
