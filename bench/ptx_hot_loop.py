@@ -10,7 +10,9 @@ could have had. This script compiles each kernel to PTX for the chosen compute c
 (as tests/test_ptx.py does), finds its innermost loops (a label and the backward branch
 to it, with no other loop inside), takes the one with the most fma.rn.f32, and counts one
 trip of it: FMAs, shared-memory loads (and the floats they bring: ld.shared.v4.f32 brings
-4), and everything else. The FMA share is FMAs / all instructions of the trip.
+4), and everything else. The FMA share is FMAs / all instructions of the trip. "Global
+loads in flight" are those issued after the barrier that precedes the loop and before
+it: their latency hides behind the loop (a prefetch; otherwise 0).
 
 PTX is the virtual ISA: ptxas still schedules it, turns each 64-bit integer add into two
 32-bit ones and may strength-reduce address arithmetic, so these are the compiler's
@@ -52,7 +54,11 @@ def innermost_loops(ptx):
 
 
 def hot_loop(ptx):
-    """Counts for one trip of the innermost loop with the most FMAs, or None without one."""
+    """Counts for one trip of the innermost loop with the most FMAs, or None without one.
+
+    Also `loads_in_flight`: the global loads issued between the last barrier before the
+    loop and the loop itself, whose latency the loop's FMAs can hide (a prefetch).
+    """
     lines, loops = innermost_loops(ptx)
     best = None
     for a, b in loops:
@@ -61,9 +67,12 @@ def hot_loop(ptx):
         if fma and (best is None or fma > best["fma"]):
             loads = [SHARED_LOAD.match(text) for text in body]
             loads = [m for m in loads if m]
+            barrier = max([n for n in range(a) if "bar.sync" in lines[n]], default=a)  # none: nothing counted
             best = {"instructions": len(body), "fma": fma, "shared_loads": len(loads),
                     "shared_floats": sum(int(m.group(1) or 1) for m in loads),
-                    "vector_loads": sum(m.group(1) is not None for m in loads)}
+                    "vector_loads": sum(m.group(1) is not None for m in loads),
+                    "loads_in_flight": sum(text.startswith("ld.global") or " ld.global" in text
+                                           for text in instructions(lines[barrier:a]))}
     if best:
         best["other"] = best["instructions"] - best["fma"] - best["shared_loads"]
         best["fma_share"] = best["fma"] / best["instructions"]
@@ -99,7 +108,8 @@ def main(argv=None):
     print(common.table(rows, [("kernel", "kernel", "{}"), ("fma", "FMA", "{}"),
                               ("shared_loads", "shared loads", "{}"), ("vector_loads", "vector", "{}"),
                               ("shared_floats", "floats loaded", "{}"), ("other", "other", "{}"),
-                              ("fma_share", "FMA share", "{:.0%}")]))
+                              ("fma_share", "FMA share", "{:.0%}"),
+                              ("loads_in_flight", "global loads in flight", "{}")]))
     if args.json:
         common.write_json(args.json, {"cc": args.cc, "kernels": rows})
     return 0

@@ -87,6 +87,13 @@ How threads map to data.
     Loads, gathers, phases and split-K are v3's; the grid is split to one wave of 132
     blocks (one resident block per SM, see Registers). The simulator runs 16 x 16 tiles,
     4 x 4 per thread in runs of 2.
+  v5 prefetch: v4 with the slice loop pipelined. Each thread gathers a slice into
+    registers (v4: 4 values of A and 4 of B) and stores them to the shared tiles at the top
+    of the next trip; v3 and v4 issue those global loads after the multiply, so every
+    trip begins with the whole block waiting on memory. v5 issues them right after the
+    barrier, before the multiply: they are in flight while the 512 FMAs per thread run, and
+    the stores at the top of the next trip find them arrived. The same code with
+    Tiling.prefetch = True; the loads move, nothing else does.
 
 Napkin math at the DCGAN shapes (pytorch arch, batch 128, 64x64, ngf = ndf = 64).
 FLOPs = 2*N*Co*Ho*Wo*Ci*kh*kw per direction (all three directions do the same multiply-adds),
@@ -165,13 +172,23 @@ FMAs, 4 ld.shared.v4 and 12 others (80% FMA share). The global side improves too
 128 x 128 tile reads BM + BN = 256 floats per k for 16384 FMAs, 32 FLOP per byte (v3: 16).
 The costs: 160-166 registers, so one 256-thread block (8 warps) per SM, and nothing
 overlaps a block's gathers with its FMAs but the other warps' progress (double
-buffering would: a v5); tiles of 128 waste more where C is narrow (Co = 64: half a
+buffering would: v5); tiles of 128 waste more where C is narrow (Co = 64: half a
 tile; Ci = 3: 3 of 128 columns). Prediction: 1.3-1.8x v3 on the 8.6 GFLOP layers.
 
-Registers (ptxas -v for sm_90, bench/ptxas_report.py): forward_v3 127, backward_data_v3
-128, backward_weight_v3 128, forward_v4 160, backward_data_v4 166, backward_weight_v4
-160, taps_major 32, sum_splits 28; no spills, no stack frame (the accumulators and
-fragments are registers). v3 allocated as 128 per thread, a
+Why v5 should be faster (PREDICTED). With one block per SM, v4's trip is: store, barrier,
+512 FMAs per thread (8 warps x 512 warp-FMAs / 4 per clock: ~1000 clocks), then the
+gathers, whose first use waits out a global load (~500-800 clocks from L2) with every
+warp of the SM idle. Issuing the gathers before the multiply hides that latency behind
+the ~1000 clocks of FMAs: up to ~1.5x on the big layers, at the cost of the 8 registers the
+loads land in while the multiply runs (166-178 registers, still one block per SM, no
+spills). bench/ptx_hot_loop.py shows the move: 8 global loads in flight during v5's
+multiply loop, 0 during v4's. A second shared buffer (true double buffering) would also
+save one of the two barriers per trip, for 8 KB more shared memory.
+
+Registers (ptxas -v for sm_90, bench/ptxas_report.py): forward / backward_data /
+backward_weight v3 128 / 128 / 118, v4 160 / 166 / 156, v5 166 / 178 / 166; taps_major 32,
+sum_splits 28; no spills, no stack frame (the accumulators, fragments and gathered
+values are registers). v3 allocated as 128 per thread, a
 256-thread block takes 32768 of the SM's 65536 registers: 2 blocks (16 warps, 25%
 occupancy) per SM; shared memory (8.25 KB a block) does not limit. Register blocking
 trades occupancy for independent FMAs (16 per thread per k). Two loaded blocks per SM
@@ -179,9 +196,9 @@ matter here (one computes while the other waits on its loads), and the counts ar
 free choice: passing launch_bounds=(256, 2) to cuda.jit would pin them (checked: 118-128
 registers, no spills). Having backward_data read B from the taps-major copy lets one
 digit walker serve both of its loads: with two walkers it needed 154 registers.
-What v4 still lacks: double buffering (load slice k+1 into registers or a second shared
-buffer while computing slice k) so one block hides its own load latency; float4 global
-loads where rows are contiguous; tile shapes per layer. The weak spots of one tile: backward_data into Ci = 3 channels (D1's dx, G5's forward) uses
+What v5 still lacks: a second shared buffer (one barrier per trip instead of two);
+float4 global loads where rows are contiguous; tile shapes per layer (128 x 128 tiles
+waste half of each tile on Co = 64). The weak spots of one tile: backward_data into Ci = 3 channels (D1's dx, G5's forward) uses
 3 of 64 columns, so ~17 GFLOP of tile work for 0.8 of real FLOP (predicted ~0.5 ms, where
 v2 needs >= 0.1 ms); D5's weight gradient uses 1 of 64 rows. Numba has no tensor cores, so
 whatever the tiling the ceiling is FP32 FMA, 67 TFLOP/s.
@@ -191,6 +208,7 @@ Versions:
     2  smem-tiles  a block stages input and weight tiles in shared memory, reused by its threads
     3  implicit-gemm  each direction a GEMM gathered into shared tiles; each thread a TM x TN block of C in registers
     4  vector-frags   8 x 8 outputs per thread, their operands read from shared memory 4 floats (16 bytes) per load
+    5  prefetch       the next slice's global loads issued into registers before this slice's multiply-adds
 Run:
     python -m dcgan_cuda.kernels.conv2d --sim              validate every version on the CPU (tiny shapes)
     python -m dcgan_cuda.kernels.conv2d --sim --version 3  only version 3
@@ -589,19 +607,17 @@ def _backward_weight_v2(x, dy, dw, sh, sw, ph, pw):
 #
 # The simulator runs the same code with small tiles (16 threads a block instead of 256),
 # so that the tests' tiny shapes still span several tiles in M, N and K.
-Tiling = namedtuple("Tiling", "bm bn bk tm tn vec pad split_target min_split")
+Tiling = namedtuple("Tiling", "bm bn bk tm tn vec pad prefetch split_target min_split")
 # bm, bn, bk: C's tile and the slice depth; tm, tn: C's block per thread; vec: its runs;
-# pad: floats of padding per shared row; split_target, min_split: see split_reduction.
-TILING = {
-    3: Tiling(bm=8, bn=8, bk=4, tm=2, tn=2, vec=1, pad=2, split_target=8, min_split=4) if SIMULATOR else
-       Tiling(bm=64, bn=64, bk=16, tm=4, tn=4, vec=1, pad=2, split_target=264, min_split=256),
-    4: Tiling(bm=16, bn=16, bk=4, tm=4, tn=4, vec=2, pad=2, split_target=8, min_split=4) if SIMULATOR else
-       Tiling(bm=128, bn=128, bk=8, tm=8, tn=8, vec=4, pad=4, split_target=132, min_split=256),
-}
-
-
-def gemm_threads(tiling):
-    return (tiling.bm // tiling.tm) * (tiling.bn // tiling.tn)
+# pad: floats of padding per shared row; prefetch: gather the next slice before the
+# multiply (v5); split_target, min_split: see split_reduction.
+_V3 = (Tiling(bm=8, bn=8, bk=4, tm=2, tn=2, vec=1, pad=2, prefetch=False, split_target=8, min_split=4)
+       if SIMULATOR else
+       Tiling(bm=64, bn=64, bk=16, tm=4, tn=4, vec=1, pad=2, prefetch=False, split_target=264, min_split=256))
+_V4 = (Tiling(bm=16, bn=16, bk=4, tm=4, tn=4, vec=2, pad=2, prefetch=False, split_target=8, min_split=4)
+       if SIMULATOR else
+       Tiling(bm=128, bn=128, bk=8, tm=8, tn=8, vec=4, pad=4, prefetch=False, split_target=132, min_split=256))
+TILING = {3: _V3, 4: _V4, 5: _V4._replace(prefetch=True)}
 
 
 def split_reduction(length, tiles, splits=None, tiling=TILING[3]):
@@ -692,6 +708,7 @@ def implicit_gemm(version, tiling):
     loops over them (BK, TM, TN) have constant trip counts that the compiler unrolls.
     """
     BM, BN, BK, TM, TN, VEC = tiling.bm, tiling.bn, tiling.bk, tiling.tm, tiling.tn, tiling.vec
+    PREFETCH = tiling.prefetch
     ROW_THREADS = BM // TM                 # threads along a tile's rows (16 on a GPU)
     COL_THREADS = BN // TN
     THREADS = ROW_THREADS * COL_THREADS    # 256 on a GPU, 16 in the simulator
@@ -709,6 +726,12 @@ def implicit_gemm(version, tiling):
     STEP_M = THREADS // BM
     STEP_N = THREADS // BN
     STEP_K = THREADS // BK                 # columns filled per pass when k is the fastest
+    # Hence each thread's loads per slice (the registers a gather fills): BK x BM filled
+    # m fastest, BK x BN filled n fastest, BK x BM and BK x BN filled k fastest.
+    PASSES_M = BK // STEP_M
+    PASSES_N = BK // STEP_N
+    PASSES_KM = BM // STEP_K
+    PASSES_KN = BN // STEP_K
     assert BM == BN    # backward_data loads A's and B's element k with one walker
     assert THREADS % BM == 0 and THREADS % BN == 0 and THREADS % BK == 0
     assert BK % STEP_M == 0 and BK % STEP_N == 0 and BM % STEP_K == 0 and BN % STEP_K == 0
@@ -750,6 +773,95 @@ def implicit_gemm(version, tiling):
                     acc[a * TN + b] += a_frag[a] * b_frag[b]
             kk += 1
 
+    # ---- the gathers: global memory -> registers, one slice's worth per call. Each thread
+    # loads the same tile column (or row) at every slice, walking the reduction axis with a
+    # carry_add; each returns its walker advanced by one slice. Past the end they load
+    # nothing and give zeros, so a prefetch beyond the last slice is harmless.
+    @cuda.jit(device=True)
+    def gather_pixel_taps(x, a_regs, n, h_base, v_base, row_ok, k_a, c, i, j, k_end, kh, kw, dc, di, dj):
+        """a_regs[r] = A[m, k_a + r*STEP_M] = x[n, c, h_base + i, v_base + j] at k = (c, i, j),
+        for this thread's output pixel m = (n, p, q); 0 past M or K and in the padding."""
+        height, width = x.shape[2], x.shape[3]
+        for r in range(PASSES_M):
+            value = float32(0.0)
+            if row_ok and k_a < k_end:
+                h = h_base + i
+                v = v_base + j
+                if h >= 0 and h < height and v >= 0 and v < width:
+                    value = x[n, c, h, v]
+            a_regs[r] = value
+            k_a += STEP_M
+            c, i, j = carry_add(c, i, j, dc, di, dj, kh, kw)
+        return k_a, c, i, j
+
+    @cuda.jit(device=True)
+    def gather_weight_rows(w, b_regs, o_first, k, k_end):
+        """b_regs[r] = B[k, o] = w[o, k] for o = o_first + r*STEP_K; 0 past K or Co."""
+        for r in range(PASSES_KN):
+            o = o_first + r * STEP_K
+            value = float32(0.0)
+            if k < k_end and o < w.shape[0]:
+                value = w[o, k]
+            b_regs[r] = value
+
+    @cuda.jit(device=True)
+    def gather_phase_taps(dy, wp, a_regs, b_regs, n, p_base, q_base, row_ok, c, col_ok,
+                          ti, tj, o, taps_h, radix_w, dti, dtj, do, i0, j0, sh, sw):
+        """backward_data's two operands at the same k = (ti, tj, o): a_regs[r] = A[m, k] =
+        dy[n, o, p_base - ti, q_base - tj] for this thread's dx pixel m, b_regs[r] = B[k, c] =
+        wp[i0 + sh*ti, j0 + sw*tj, o, c] for its input channel c; 0 past K, M, Ci or outside dy."""
+        out_h, out_w, cout = dy.shape[2], dy.shape[3], wp.shape[2]
+        for r in range(PASSES_M):
+            a_value = float32(0.0)
+            b_value = float32(0.0)
+            if ti < taps_h:                      # k < K
+                p = p_base - ti
+                q = q_base - tj
+                if row_ok and p >= 0 and p < out_h and q >= 0 and q < out_w:
+                    a_value = dy[n, o, p, q]
+                if col_ok:
+                    b_value = wp[i0 + sh * ti, j0 + sw * tj, o, c]
+            a_regs[r] = a_value
+            b_regs[r] = b_value
+            ti, tj, o = carry_add(ti, tj, o, dti, dtj, do, radix_w, cout)
+        return ti, tj, o
+
+    @cuda.jit(device=True)
+    def gather_output_grads(dy, a_regs, pix, n, p, q, end, o_first, dn, dp, dq):
+        """a_regs[r] = dy[n, o, p, q] at pixel pix = (n, p, q), o = o_first + r*STEP_K (one
+        pixel, STEP_K apart in o); 0 past the split's end or Co. The walker moves BK pixels."""
+        cout, out_h, out_w = dy.shape[1], dy.shape[2], dy.shape[3]
+        for r in range(PASSES_KM):
+            o = o_first + r * STEP_K
+            value = float32(0.0)
+            if pix < end and o < cout:
+                value = dy[n, o, p, q]
+            a_regs[r] = value
+        n, p, q = carry_add(n, p, q, dn, dp, dq, out_h, out_w)
+        return pix + BK, n, p, q
+
+    @cuda.jit(device=True)
+    def gather_input_taps(x, b_regs, pix, n, p, q, end, col_ok, c, i, j, sh, sw, ph, pw, dn, dp, dq, out_h, out_w):
+        """b_regs[r] = A[pixel, k] = x[n, c, p*sh - ph + i, q*sw - pw + j] for this thread's tap
+        k = (c, i, j) at pixels pix, pix + STEP_N, ...; 0 past the split's end or K, and in the padding."""
+        height, width = x.shape[2], x.shape[3]
+        for r in range(PASSES_N):
+            value = float32(0.0)
+            if pix < end and col_ok:
+                h = p * sh - ph + i
+                v = q * sw - pw + j
+                if h >= 0 and h < height and v >= 0 and v < width:
+                    value = x[n, c, h, v]
+            b_regs[r] = value
+            pix += STEP_N
+            n, p, q = carry_add(n, p, q, dn, dp, dq, out_h, out_w)
+        return pix, n, p, q
+
+    # ---- the kernels. Each tile's reduction is a pipeline over slices: store the gathered
+    # registers into the shared tiles, syncthreads, multiply, syncthreads; the next slice is
+    # gathered after the multiply (PREFETCH off: the block then waits on global memory at
+    # the next store, with nothing else to do) or before it (PREFETCH on: its loads are in
+    # flight while the multiply runs, and the registers they land in are the only cost).
     def forward_kernel(x, w, out, sh, sw, ph, pw, kh, kw, chunk):
         """out (=) as C[M = N*Ho*Wo, Co] = A[M, K = Ci*kh*kw] @ B[K, Co]; w is the (Co, K) view.
 
@@ -764,7 +876,9 @@ def implicit_gemm(version, tiling):
         a_tile = cuda.shared.array((BK, A_ROW), float32, alignment=16)
         b_tile = cuda.shared.array((BK, B_ROW), float32, alignment=16)
         acc = cuda.local.array(ACCUMULATORS, float32)
-        n_img, cin, height, width = x.shape
+        a_regs = cuda.local.array(PASSES_M, float32)
+        b_regs = cuda.local.array(PASSES_KN, float32)
+        n_img = x.shape[0]
         cout, depth = w.shape
         out_h, out_w = out.shape[2], out.shape[3]
         rows = n_img * out_h * out_w
@@ -795,26 +909,24 @@ def implicit_gemm(version, tiling):
             c, i, j = digits(k_a, kh, kw)
             for e in range(ACCUMULATORS):
                 acc[e] = float32(0.0)
+            k_a, c, i, j = gather_pixel_taps(x, a_regs, n, h_base, v_base, row_ok, k_a, c, i, j, k_end, kh, kw,
+                                             dc, di, dj)
+            gather_weight_rows(w, b_regs, n0 + nn_b, k_start + kk_b, k_end)
             for k0 in range(k_start, k_end, BK):
-                for r in range(BK // STEP_M):
-                    value = float32(0.0)
-                    if row_ok and k_a < k_end:
-                        h = h_base + i
-                        v = v_base + j
-                        if h >= 0 and h < height and v >= 0 and v < width:
-                            value = x[n, c, h, v]
-                    a_tile[t // BM + r * STEP_M, mm] = value
-                    k_a += STEP_M
-                    c, i, j = carry_add(c, i, j, dc, di, dj, kh, kw)
-                k = k0 + kk_b
-                for r in range(BN // STEP_K):
-                    o = n0 + nn_b + r * STEP_K
-                    value = float32(0.0)
-                    if k < k_end and o < cout:
-                        value = w[o, k]
-                    b_tile[kk_b, nn_b + r * STEP_K] = value
+                for r in range(PASSES_M):
+                    a_tile[t // BM + r * STEP_M, mm] = a_regs[r]
+                for r in range(PASSES_KN):
+                    b_tile[kk_b, nn_b + r * STEP_K] = b_regs[r]
                 cuda.syncthreads()               # both slices complete before anyone reads them
+                if PREFETCH:
+                    k_a, c, i, j = gather_pixel_taps(x, a_regs, n, h_base, v_base, row_ok, k_a, c, i, j, k_end,
+                                                     kh, kw, dc, di, dj)
+                    gather_weight_rows(w, b_regs, n0 + nn_b, k0 + BK + kk_b, k_end)
                 multiply_slice(a_tile, b_tile, acc, t % ROW_THREADS, t // ROW_THREADS)
+                if not PREFETCH:
+                    k_a, c, i, j = gather_pixel_taps(x, a_regs, n, h_base, v_base, row_ok, k_a, c, i, j, k_end,
+                                                     kh, kw, dc, di, dj)
+                    gather_weight_rows(w, b_regs, n0 + nn_b, k0 + BK + kk_b, k_end)
                 cuda.syncthreads()               # all reads done before the next slice overwrites
             for a in range(TM):
                 m = m0 + tile_row(t % ROW_THREADS, a)
@@ -840,9 +952,10 @@ def implicit_gemm(version, tiling):
         a_tile = cuda.shared.array((BK, A_ROW), float32, alignment=16)
         b_tile = cuda.shared.array((BK, B_ROW), float32, alignment=16)
         acc = cuda.local.array(ACCUMULATORS, float32)
+        a_regs = cuda.local.array(PASSES_M, float32)
+        b_regs = cuda.local.array(PASSES_M, float32)
         n_img, cin, height, width = dx.shape
         kh, kw, cout = wp.shape[0], wp.shape[1], wp.shape[2]
-        out_h, out_w = dy.shape[2], dy.shape[3]
         rh = cuda.blockIdx.z // sw
         rw = cuda.blockIdx.z % sw
         rows_h = (height - rh + sh - 1) // sh    # 0 when the phase starts beyond the image
@@ -852,6 +965,8 @@ def implicit_gemm(version, tiling):
         base_w, j0 = (rw + pw) // sw, (rw + pw) % sw
         taps_h = (kh - i0 + sh - 1) // sh        # 0 when i0 >= kh: this phase gets no taps
         taps_w = (kw - j0 + sw - 1) // sw
+        if taps_w == 0:                          # nor when j0 >= kw; then ti < taps_h is k < K
+            taps_h = 0
         rows = n_img * rows_h * rows_w
         depth = taps_h * taps_w * cout
         tiles_m = (rows + BM - 1) // BM          # 0 for a phase beyond the image: no trips
@@ -878,22 +993,20 @@ def implicit_gemm(version, tiling):
             ti, tj, o = digits(t // BM, radix_w, cout)
             for e in range(ACCUMULATORS):
                 acc[e] = float32(0.0)
+            ti, tj, o = gather_phase_taps(dy, wp, a_regs, b_regs, n, p_base, q_base, row_ok, c, col_ok,
+                                          ti, tj, o, taps_h, radix_w, dti, dtj, do, i0, j0, sh, sw)
             for k0 in range(0, depth, BK):
-                for r in range(BK // STEP_M):
-                    a_value = float32(0.0)
-                    b_value = float32(0.0)
-                    if ti < taps_h:                  # k < K
-                        p = p_base - ti
-                        q = q_base - tj
-                        if row_ok and p >= 0 and p < out_h and q >= 0 and q < out_w:
-                            a_value = dy[n, o, p, q]
-                        if col_ok:
-                            b_value = wp[i0 + sh * ti, j0 + sw * tj, o, c]
-                    a_tile[t // BM + r * STEP_M, col] = a_value
-                    b_tile[t // BM + r * STEP_M, col] = b_value
-                    ti, tj, o = carry_add(ti, tj, o, dti, dtj, do, radix_w, cout)
+                for r in range(PASSES_M):
+                    a_tile[t // BM + r * STEP_M, col] = a_regs[r]
+                    b_tile[t // BM + r * STEP_M, col] = b_regs[r]
                 cuda.syncthreads()
+                if PREFETCH:
+                    ti, tj, o = gather_phase_taps(dy, wp, a_regs, b_regs, n, p_base, q_base, row_ok, c, col_ok,
+                                                  ti, tj, o, taps_h, radix_w, dti, dtj, do, i0, j0, sh, sw)
                 multiply_slice(a_tile, b_tile, acc, t % ROW_THREADS, t // ROW_THREADS)
+                if not PREFETCH:
+                    ti, tj, o = gather_phase_taps(dy, wp, a_regs, b_regs, n, p_base, q_base, row_ok, c, col_ok,
+                                                  ti, tj, o, taps_h, radix_w, dti, dtj, do, i0, j0, sh, sw)
                 cuda.syncthreads()
             for a in range(TM):
                 m = m0 + tile_row(t % ROW_THREADS, a)
@@ -918,7 +1031,9 @@ def implicit_gemm(version, tiling):
         a_tile = cuda.shared.array((BK, A_ROW), float32, alignment=16)     # a_tile[pixel, o] = dy
         b_tile = cuda.shared.array((BK, B_ROW), float32, alignment=16)     # b_tile[pixel, k] = x's tap
         acc = cuda.local.array(ACCUMULATORS, float32)
-        n_img, cin, height, width = x.shape
+        a_regs = cuda.local.array(PASSES_KM, float32)
+        b_regs = cuda.local.array(PASSES_N, float32)
+        n_img, cin = x.shape[0], x.shape[1]
         cout, out_h, out_w = dy.shape[1], dy.shape[2], dy.shape[3]
         depth = cin * kh * kw
         pixels = n_img * out_h * out_w
@@ -951,27 +1066,27 @@ def implicit_gemm(version, tiling):
             n_b, p_b, q_b = digits(pix_b, out_h, out_w)
             for e in range(ACCUMULATORS):
                 acc[e] = float32(0.0)
+            pix_a, n_a, p_a, q_a = gather_output_grads(dy, a_regs, pix_a, n_a, p_a, q_a, end, m0 + mm_a,
+                                                       dn_a, dp_a, dq_a)
+            pix_b, n_b, p_b, q_b = gather_input_taps(x, b_regs, pix_b, n_b, p_b, q_b, end, col_ok, c, i, j,
+                                                     sh, sw, ph, pw, dn_b, dp_b, dq_b, out_h, out_w)
             for r0 in range(first, end, BK):
-                for r in range(BM // STEP_K):
-                    o = m0 + mm_a + r * STEP_K
-                    value = float32(0.0)
-                    if pix_a < end and o < cout:
-                        value = dy[n_a, o, p_a, q_a]
-                    a_tile[kk_a, mm_a + r * STEP_K] = value
-                pix_a += BK
-                n_a, p_a, q_a = carry_add(n_a, p_a, q_a, dn_a, dp_a, dq_a, out_h, out_w)
-                for r in range(BK // STEP_N):
-                    value = float32(0.0)
-                    if pix_b < end and col_ok:
-                        h = p_b * sh - ph + i
-                        v = q_b * sw - pw + j
-                        if h >= 0 and h < height and v >= 0 and v < width:
-                            value = x[n_b, c, h, v]
-                    b_tile[t // BN + r * STEP_N, nn] = value
-                    pix_b += STEP_N
-                    n_b, p_b, q_b = carry_add(n_b, p_b, q_b, dn_b, dp_b, dq_b, out_h, out_w)
+                for r in range(PASSES_KM):
+                    a_tile[kk_a, mm_a + r * STEP_K] = a_regs[r]
+                for r in range(PASSES_N):
+                    b_tile[t // BN + r * STEP_N, nn] = b_regs[r]
                 cuda.syncthreads()
+                if PREFETCH:
+                    pix_a, n_a, p_a, q_a = gather_output_grads(dy, a_regs, pix_a, n_a, p_a, q_a, end, m0 + mm_a,
+                                                               dn_a, dp_a, dq_a)
+                    pix_b, n_b, p_b, q_b = gather_input_taps(x, b_regs, pix_b, n_b, p_b, q_b, end, col_ok, c, i, j,
+                                                             sh, sw, ph, pw, dn_b, dp_b, dq_b, out_h, out_w)
                 multiply_slice(a_tile, b_tile, acc, t // COL_THREADS, t % COL_THREADS)
+                if not PREFETCH:
+                    pix_a, n_a, p_a, q_a = gather_output_grads(dy, a_regs, pix_a, n_a, p_a, q_a, end, m0 + mm_a,
+                                                               dn_a, dp_a, dq_a)
+                    pix_b, n_b, p_b, q_b = gather_input_taps(x, b_regs, pix_b, n_b, p_b, q_b, end, col_ok, c, i, j,
+                                                             sh, sw, ph, pw, dn_b, dp_b, dq_b, out_h, out_w)
                 cuda.syncthreads()
             for a in range(TM):
                 o = m0 + tile_row(t // COL_THREADS, a)
@@ -1038,6 +1153,8 @@ VERSIONS = {
                IMPLICIT_GEMM[3]),
     4: Version("vector-frags", "8 x 8 outputs per thread, their operands read from shared memory 4 floats (16 bytes) per load",
                IMPLICIT_GEMM[4]),
+    5: Version("prefetch", "the next slice's global loads issued into registers before this slice's multiply-adds",
+               IMPLICIT_GEMM[5]),
 }
 DEFAULT_VERSION = 1
 

@@ -52,6 +52,7 @@ Versions:
     2  smem-tiles  conv2d v2: input and weight tiles staged in shared memory
     3  implicit-gemm  conv2d v3: register-blocked implicit GEMMs; forward in sub-pixel phases
     4  vector-frags   conv2d v4: 8 x 8 outputs per thread, operands read 16 bytes per shared load
+    5  prefetch       conv2d v5: the next slice's loads in flight during the multiply-adds
 Run:
     python -m dcgan_cuda.kernels.conv_transpose2d --sim        validate every version on the CPU
     python -m dcgan_cuda.kernels.conv_transpose2d --version 2  validate and time on a GPU
