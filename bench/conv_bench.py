@@ -125,6 +125,25 @@ def rotating(make, count):
     return [make() for _ in range(count)]
 
 
+def time_once(fn):
+    """Milliseconds of one fn() between two CUDA events: a rough first measure."""
+    import cupy
+    start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+    start.record()
+    fn()
+    stop.record()
+    stop.synchronize()
+    return cupy.cuda.get_elapsed_time(start, stop)
+
+
+def calls_within_budget(ms_once, args):
+    """(warm-up, timed calls) for one measurement: --warmup and --reps, fewer where one call
+    is slow (v1 at the big layers: ~0.1 s), so that it takes at most about --budget-ms; at
+    least one warm-up call and 5 timed calls (one per timing round)."""
+    affordable = int(args.budget_ms / max(ms_once, 1e-3))
+    return max(1, min(args.warmup, affordable // 4)), max(5, min(args.reps, affordable))
+
+
 def run_gpu(args, layers, versions):
     import cupy
     name, peak = common.gpu_description()
@@ -166,7 +185,8 @@ def run_gpu(args, layers, versions):
                 fns[0]()
                 err = float(np.abs(outs[0].get() - ref).max()) / scale
                 counter = iter(range(10**9))
-                ms = common.time_cuda(lambda: fns[next(counter) % sets](), args.warmup, args.reps)
+                warmup, reps = calls_within_budget(time_once(fns[1 % sets]), args)
+                ms = common.time_cuda(lambda: fns[next(counter) % sets](), warmup, reps)
                 row = dict(layer=layer["label"], direction=direction, version=version, ms=ms,
                            gflops=flop / ms / 1e6, rel_err=err)
                 if peak:
@@ -287,6 +307,8 @@ def main(argv=None):
     p.add_argument("--versions", nargs="*", type=int, default=None, help="default: all")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--budget-ms", type=float, default=500.0,
+                   help="GPU time per measurement: slow versions get fewer calls (at least 5)")
     p.add_argument("--cpu-reps", type=int, default=3, help="repetitions of the NumPy timing (no GPU)")
     p.add_argument("--no-sim", action="store_true", help="without a GPU: skip the simulator validation")
     p.add_argument("--json", default=None)

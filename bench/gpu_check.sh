@@ -56,9 +56,9 @@ except OSError as exc:
 EOF
 # --continue-on-collection-errors: a CPU-only test module that cannot be imported here (say,
 # hypothesis is missing) must not stop the gpu tests of the modules that can.
-stage gpu-tests 170 python -m pytest -m gpu -q -p no:cacheprovider -x --no-header -rfE \
+stage gpu-tests 150 python -m pytest -m gpu -q -p no:cacheprovider -x --no-header -rfE \
     --continue-on-collection-errors
-stage conv-bench 70 python bench/conv_bench.py --json "$LOGDIR/conv_bench.json"
+stage conv-bench 90 python bench/conv_bench.py --json "$LOGDIR/conv_bench.json"
 # The training step with each family's newest kernel version (the defaults stay 1 until
 # measured): eager, as a CUDA graph, and PyTorch eager FP32 and TF32; then without fusion.
 stage train-bench 55 python bench/train_bench.py --device cuda --versions newest \

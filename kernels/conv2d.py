@@ -589,7 +589,7 @@ def _backward_weight_v2(x, dy, dw, sh, sw, ph, pw):
     backward_weight_v2[_tile_grid(blocks), BW_THREADS](x, dy, dw, sh, sw, ph, pw, co_tile, lanes)
 
 
-# ------------------------------------------------------------------- versions 3 and 4
+# -------------------------------------------------------------- versions 3, 4 and 5
 # Implicit GEMM with register blocking. Every direction is a matrix product C = A @ B whose
 # operands are gathered from the NCHW tensors on the fly (nothing is materialised). A block
 # of `threads` threads computes a BM x BN tile of C, walking the reduction axis in slices
@@ -597,8 +597,9 @@ def _backward_weight_v2(x, dy, dw, sh, sw, ph, pw):
 # k lie in one row) and a BK x BN slice of B into shared memory, syncthreads, and every
 # thread multiplies them into its own TM x TN block of C held in registers.
 #
-# Versions 3 and 4 are the same kernels built from two Tiling's by implicit_gemm() below:
-# version 4's one idea is bigger register blocks read with 16-byte loads (see "Why v4").
+# Versions 3, 4 and 5 are the same kernels built from three Tilings by implicit_gemm()
+# below: version 4's one idea is bigger register blocks read with 16-byte loads (see "Why
+# v4"), version 5's the prefetch of the next slice (Tiling.prefetch, "Why v5").
 # A thread's TM rows of C are TM / VEC runs of VEC consecutive rows, the runs
 # ROW_THREADS * VEC apart: with VEC = 1 (v3) rows ty, ty + 16, ty + 32, ...; with VEC = 4
 # (v4) rows 4ty..4ty+3 and 64 + 4ty..64 + 4ty+3, whose four values for one k are 16
@@ -606,18 +607,23 @@ def _backward_weight_v2(x, dy, dw, sh, sw, ph, pw):
 # loads. Columns likewise with TN and COL_THREADS.
 #
 # The simulator runs the same code with small tiles (16 threads a block instead of 256),
-# so that the tests' tiny shapes still span several tiles in M, N and K.
+# so that the tests' tiny shapes still span several tiles in M, N and K; one test also
+# runs the GPU tilings there, 256 threads a block, on shapes just past one tile.
 Tiling = namedtuple("Tiling", "bm bn bk tm tn vec pad prefetch split_target min_split")
 # bm, bn, bk: C's tile and the slice depth; tm, tn: C's block per thread; vec: its runs;
 # pad: floats of padding per shared row; prefetch: gather the next slice before the
 # multiply (v5); split_target, min_split: see split_reduction.
-_V3 = (Tiling(bm=8, bn=8, bk=4, tm=2, tn=2, vec=1, pad=2, prefetch=False, split_target=8, min_split=4)
-       if SIMULATOR else
-       Tiling(bm=64, bn=64, bk=16, tm=4, tn=4, vec=1, pad=2, prefetch=False, split_target=264, min_split=256))
-_V4 = (Tiling(bm=16, bn=16, bk=4, tm=4, tn=4, vec=2, pad=2, prefetch=False, split_target=8, min_split=4)
-       if SIMULATOR else
-       Tiling(bm=128, bn=128, bk=8, tm=8, tn=8, vec=4, pad=4, prefetch=False, split_target=132, min_split=256))
-TILING = {3: _V3, 4: _V4, 5: _V4._replace(prefetch=True)}
+GPU_TILING = {
+    3: Tiling(bm=64, bn=64, bk=16, tm=4, tn=4, vec=1, pad=2, prefetch=False, split_target=264, min_split=256),
+    4: Tiling(bm=128, bn=128, bk=8, tm=8, tn=8, vec=4, pad=4, prefetch=False, split_target=132, min_split=256),
+}
+SIM_TILING = {
+    3: Tiling(bm=8, bn=8, bk=4, tm=2, tn=2, vec=1, pad=2, prefetch=False, split_target=8, min_split=4),
+    4: Tiling(bm=16, bn=16, bk=4, tm=4, tn=4, vec=2, pad=2, prefetch=False, split_target=8, min_split=4),
+}
+for _tilings in (GPU_TILING, SIM_TILING):
+    _tilings[5] = _tilings[4]._replace(prefetch=True)
+TILING = SIM_TILING if SIMULATOR else GPU_TILING
 
 
 def split_reduction(length, tiles, splits=None, tiling=TILING[3]):
@@ -754,11 +760,12 @@ def implicit_gemm(version, tiling):
         TM*TN multiply-adds with them: each loaded value feeds TN (or TM) FMAs. The 16
         threads of a half-warp read 16 different runs of VEC consecutive words: no bank
         conflicts. The indices are unsigned: a signed index makes Numba add Python's
-        negative-index wraparound to every load (4 integer instructions), which also hides
+        negative-index wraparound to every load (3 integer instructions), which also hides
         from the compiler that a run's VEC words are adjacent; unsigned, each run is one
-        load at a constant offset, ld.shared.v4 when VEC = 4 (bench/ptx_inner_loop.py
-        counts the instructions). The loops have constant trip counts and are unrolled;
-        acc and the fragments live in registers.
+        load at a constant offset, ld.shared.v4 when VEC = 4. The loop over kk is a
+        `while`: NVVM unrolls it (by two for v3), where it left Numba's range() loop rolled,
+        paying a counter update and a branch per kk (bench/ptx_hot_loop.py counts both).
+        The loops over a and b are unrolled; acc and the fragments live in registers.
         """
         a_frag = cuda.local.array(TM, float32)
         b_frag = cuda.local.array(TN, float32)

@@ -37,10 +37,23 @@ def _kernel_cases():
     return out
 
 
+_case_inputs = {}
+
+
+def _inputs(module, label, make_inputs):
+    """A case's host inputs and (once computed) float64 reference, shared by its versions:
+    their tests run one after another, so one case is kept at a time."""
+    key = (module.__name__, label)
+    if key not in _case_inputs:
+        _case_inputs.clear()
+        _case_inputs[key] = make_inputs(np.random.default_rng(0))
+    return _case_inputs[key]
+
+
 @pytest.mark.parametrize("module,label,make_inputs,version", _kernel_cases())
 def test_kernel_matches_reference_at_dcgan_shapes(module, label, make_inputs, version):
     from dcgan_cuda.kernels.harness import close, to_device, to_host
-    inputs = make_inputs(np.random.default_rng(0))
+    inputs = _inputs(module, label, make_inputs)
     launch, ref, atol, rtol, _, _ = module.run(version, label, inputs, to_device)
     results = launch()
     results = results if isinstance(results, tuple) else (results,)

@@ -57,6 +57,20 @@ def test_conv_bench_progression_and_best_version_geomean():
     assert markdown.splitlines()[2].startswith("| 1 | naive | 5.00 | 1000 | 2.0 | 0.30 | 0.35 |")
 
 
+def test_conv_bench_gives_slow_kernels_fewer_calls():
+    from types import SimpleNamespace
+    sys.path.insert(0, BENCH)
+    try:
+        import conv_bench
+    finally:
+        sys.path.remove(BENCH)
+    args = SimpleNamespace(warmup=3, reps=20, budget_ms=500.0)
+    assert conv_bench.calls_within_budget(0.1, args) == (3, 20)      # fast: all asked for
+    assert conv_bench.calls_within_budget(30.0, args) == (3, 16)     # 16 calls fit in 500 ms
+    assert conv_bench.calls_within_budget(100.0, args) == (1, 5)     # slow: the minimum
+    assert conv_bench.calls_within_budget(5000.0, args) == (1, 5)
+
+
 def test_kernel_backend_choose_versions():
     from types import SimpleNamespace
 
