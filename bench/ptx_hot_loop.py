@@ -12,7 +12,9 @@ to it, with no other loop inside), takes the one with the most fma.rn.f32, and c
 trip of it: FMAs, shared-memory loads (and the floats they bring: ld.shared.v4.f32 brings
 4), and everything else. The FMA share is FMAs / all instructions of the trip. "Global
 loads in flight" are those issued after the barrier that precedes the loop and before
-it: their latency hides behind the loop (a prefetch; otherwise 0).
+it: their latency hides behind the loop (a prefetch; otherwise 0). "Around it" counts
+what one trip of the enclosing loop spends outside it: for a GEMM, a slice's gathers,
+stores to shared memory and barriers, paid once per BK multiply steps.
 
 PTX is the virtual ISA: ptxas still schedules it, turns each 64-bit integer add into two
 32-bit ones and may strength-reduce address arithmetic, so these are the compiler's
@@ -40,28 +42,36 @@ def instructions(lines):
             yield text
 
 
-def innermost_loops(ptx):
-    """[(first line, last line)] of each loop with no loop inside it."""
+def loops(ptx):
+    """(lines, [(first line, last line)] of every loop: a label and a backward branch to it)."""
     lines = ptx.splitlines()
     labels = {m.group(1): n for n, line in enumerate(lines) if (m := LABEL.match(line.strip()))}
-    loops = []
+    found = []
     for n, line in enumerate(lines):
         m = BACK_BRANCH.search(line)
         if m and m.group(1) in labels and labels[m.group(1)] < n:
-            loops.append((labels[m.group(1)], n))
-    return lines, [(a, b) for a, b in loops
-                   if not any((a, b) != (c, d) and a <= c and d <= b for c, d in loops)]
+            found.append((labels[m.group(1)], n))
+    return lines, found
+
+
+def innermost_loops(ptx):
+    """(lines, [(first line, last line)] of each loop with no loop inside it)."""
+    lines, found = loops(ptx)
+    return lines, [(a, b) for a, b in found
+                   if not any((a, b) != (c, d) and a <= c and d <= b for c, d in found)]
 
 
 def hot_loop(ptx):
     """Counts for one trip of the innermost loop with the most FMAs, or None without one.
 
     Also `loads_in_flight`: the global loads issued between the last barrier before the
-    loop and the loop itself, whose latency the loop's FMAs can hide (a prefetch).
+    loop and the loop itself, whose latency the loop's FMAs can hide (a prefetch); and
+    `around`: the instructions of one trip of the smallest loop enclosing it, less the
+    loop itself (a GEMM's slice loop: its gathers, stores and barriers), or None.
     """
-    lines, loops = innermost_loops(ptx)
+    lines, inner = innermost_loops(ptx)
     best = None
-    for a, b in loops:
+    for a, b in inner:
         body = list(instructions(lines[a:b + 1]))
         fma = sum(text.startswith("fma.rn.f32") for text in body)
         if fma and (best is None or fma > best["fma"]):
@@ -72,8 +82,15 @@ def hot_loop(ptx):
                     "shared_floats": sum(int(m.group(1) or 1) for m in loads),
                     "vector_loads": sum(m.group(1) is not None for m in loads),
                     "loads_in_flight": sum(text.startswith("ld.global") or " ld.global" in text
-                                           for text in instructions(lines[barrier:a]))}
+                                           for text in instructions(lines[barrier:a])),
+                    "span": (a, b)}
     if best:
+        a, b = best.pop("span")
+        enclosing = [(c, d) for c, d in loops(ptx)[1] if c <= a and b <= d and (c, d) != (a, b)]
+        best["around"] = None
+        if enclosing:
+            c, d = min(enclosing, key=lambda span: span[1] - span[0])
+            best["around"] = len(list(instructions(lines[c:a]))) + len(list(instructions(lines[b + 1:d + 1])))
         best["other"] = best["instructions"] - best["fma"] - best["shared_loads"]
         best["fma_share"] = best["fma"] / best["instructions"]
     return best
@@ -109,7 +126,8 @@ def main(argv=None):
                               ("shared_loads", "shared loads", "{}"), ("vector_loads", "vector", "{}"),
                               ("shared_floats", "floats loaded", "{}"), ("other", "other", "{}"),
                               ("fma_share", "FMA share", "{:.0%}"),
-                              ("loads_in_flight", "global loads in flight", "{}")]))
+                              ("loads_in_flight", "global loads in flight", "{}"),
+                              ("around", "around it", "{}")]))
     if args.json:
         common.write_json(args.json, {"cc": args.cc, "kernels": rows})
     return 0

@@ -159,7 +159,11 @@ lowered the range() into a loop NVVM did not unroll: per trip 16 FMAs, 8 shared 
 would have bounded it at about a third of the peak. Two changes to the source, none to
 the arithmetic: indices cast to uint64 (no wraparound: each load becomes one ld.shared at
 a constant offset from a pointer) and a `while` loop (which NVVM unrolls by two): 32
-FMAs, 16 loads and 5 others, 60%. tests/test_ptx_hot_loop.py keeps it that way.
+FMAs, 16 loads and 5 others, 60%. The gathers and the stores into the shared tiles
+got the same casts: what a slice spends outside the multiply (8 global loads with
+their bounds checks and index walks, 8 shared stores, 2 barriers) went from 296-359 PTX
+instructions to 219-270 in v5, against its 512 FMAs. tests/test_ptx_hot_loop.py keeps
+both that way.
 
 Why v4 should be faster (PREDICTED; measure with bench/conv_bench.py). An SM's shared
 memory serves one warp-wide 4-byte load per clock while it does four warp-wide FMAs. v3's
@@ -170,7 +174,7 @@ each) and the two B runs are broadcasts (2 distinct columns: 1 clock each): 6 cl
 16 of FMA, so shared memory is no longer the bound, and a trip of the hot loop is 64
 FMAs, 4 ld.shared.v4 and 12 others (80% FMA share). The global side improves too: a
 128 x 128 tile reads BM + BN = 256 floats per k for 16384 FMAs, 32 FLOP per byte (v3: 16).
-The costs: 160-166 registers, so one 256-thread block (8 warps) per SM, and nothing
+The costs: 162-165 registers, so one 256-thread block (8 warps) per SM, and nothing
 overlaps a block's gathers with its FMAs but the other warps' progress (double
 buffering would: v5); tiles of 128 waste more where C is narrow (Co = 64: half a
 tile; Ci = 3: 3 of 128 columns). Prediction: 1.3-1.8x v3 on the 8.6 GFLOP layers.
@@ -180,15 +184,15 @@ Why v5 should be faster (PREDICTED). With one block per SM, v4's trip is: store,
 gathers, whose first use waits out a global load (~500-800 clocks from L2) with every
 warp of the SM idle. Issuing the gathers before the multiply hides that latency behind
 the ~1000 clocks of FMAs: up to ~1.5x on the big layers, at the cost of the 8 registers the
-loads land in while the multiply runs (166-178 registers, still one block per SM, no
+loads land in while the multiply runs (165-170 registers, still one block per SM, no
 spills). bench/ptx_hot_loop.py shows the move: 8 global loads in flight during v5's
 multiply loop, 0 during v4's. A second shared buffer (true double buffering) would also
 save one of the two barriers per trip, for 8 KB more shared memory.
 
 Registers (ptxas -v for sm_90, bench/ptxas_report.py): forward / backward_data /
-backward_weight v3 128 / 128 / 118, v4 160 / 166 / 156, v5 166 / 178 / 166; taps_major 32,
+backward_weight v3 106 / 127 / 114, v4 162 / 165 / 162, v5 170 / 167 / 165; taps_major 32,
 sum_splits 28; no spills, no stack frame (the accumulators, fragments and gathered
-values are registers). v3 allocated as 128 per thread, a
+values are registers). v3 at up to 128 per thread (ptxas allocates in steps of 8): a
 256-thread block takes 32768 of the SM's 65536 registers: 2 blocks (16 warps, 25%
 occupancy) per SM; shared memory (8.25 KB a block) does not limit. Register blocking
 trades occupancy for independent FMAs (16 per thread per k). Two loaded blocks per SM
@@ -783,7 +787,10 @@ def implicit_gemm(version, tiling):
     # ---- the gathers: global memory -> registers, one slice's worth per call. Each thread
     # loads the same tile column (or row) at every slice, walking the reduction axis with a
     # carry_add; each returns its walker advanced by one slice. Past the end they load
-    # nothing and give zeros, so a prefetch beyond the last slice is harmless.
+    # nothing and give zeros, so a prefetch beyond the last slice is harmless. Indices are
+    # cast to uint64 once they are known to be in range, as in multiply_slice (and in the
+    # stores to the shared tiles): each signed one would cost its negative-index
+    # wraparound, ~10% of a slice's instructions outside the multiply.
     @cuda.jit(device=True)
     def gather_pixel_taps(x, a_regs, n, h_base, v_base, row_ok, k_a, c, i, j, k_end, kh, kw, dc, di, dj):
         """a_regs[r] = A[m, k_a + r*STEP_M] = x[n, c, h_base + i, v_base + j] at k = (c, i, j),
@@ -795,7 +802,7 @@ def implicit_gemm(version, tiling):
                 h = h_base + i
                 v = v_base + j
                 if h >= 0 and h < height and v >= 0 and v < width:
-                    value = x[n, c, h, v]
+                    value = x[uint64(n), uint64(c), uint64(h), uint64(v)]
             a_regs[r] = value
             k_a += STEP_M
             c, i, j = carry_add(c, i, j, dc, di, dj, kh, kw)
@@ -808,7 +815,7 @@ def implicit_gemm(version, tiling):
             o = o_first + r * STEP_K
             value = float32(0.0)
             if k < k_end and o < w.shape[0]:
-                value = w[o, k]
+                value = w[uint64(o), uint64(k)]
             b_regs[r] = value
 
     @cuda.jit(device=True)
@@ -825,9 +832,9 @@ def implicit_gemm(version, tiling):
                 p = p_base - ti
                 q = q_base - tj
                 if row_ok and p >= 0 and p < out_h and q >= 0 and q < out_w:
-                    a_value = dy[n, o, p, q]
+                    a_value = dy[uint64(n), uint64(o), uint64(p), uint64(q)]
                 if col_ok:
-                    b_value = wp[i0 + sh * ti, j0 + sw * tj, o, c]
+                    b_value = wp[uint64(i0 + sh * ti), uint64(j0 + sw * tj), uint64(o), uint64(c)]
             a_regs[r] = a_value
             b_regs[r] = b_value
             ti, tj, o = carry_add(ti, tj, o, dti, dtj, do, radix_w, cout)
@@ -842,7 +849,7 @@ def implicit_gemm(version, tiling):
             o = o_first + r * STEP_K
             value = float32(0.0)
             if pix < end and o < cout:
-                value = dy[n, o, p, q]
+                value = dy[uint64(n), uint64(o), uint64(p), uint64(q)]
             a_regs[r] = value
         n, p, q = carry_add(n, p, q, dn, dp, dq, out_h, out_w)
         return pix + BK, n, p, q
@@ -858,7 +865,7 @@ def implicit_gemm(version, tiling):
                 h = p * sh - ph + i
                 v = q * sw - pw + j
                 if h >= 0 and h < height and v >= 0 and v < width:
-                    value = x[n, c, h, v]
+                    value = x[uint64(n), uint64(c), uint64(h), uint64(v)]
             b_regs[r] = value
             pix += STEP_N
             n, p, q = carry_add(n, p, q, dn, dp, dq, out_h, out_w)
@@ -921,9 +928,9 @@ def implicit_gemm(version, tiling):
             gather_weight_rows(w, b_regs, n0 + nn_b, k_start + kk_b, k_end)
             for k0 in range(k_start, k_end, BK):
                 for r in range(PASSES_M):
-                    a_tile[t // BM + r * STEP_M, mm] = a_regs[r]
+                    a_tile[uint64(t // BM + r * STEP_M), uint64(mm)] = a_regs[r]
                 for r in range(PASSES_KN):
-                    b_tile[kk_b, nn_b + r * STEP_K] = b_regs[r]
+                    b_tile[uint64(kk_b), uint64(nn_b + r * STEP_K)] = b_regs[r]
                 cuda.syncthreads()               # both slices complete before anyone reads them
                 if PREFETCH:
                     k_a, c, i, j = gather_pixel_taps(x, a_regs, n, h_base, v_base, row_ok, k_a, c, i, j, k_end,
@@ -1004,8 +1011,8 @@ def implicit_gemm(version, tiling):
                                           ti, tj, o, taps_h, radix_w, dti, dtj, do, i0, j0, sh, sw)
             for k0 in range(0, depth, BK):
                 for r in range(PASSES_M):
-                    a_tile[t // BM + r * STEP_M, col] = a_regs[r]
-                    b_tile[t // BM + r * STEP_M, col] = b_regs[r]
+                    a_tile[uint64(t // BM + r * STEP_M), uint64(col)] = a_regs[r]
+                    b_tile[uint64(t // BM + r * STEP_M), uint64(col)] = b_regs[r]
                 cuda.syncthreads()
                 if PREFETCH:
                     ti, tj, o = gather_phase_taps(dy, wp, a_regs, b_regs, n, p_base, q_base, row_ok, c, col_ok,
@@ -1079,9 +1086,9 @@ def implicit_gemm(version, tiling):
                                                      sh, sw, ph, pw, dn_b, dp_b, dq_b, out_h, out_w)
             for r0 in range(first, end, BK):
                 for r in range(PASSES_KM):
-                    a_tile[kk_a, mm_a + r * STEP_K] = a_regs[r]
+                    a_tile[uint64(kk_a), uint64(mm_a + r * STEP_K)] = a_regs[r]
                 for r in range(PASSES_N):
-                    b_tile[t // BN + r * STEP_N, nn] = b_regs[r]
+                    b_tile[uint64(t // BN + r * STEP_N), uint64(nn)] = b_regs[r]
                 cuda.syncthreads()
                 if PREFETCH:
                     pix_a, n_a, p_a, q_a = gather_output_grads(dy, a_regs, pix_a, n_a, p_a, q_a, end, m0 + mm_a,
