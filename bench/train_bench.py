@@ -191,7 +191,7 @@ def main(argv=None):
                    help="run batchnorm and the activation after it as two layers (for comparison)")
     p.add_argument("--versions", nargs="*", default=["default"], metavar="SPEC",
                    help="kernel versions on cuda/sim: 'default' (each family's DEFAULT_VERSION), "
-                        "'newest' (each family's highest), and/or FAMILY=N items, applied in order "
+                        "'newest' (each family's highest deterministic one), and/or FAMILY=N items, applied in order "
                         "(e.g. newest conv2d=2)")
     p.add_argument("--no-graph", action="store_true",
                    help="on cuda, do not also time the step captured into a CUDA graph")

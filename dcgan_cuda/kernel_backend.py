@@ -30,21 +30,30 @@ class KernelBackend:
         self.is_gpu = name == "cuda"
         self._host_copy = jit.record_copy  # simulator: np.copyto, unless a graph is being recorded
 
+    @staticmethod
+    def _trainable(module):
+        """A family's versions that may train: not those whose results change from run to
+        run (reduction's atomic version), which would break bitwise reproducibility."""
+        return sorted(v for v in module.VERSIONS if v not in getattr(module, "NONDETERMINISTIC", ()))
+
     def choose_versions(self, specs):
         """Set the kernel versions from items 'default' (each family's DEFAULT_VERSION),
-        'newest' (each family's highest) and FAMILY=N, applied in order; returns the choice.
-        Raises ValueError, naming every family and its versions, for anything else."""
+        'newest' (each family's highest deterministic one) and FAMILY=N, applied in order;
+        returns the choice. Raises ValueError, naming every family and the versions it
+        can train with, for anything else (a non-deterministic version included)."""
         chosen = dict(self.versions)
         for spec in specs:
             if spec in ("default", "newest"):
                 for family, module in self.k.items():
-                    chosen[family] = module.DEFAULT_VERSION if spec == "default" else max(module.VERSIONS)
+                    chosen[family] = module.DEFAULT_VERSION if spec == "default" else self._trainable(module)[-1]
                 continue
             family, sep, number = spec.partition("=")
             module = self.k.get(family)
-            if not sep or module is None or not number.isdigit() or int(number) not in module.VERSIONS:
-                known = ", ".join(f"{f} {sorted(m.VERSIONS)}" for f, m in sorted(self.k.items()))
-                raise ValueError(f"cannot use kernel version {spec!r}; families and their versions: {known}")
+            if not sep or module is None or not number.isdigit() or int(number) not in self._trainable(module):
+                known = ", ".join(f"{f} {self._trainable(m)}" for f, m in sorted(self.k.items()))
+                why = (" (not deterministic: never used for training)"
+                       if module is not None and number.isdigit() and int(number) in module.VERSIONS else "")
+                raise ValueError(f"cannot use kernel version {spec!r}{why}; families and their versions: {known}")
             chosen[family] = int(number)
         self.versions = chosen
         return dict(chosen)

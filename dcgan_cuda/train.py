@@ -105,7 +105,8 @@ def build_parser():
               "it to metrics.jsonl and loss_curve.png; 0: never")
     flag("kernels", nargs="*", default=None, metavar="SPEC",
          help="which numbered version of each kernel family to run (--device cuda or sim): "
-              "'default', 'newest', or FAMILY=N items, e.g. --kernels newest conv2d=2 "
+              "'default', 'newest' (the highest deterministic ones), or FAMILY=N items, e.g. "
+              "--kernels newest conv2d=2 "
               "(kernels/README.md describes the versions)")
     flag("cuda_graph", action="store_true",
          help="capture one training step into a CUDA graph and replay it every iteration: one "

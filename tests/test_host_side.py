@@ -77,13 +77,17 @@ def test_kernel_backend_choose_versions():
     from dcgan_cuda.kernel_backend import KernelBackend
     backend = KernelBackend.__new__(KernelBackend)       # no simulator needed for the table
     backend.k = {"conv2d": SimpleNamespace(VERSIONS={1: 0, 2: 0, 3: 0}, DEFAULT_VERSION=1),
-                 "adam": SimpleNamespace(VERSIONS={1: 0}, DEFAULT_VERSION=1)}
-    backend.versions = {"conv2d": 1, "adam": 1}
-    assert backend.choose_versions(["newest"]) == {"conv2d": 3, "adam": 1}
-    assert backend.versions == {"conv2d": 3, "adam": 1}
-    assert backend.choose_versions(["newest", "conv2d=2"]) == {"conv2d": 2, "adam": 1}
-    assert backend.choose_versions(["default"]) == {"conv2d": 1, "adam": 1}
-    for bad in (["conv2d=4"], ["nope=1"], ["conv2d"]):
-        with pytest.raises(ValueError, match="families and their versions"):
+                 "adam": SimpleNamespace(VERSIONS={1: 0}, DEFAULT_VERSION=1),
+                 "reduction": SimpleNamespace(VERSIONS={1: 0, 2: 0, 3: 0}, DEFAULT_VERSION=1, NONDETERMINISTIC={3})}
+    backend.versions = {"conv2d": 1, "adam": 1, "reduction": 1}
+    # newest: the highest version that trains deterministically (not reduction's atomic 3)
+    assert backend.choose_versions(["newest"]) == {"conv2d": 3, "adam": 1, "reduction": 2}
+    assert backend.versions == {"conv2d": 3, "adam": 1, "reduction": 2}
+    assert backend.choose_versions(["newest", "conv2d=2"]) == {"conv2d": 2, "adam": 1, "reduction": 2}
+    assert backend.choose_versions(["default"]) == {"conv2d": 1, "adam": 1, "reduction": 1}
+    for bad in (["conv2d=4"], ["nope=1"], ["conv2d"], ["reduction=3"]):
+        with pytest.raises(ValueError, match="families and their versions") as refused:
             backend.choose_versions(bad)
-    assert backend.versions == {"conv2d": 1, "adam": 1}   # a refused choice changes nothing
+        assert "reduction [1, 2]" in str(refused.value)
+        assert ("not deterministic" in str(refused.value)) == (bad == ["reduction=3"])
+    assert backend.versions == {"conv2d": 1, "adam": 1, "reduction": 1}   # a refused choice changes nothing

@@ -318,24 +318,25 @@ def test_gpu_tilings_in_the_simulator(version):
     """The tile sizes a GPU runs (128 x 128 x 8, 8 x 8 per thread in runs of 4, 256
     threads), which the other simulator tests replace by small ones: built here under the
     simulator and run on shapes just past one tile along M and N (a ragged second tile),
-    with a short reduction so that 256 simulated threads stay affordable."""
+    with a reduction of two slices, the second ragged (K = 9 with BK = 8: v5's prefetch
+    runs its whole pipeline), so that 256 simulated threads stay affordable."""
     tiling = conv2d.GPU_TILING[version]
     ops = conv2d.implicit_gemm(f"{version}gpu", tiling)
     rng = np.random.default_rng(11)
     wide = tiling.bn + 2                         # 130 channels: two tiles, the second ragged
-    # forward: M = 12*12 = 144 pixels, N = 130 output channels, K = 2*1*1
-    x, wt = normal(rng, (1, 2, 12, 12)), normal(rng, (wide, 2, 1, 1))
+    # forward: M = 12*12 = 144 pixels, N = 130 output channels, K = 9*1*1
+    x, wt = normal(rng, (1, 9, 12, 12)), normal(rng, (wide, 9, 1, 1))
     y = nan_like((1, wide, 12, 12))
     ops["forward"](x, wt, y, 1, 1, 0, 0, splits=1)
     assert_close(y, reference.conv2d_forward(x.astype(np.float64), wt.astype(np.float64), None, (1, 1), (0, 0)),
-                 *tol(2), "forward")
-    # backward_data: M = 12*12 pixels, N = 130 input channels, K = 2 (the phases are the
-    # small tilings' business: one phase here)
-    dy, wt = normal(rng, (1, 2, 12, 12)), normal(rng, (2, wide, 1, 1))
+                 *tol(9), "forward")
+    # backward_data: M = 12*12 pixels, N = 130 input channels, K = 9 output channels (the
+    # phases are the small tilings' business: one phase here)
+    dy, wt = normal(rng, (1, 9, 12, 12)), normal(rng, (9, wide, 1, 1))
     dx = nan_like((1, wide, 12, 12))
     ops["backward_data"](dy, wt, dx, 1, 1, 0, 0)
     assert_close(dx, reference.conv2d_backward_data(dy.astype(np.float64), wt.astype(np.float64), dx.shape,
-                                                    (1, 1), (0, 0)), *tol(2), "backward_data")
+                                                    (1, 1), (0, 0)), *tol(9), "backward_data")
     # backward_weight: M = 130 output channels, N = 130 taps (k1), K = 3*3 pixels
     x, dy = normal(rng, (1, wide, 3, 3)), normal(rng, (1, wide, 3, 3))
     dw = nan_like((wide, wide, 1, 1))

@@ -10,8 +10,10 @@ from dcgan_cuda.optim import Adam
 from dcgan_cuda.train import train_step
 
 
-def one_step(device, arch):
+def one_step(device, arch, versions=("default",)):
     backend = get_backend(device)
+    if device == "sim":
+        backend.choose_versions(versions)
     netG, netD = build_models(arch, 16, 1, 8, 4, 4, seed=11, backend=backend)
     optG = Adam(netG.parameters(), 2e-4, (0.5, 0.999))
     optD = Adam(netD.parameters(), 2e-4, (0.5, 0.999), weight_decay=1e-5)
@@ -23,9 +25,10 @@ def one_step(device, arch):
     return stats, netG.state_dict(), netD.state_dict(), optD.state_dict()
 
 
-@pytest.mark.parametrize("arch", ["pytorch", "paper"])
-def test_simulated_kernels_train_like_the_numpy_reference(arch):
-    sim, ref = one_step("sim", arch), one_step("cpu", arch)
+@pytest.mark.parametrize("arch,versions", [("pytorch", "default"), ("paper", "default"), ("pytorch", "newest")])
+def test_simulated_kernels_train_like_the_numpy_reference(arch, versions):
+    """With each family's default kernels, and with the newest ones (what gpu_check times)."""
+    sim, ref = one_step("sim", arch, [versions]), one_step("cpu", arch)
     for key, value in ref[0].items():
         # Losses are means of a handful of float32 terms: a few ulp apart at most.
         assert abs(sim[0][key] - value) <= 1e-5 * max(1.0, abs(value)), key
