@@ -158,8 +158,8 @@ lowered the range() into a loop NVVM did not unroll: per trip 16 FMAs, 8 shared 
 20 other instructions, an FMA share of 36%, so instruction issue, not shared memory,
 would have bounded it at about a third of the peak. Two changes to the source, none to
 the arithmetic: indices cast to uint64 (no wraparound: each load becomes one ld.shared at
-a constant offset from a pointer) and a `while` loop (which NVVM unrolls by two): 32
-FMAs, 16 loads and 5 others, 60%. The gathers and the stores into the shared tiles
+a constant offset from a pointer) and a `while` loop stepping two k per trip: 32 FMAs,
+16 loads and 5 others, 60%. The gathers and the stores into the shared tiles
 got the same casts: what a slice spends outside the multiply (8 global loads with
 their bounds checks and index walks, 8 shared stores, 2 barriers) went from 296-359 PTX
 instructions to 219-270 in v5, against its 512 FMAs. tests/test_ptx_hot_loop.py keeps
@@ -171,10 +171,10 @@ memory serves one warp-wide 4-byte load per clock while it does four warp-wide F
 of FMA, the bound at half the peak. v4's 8 x 8 blocks need 16 floats for 64 FMAs, as four
 16-byte loads; per warp and k the two A runs bring 16 distinct rows' 256 bytes (2 clocks
 each) and the two B runs are broadcasts (2 distinct columns: 1 clock each): 6 clocks per
-16 of FMA, so shared memory is no longer the bound, and a trip of the hot loop is 64
-FMAs, 4 ld.shared.v4 and 12 others (80% FMA share). The global side improves too: a
+16 of FMA, so shared memory is no longer the bound, and a trip of the hot loop (two k)
+is 128 FMAs, 8 ld.shared.v4 and 12 others (86% FMA share). The global side improves too: a
 128 x 128 tile reads BM + BN = 256 floats per k for 16384 FMAs, 32 FLOP per byte (v3: 16).
-The costs: 162-165 registers, so one 256-thread block (8 warps) per SM, and nothing
+The costs: 159-168 registers, so one 256-thread block (8 warps) per SM, and nothing
 overlaps a block's gathers with its FMAs but the other warps' progress (double
 buffering would: v5); tiles of 128 waste more where C is narrow (Co = 64: half a
 tile; Ci = 3: 3 of 128 columns). Prediction: 1.3-1.8x v3 on the 8.6 GFLOP layers.
@@ -184,13 +184,13 @@ Why v5 should be faster (PREDICTED). With one block per SM, v4's trip is: store,
 gathers, whose first use waits out a global load (~500-800 clocks from L2) with every
 warp of the SM idle. Issuing the gathers before the multiply hides that latency behind
 the ~1000 clocks of FMAs: up to ~1.5x on the big layers, at the cost of the 8 registers the
-loads land in while the multiply runs (165-170 registers, still one block per SM, no
+loads land in while the multiply runs (167-181 registers, still one block per SM, no
 spills). bench/ptx_hot_loop.py shows the move: 8 global loads in flight during v5's
 multiply loop, 0 during v4's. A second shared buffer (true double buffering) would also
 save one of the two barriers per trip, for 8 KB more shared memory.
 
 Registers (ptxas -v for sm_90, bench/ptxas_report.py): forward / backward_data /
-backward_weight v3 106 / 127 / 114, v4 162 / 165 / 162, v5 170 / 167 / 165; taps_major 32,
+backward_weight v3 106 / 127 / 114, v4 164 / 168 / 159, v5 172 / 181 / 167; taps_major 32,
 sum_splits 28; no spills, no stack frame (the accumulators, fragments and gathered
 values are registers). v3 at up to 128 per thread (ptxas allocates in steps of 8): a
 256-thread block takes 32768 of the SM's 65536 registers: 2 blocks (16 warps, 25%
@@ -746,6 +746,7 @@ def implicit_gemm(version, tiling):
     assert THREADS % BM == 0 and THREADS % BN == 0 and THREADS % BK == 0
     assert BK % STEP_M == 0 and BK % STEP_N == 0 and BM % STEP_K == 0 and BN % STEP_K == 0
     assert TM % VEC == 0 and TN % VEC == 0 and A_ROW % VEC == 0 and B_ROW % VEC == 0
+    assert BK % 2 == 0    # multiply_slice takes two k per trip
 
     @cuda.jit(device=True)
     def tile_row(r, a):
@@ -757,32 +758,42 @@ def implicit_gemm(version, tiling):
         return (b // VEC) * (COL_THREADS * VEC) + c * VEC + b % VEC
 
     @cuda.jit(device=True)
-    def multiply_slice(a_tile, b_tile, acc, row, col):
-        """acc[a*TN + b] += sum over kk < BK of a_tile[kk, tile_row(row, a)] * b_tile[kk, tile_col(col, b)].
+    def multiply_step(a_tile, b_tile, acc, row, col, kk):
+        """acc[a*TN + b] += a_tile[kk, tile_row(row, a)] * b_tile[kk, tile_col(col, b)]: one k.
 
-        Per kk a thread loads TM + TN values from shared memory into registers and does
-        TM*TN multiply-adds with them: each loaded value feeds TN (or TM) FMAs. The 16
-        threads of a half-warp read 16 different runs of VEC consecutive words: no bank
-        conflicts. The indices are unsigned: a signed index makes Numba add Python's
-        negative-index wraparound to every load (3 integer instructions), which also hides
-        from the compiler that a run's VEC words are adjacent; unsigned, each run is one
-        load at a constant offset, ld.shared.v4 when VEC = 4. The loop over kk is a
-        `while`: NVVM unrolls it (by two for v3), where it left Numba's range() loop rolled,
-        paying a counter update and a branch per kk (bench/ptx_hot_loop.py counts both).
-        The loops over a and b are unrolled; acc and the fragments live in registers.
+        A thread loads TM + TN values from shared memory into registers and does TM*TN
+        multiply-adds with them: each loaded value feeds TN (or TM) FMAs. The 16 threads of
+        a half-warp read 16 different runs of VEC consecutive words: no bank conflicts. The
+        indices are unsigned: a signed index makes Numba add Python's negative-index
+        wraparound to every load (3 integer instructions), which also hides from the
+        compiler that a run's VEC words are adjacent; unsigned, each run is one load at a
+        constant offset, ld.shared.v4 when VEC = 4. The loops over a and b are unrolled;
+        acc and the fragments live in registers.
         """
         a_frag = cuda.local.array(TM, float32)
         b_frag = cuda.local.array(TN, float32)
+        for a in range(TM):
+            a_frag[a] = a_tile[uint64(kk), uint64(tile_row(row, a))]
+        for b in range(TN):
+            b_frag[b] = b_tile[uint64(kk), uint64(tile_col(col, b))]
+        for a in range(TM):
+            for b in range(TN):
+                acc[a * TN + b] += a_frag[a] * b_frag[b]
+
+    @cuda.jit(device=True)
+    def multiply_slice(a_tile, b_tile, acc, row, col):
+        """acc[a*TN + b] += sum over kk < BK of a_tile[kk, tile_row(row, a)] * b_tile[kk, tile_col(col, b)].
+
+        The loop over kk is a `while` taking two steps per trip: NVVM left Numba's range()
+        loop here rolled, paying a counter update and a branch for every kk, and the
+        explicit second step halves what remains of them (bench/ptx_hot_loop.py counts both).
+        BK is even in every Tiling.
+        """
         kk = 0
         while kk < BK:
-            for a in range(TM):
-                a_frag[a] = a_tile[uint64(kk), uint64(tile_row(row, a))]
-            for b in range(TN):
-                b_frag[b] = b_tile[uint64(kk), uint64(tile_col(col, b))]
-            for a in range(TM):
-                for b in range(TN):
-                    acc[a * TN + b] += a_frag[a] * b_frag[b]
-            kk += 1
+            multiply_step(a_tile, b_tile, acc, row, col, kk)
+            multiply_step(a_tile, b_tile, acc, row, col, kk + 1)
+            kk += 2
 
     # ---- the gathers: global memory -> registers, one slice's worth per call. Each thread
     # loads the same tile column (or row) at every slice, walking the reduction axis with a
