@@ -94,6 +94,13 @@ How threads map to data.
     barrier, before the multiply: they are in flight while the 512 FMAs per thread run, and
     the stores at the top of the next trip find them arrived. The same code with
     Tiling.prefetch = True; the loads move, nothing else does.
+  v6 narrow-channels: v5, except backward_data into Ci <= 4 channels (D1's dx; G5's
+    forward through the duality), where C[M, Ci] has 131072 rows per phase and 3
+    columns. One thread per dx pixel of a phase keeps all its channels in 4 registers;
+    per pass over 64 output channels the block stages the phase's weights (<= 9 taps x 64
+    x 4 floats, 9 KB) in shared memory, and each thread walks its taps and channels:
+    dy[n, o, p, q] from global memory (consecutive threads on consecutive q: coalesced),
+    the (tap, o) row of 4 weights as one 16-byte broadcast load, 4 FMAs.
 
 Napkin math at the DCGAN shapes (pytorch arch, batch 128, 64x64, ngf = ndf = 64).
 FLOPs = 2*N*Co*Ho*Wo*Ci*kh*kw per direction (all three directions do the same multiply-adds),
@@ -200,12 +207,20 @@ matter here (one computes while the other waits on its loads), and the counts ar
 free choice: passing launch_bounds=(256, 2) to cuda.jit would pin them (checked: 118-128
 registers, no spills). Having backward_data read B from the taps-major copy lets one
 digit walker serve both of its loads: with two walkers it needed 154 registers.
-What v5 still lacks: a second shared buffer (one barrier per trip instead of two);
+Why v6 (PREDICTED). backward_data into Ci = 3 (D1's dx, needed for G's gradient, and
+G5's forward) as a GEMM with 128-wide tiles computes 128 columns for 3: ~34 GFLOP of
+tile work for 0.8 GFLOP of real work, ~1 ms per call on an H100 at v5's rate, two calls
+per training step. The narrow kernel does only the real work, 4 FMAs per dy value and
+per 16-byte weight load: per 4 output channels its hot loop is 16 FMAs, 4 global loads,
+4 ld.shared.v4 and 18 others (42% FMAs; it is load-bound, not FMA-bound): ~0.5G
+instructions for G5's forward, ~50-100 us, 10-20x fewer than v5 there. 128 registers,
+no spills, 9 KB of shared memory.
+
+What v6 still lacks: a second shared buffer (one barrier per trip instead of two);
 float4 global loads where rows are contiguous; tile shapes per layer (128 x 128 tiles
-waste half of each tile on Co = 64). The weak spots of one tile: backward_data into Ci = 3 channels (D1's dx, G5's forward) uses
-3 of 64 columns, so ~17 GFLOP of tile work for 0.8 of real FLOP (predicted ~0.5 ms, where
-v2 needs >= 0.1 ms); D5's weight gradient uses 1 of 64 rows. Numba has no tensor cores, so
-whatever the tiling the ceiling is FP32 FMA, 67 TFLOP/s.
+waste half of each tile on Co = 64, D1's forward and weight gradient); D5's weight
+gradient uses 1 of 128 rows. Numba has no tensor cores, so whatever the tiling the
+ceiling is FP32 FMA, 67 TFLOP/s.
 
 Versions:
     1  naive       one thread per output element, operands read straight from global memory
@@ -213,6 +228,7 @@ Versions:
     3  implicit-gemm  each direction a GEMM gathered into shared tiles; each thread a TM x TN block of C in registers
     4  vector-frags   8 x 8 outputs per thread, their operands read from shared memory 4 floats (16 bytes) per load
     5  prefetch       the next slice's global loads issued into registers before this slice's multiply-adds
+    6  narrow-channels  backward-data into at most 4 channels: a thread per pixel, all its channels in registers
 Run:
     python -m dcgan_cuda.kernels.conv2d --sim              validate every version on the CPU (tiny shapes)
     python -m dcgan_cuda.kernels.conv2d --sim --version 3  only version 3
@@ -674,6 +690,30 @@ def digits(flat, mid_size, lo_size):
     return rest // mid_size, rest % mid_size, lo
 
 
+@cuda.jit(device=True)
+def phase_geometry(z, sh, sw, ph, pw, height, width, kh, kw):
+    """Sub-pixel phase z of backward_data: (rh, rw, rows_h, rows_w, base_h, base_w, i0, j0,
+    taps_h, taps_w).
+
+    Phase (rh, rw) = (z // sw, z % sw) is the dx pixels h = rh + sh*u, v = rw + sw*uv,
+    rows_h x rows_w of them (0 when the phase starts beyond the image). Only the taps
+    i = i0, i0 + sh, ... (taps_h of them) reach its rows, tap i0 + sh*ti taking dx row
+    rh + sh*u from dy row base_h + u - ti, as rh + ph = base_h*sh + i0; columns likewise.
+    A phase that no tap reaches along either axis (k < s) has no taps at all.
+    """
+    rh = z // sw
+    rw = z % sw
+    rows_h = (height - rh + sh - 1) // sh
+    rows_w = (width - rw + sw - 1) // sw
+    base_h, i0 = (rh + ph) // sh, (rh + ph) % sh
+    base_w, j0 = (rw + pw) // sw, (rw + pw) % sw
+    taps_h = (kh - i0 + sh - 1) // sh
+    taps_w = (kw - j0 + sw - 1) // sw
+    if taps_w == 0:
+        taps_h = 0
+    return rh, rw, rows_h, rows_w, base_h, base_w, i0, j0, taps_h, taps_w
+
+
 @kernel((f32_4d, f32_4d))
 def taps_major(w, wp):
     """wp[i, j, o, c] (=) = w[o, c, i, j]: the weights regrouped so that B's rows in
@@ -981,17 +1021,9 @@ def implicit_gemm(version, tiling):
         b_regs = cuda.local.array(PASSES_M, float32)
         n_img, cin, height, width = dx.shape
         kh, kw, cout = wp.shape[0], wp.shape[1], wp.shape[2]
-        rh = cuda.blockIdx.z // sw
-        rw = cuda.blockIdx.z % sw
-        rows_h = (height - rh + sh - 1) // sh    # 0 when the phase starts beyond the image
-        rows_w = (width - rw + sw - 1) // sw
-        # rh + ph = base_h*sh + i0: tap i0 + sh*ti takes dx row rh + sh*u from dy row base_h + u - ti.
-        base_h, i0 = (rh + ph) // sh, (rh + ph) % sh
-        base_w, j0 = (rw + pw) // sw, (rw + pw) % sw
-        taps_h = (kh - i0 + sh - 1) // sh        # 0 when i0 >= kh: this phase gets no taps
-        taps_w = (kw - j0 + sw - 1) // sw
-        if taps_w == 0:                          # nor when j0 >= kw; then ti < taps_h is k < K
-            taps_h = 0
+        # taps_h is 0 for a phase without taps along either axis: then ti < taps_h is k < K.
+        rh, rw, rows_h, rows_w, base_h, base_w, i0, j0, taps_h, taps_w = phase_geometry(
+            cuda.blockIdx.z, sh, sw, ph, pw, height, width, kh, kw)
         rows = n_img * rows_h * rows_w
         depth = taps_h * taps_w * cout
         tiles_m = (rows + BM - 1) // BM          # 0 for a phase beyond the image: no trips
@@ -1167,6 +1199,95 @@ def implicit_gemm(version, tiling):
 IMPLICIT_GEMM = {version: implicit_gemm(version, tiling) for version, tiling in TILING.items()}
 
 
+# ------------------------------------------------------------------------ version 6
+# Narrow channels. backward_data into Ci <= NARROW channels (D1's dx and, through the
+# duality, G5's forward: Ci = 3) is a GEMM C[M, Ci] per phase with M = 131072 rows and
+# Ci = 3 columns: a 128-wide tile of C would spend 125 of its 128 columns on nothing. Here
+# a thread owns one dx pixel of a phase and all its channels (NARROW accumulators), reads
+# dy straight from global memory (consecutive threads, consecutive pixels: coalesced) and
+# the phase's weights from shared memory as one 16-byte row of NARROW floats per
+# (tap, output channel), the same row for every thread (a broadcast). Every other
+# convolution, and any with more taps per phase than NARROW_TAPS, runs version 5.
+NARROW = 4                                   # channels per thread: one 16-byte shared row
+NARROW_TAPS = 9                              # taps per phase staged: k <= 3 at s1, k <= 6 at s2
+NARROW_CHUNK = 4 if SIMULATOR else 64        # output channels staged per pass
+NARROW_THREADS = 16 if SIMULATOR else 256
+NARROW_ROWS = NARROW_TAPS * NARROW_CHUNK     # (tap, output channel) rows of the shared weights
+
+
+@kernel(_SIG)
+def backward_data_narrow_v6(dy, wp, dx, sh, sw, ph, pw):
+    """dx (=) for Ci <= NARROW: one thread per dx pixel of phase blockIdx.z, all its channels.
+
+    Phases, taps and the taps-major weights wp[i, j, o, c] as in the implicit GEMMs'
+    backward_data. Per pass over NARROW_CHUNK output channels o0.. the block stages
+    w_s[t*NARROW_CHUNK + oo, c] = wp[i0 + sh*ti, j0 + sw*tj, o0 + oo, c] for the phase's
+    taps t = ti*taps_w + tj (0 past Ci and Co), then each thread adds, for each of its taps
+    that lands inside dy, dy[n, o, p_base - ti, q_base - tj] * w_s[t*NARROW_CHUNK + o - o0, :].
+    Pixels are taken in a block-stride loop; a block's threads keep in step (barriers).
+    """
+    w_s = cuda.shared.array((NARROW_ROWS, NARROW), float32, alignment=16)
+    acc = cuda.local.array(NARROW, float32)
+    n_img, cin, height, width = dx.shape
+    kh, kw, cout = wp.shape[0], wp.shape[1], wp.shape[2]
+    out_h, out_w = dy.shape[2], dy.shape[3]
+    rh, rw, rows_h, rows_w, base_h, base_w, i0, j0, taps_h, taps_w = phase_geometry(
+        cuda.blockIdx.z, sh, sw, ph, pw, height, width, kh, kw)
+    taps = taps_h * taps_w
+    rows = n_img * rows_h * rows_w
+    t = cuda.threadIdx.x
+    for m0 in range(cuda.blockIdx.x * NARROW_THREADS, rows, cuda.gridDim.x * NARROW_THREADS):
+        m = m0 + t
+        row_ok = m < rows
+        n, u, uv = digits(m, rows_h, rows_w)
+        p_base = base_h + u
+        q_base = base_w + uv
+        for c in range(NARROW):
+            acc[c] = float32(0.0)
+        for o0 in range(0, cout, NARROW_CHUNK):
+            for e in range(t, NARROW_ROWS * NARROW, NARROW_THREADS):
+                c = e % NARROW
+                oo = (e // NARROW) % NARROW_CHUNK
+                tap = e // (NARROW * NARROW_CHUNK)
+                value = float32(0.0)
+                if tap < taps and o0 + oo < cout and c < cin:
+                    value = wp[uint64(i0 + sh * (tap // taps_w)), uint64(j0 + sw * (tap % taps_w)),
+                               uint64(o0 + oo), uint64(c)]
+                w_s[uint64(tap * NARROW_CHUNK + oo), uint64(c)] = value
+            cuda.syncthreads()                   # the chunk's weights staged before anyone reads them
+            if row_ok:
+                chunk = min(NARROW_CHUNK, cout - o0)
+                for ti in range(taps_h):
+                    p = p_base - ti
+                    for tj in range(taps_w):
+                        q = q_base - tj
+                        if p >= 0 and p < out_h and q >= 0 and q < out_w:
+                            row = (ti * taps_w + tj) * NARROW_CHUNK
+                            oo = 0
+                            while oo < chunk:
+                                a = dy[uint64(n), uint64(o0 + oo), uint64(p), uint64(q)]
+                                for c in range(NARROW):
+                                    acc[c] += a * w_s[uint64(row + oo), uint64(c)]
+                                oo += 1
+            cuda.syncthreads()                   # all reads done before the next chunk overwrites
+        if row_ok:
+            for c in range(NARROW):
+                if c < cin:
+                    dx[n, c, rh + sh * u, rw + sw * uv] = acc[c]
+
+
+def _backward_data_v6(dy, w, dx, sh, sw, ph, pw):
+    cout, cin, kh, kw = w.shape
+    if cin > NARROW or _ceil_div(kh, sh) * _ceil_div(kw, sw) > NARROW_TAPS:
+        return IMPLICIT_GEMM[5]["backward_data"](dy, w, dx, sh, sw, ph, pw)
+    n, _, height, width = dx.shape
+    most_rows = n * _ceil_div(height, sh) * _ceil_div(width, sw)     # phase (0, 0)'s
+    grid = (_tile_grid(_ceil_div(most_rows, NARROW_THREADS)), 1, sh * sw)
+    wp = workspace(w, (kh, kw, cout, cin), "conv2d.backward_data.taps_major")
+    taps_major[grid_1d(w.size)](w, wp)
+    backward_data_narrow_v6[grid, NARROW_THREADS](dy, wp, dx, sh, sw, ph, pw)
+
+
 VERSIONS = {
     1: Version("naive", "one thread per output element, operands read straight from global memory", {
         "forward": _forward_v1, "backward_data": _backward_data_v1, "backward_weight": _backward_weight_v1,
@@ -1180,6 +1301,8 @@ VERSIONS = {
                IMPLICIT_GEMM[4]),
     5: Version("prefetch", "the next slice's global loads issued into registers before this slice's multiply-adds",
                IMPLICIT_GEMM[5]),
+    6: Version("narrow-channels", "backward-data into at most 4 channels: a thread per pixel, all its channels in registers",
+               dict(IMPLICIT_GEMM[5], backward_data=_backward_data_v6)),
 }
 DEFAULT_VERSION = 1
 

@@ -44,8 +44,8 @@ taps meet any one output pixel of the forward gather; the FLOP count already cou
 those. (k5 s2: 9, 6, 6 or 4 of the 25, by phase; 1/4 on average, as for k4.)
 v3 at these shapes (predicted, not measured; see conv2d.py for the reasoning): G2..G4 as
 GEMMs of 256-2048 blocks at 20-30 TFLOP/s, ~0.3-0.45 ms per direction; G5's forward writes
-only Nc = 3 channels, 3 of a tile's 64 columns (v4: of 128), so v3 and v4 are predicted
-slower than v2 there.
+only Nc = 3 channels, 3 of a tile's 64 columns (v4, v5: of 128), so they are predicted
+slower than v2 there; v6 gives that case a kernel of its own (one thread per pixel).
 
 Versions:
     1  naive       conv2d v1: one thread per output element, operands from global memory
@@ -53,6 +53,7 @@ Versions:
     3  implicit-gemm  conv2d v3: register-blocked implicit GEMMs; forward in sub-pixel phases
     4  vector-frags   conv2d v4: 8 x 8 outputs per thread, operands read 16 bytes per shared load
     5  prefetch       conv2d v5: the next slice's loads in flight during the multiply-adds
+    6  narrow-channels  conv2d v6: a forward into at most 4 channels (G5) by one thread per pixel
 Run:
     python -m dcgan_cuda.kernels.conv_transpose2d --sim        validate every version on the CPU
     python -m dcgan_cuda.kernels.conv_transpose2d --version 2  validate and time on a GPU

@@ -87,3 +87,13 @@ def test_prefetch_issues_the_next_slice_before_the_multiply(loops, direction):
         threads = (tiling.bm // tiling.tm) * (tiling.bn // tiling.tn)
         gathered = tiling.bk * (tiling.bm + tiling.bn) // threads
         assert in_flight == (gathered if tiling.prefetch else 0), (version, in_flight)
+
+
+def test_narrow_kernel_reads_a_weight_row_per_load(loops):
+    """v6's narrow backward_data: per output channel one dy value from global memory and
+    one 16-byte row of NARROW weights from shared memory, NARROW FMAs with them."""
+    from dcgan_cuda.kernels import conv2d
+    row = loops["conv2d.backward_data_narrow_v6"]
+    assert row["vector_loads"] == row["shared_loads"] > 0, row
+    assert row["fma"] == conv2d.NARROW * row["shared_loads"], row
+    assert row["fma_share"] >= 0.4, row

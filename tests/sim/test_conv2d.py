@@ -240,7 +240,7 @@ def test_gemm_sizes_that_divide_no_tile(version, n, cin, cout, size, kernel, str
     check_conv2d(np.random.default_rng(5), n, cin, cout, size, kernel, stride, padding, versions=[version])
 
 
-@pytest.mark.parametrize("version", GEMM_VERSIONS)
+@pytest.mark.parametrize("version", GEMM_VERSIONS + [6])
 @pytest.mark.parametrize("stride", [1, 2, 3])
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
 def test_every_kernel_size_at_strides_1_to_3(k, stride, version):
@@ -258,7 +258,7 @@ def test_every_kernel_size_at_strides_1_to_3(k, stride, version):
     (1, 2, 3, (3, 4), (4, 4), (2, 2), (1, 1), (1, 0)),   # pytorch G's kernel, one axis padded
     (2, 2, 2, (2, 3), (2, 3), (3, 2), (0, 1), (2, 1)),   # k < s: phases without taps, and op = s-1
 ], ids=["k5s2p2op1", "k4s2p1op1x0", "k2x3s3x2op2x1"])
-@pytest.mark.parametrize("version", GEMM_VERSIONS)
+@pytest.mark.parametrize("version", GEMM_VERSIONS + [6])
 def test_conv_transpose2d_output_padding(version, n, cin, cout, size, kernel, stride, padding, output_padding):
     """The rows output_padding adds lie beyond every window: the transposed forward
     (conv2d's backward_data) must still write them, 0."""
@@ -343,3 +343,30 @@ def test_gpu_tilings_in_the_simulator(version):
     ops["backward_weight"](x, dy, dw, 1, 1, 0, 0, splits=1)
     assert_close(dw, reference.conv2d_backward_weight(x.astype(np.float64), dy.astype(np.float64), dw.shape,
                                                       (1, 1), (0, 0)), *tol(9), "backward_weight")
+
+
+@pytest.mark.parametrize("cin,kernel,stride,narrow", [
+    (3, (4, 4), (2, 2), True),      # D1's dx, G5's forward: 4 taps per phase
+    (4, (5, 5), (2, 2), True),      # the paper's k5 s2: phases of 9, 6, 6 and 4 taps
+    (1, (3, 2), (1, 1), True),      # stride 1: one phase of 6 taps
+    (5, (4, 4), (2, 2), False),     # more channels than a thread keeps: version 5
+    (2, (4, 4), (1, 1), False),     # 16 taps in a phase, more than staged: version 5
+    (2, (6, 6), (1, 2), False),     # 18 taps in the widest phase
+])
+def test_v6_takes_narrow_backward_data_and_leaves_the_rest_to_v5(cin, kernel, stride, narrow):
+    """backward_data into at most NARROW channels with at most NARROW_TAPS taps per phase
+    runs the narrow kernel, over more output channels than one staged chunk (9 > 4 in the
+    simulator); anything else runs version 5's. Both match the reference."""
+    from dcgan_cuda.kernels import jit
+    rng = np.random.default_rng(12)
+    cout, padding = 9, (kernel[0] // 2, kernel[1] // 2)
+    x = normal(rng, (2, cin, 9, 10))
+    out = [conv2d_output_size(x.shape[2 + a], kernel[a], stride[a], padding[a]) for a in (0, 1)]
+    wt, dy = normal(rng, (cout, cin) + kernel), normal(rng, (2, cout, *out))
+    dx = nan_like(x.shape)
+    jit.LAUNCHES.clear()
+    conv2d.backward_data(dy, wt, dx, stride, padding, version=6)
+    assert (jit.LAUNCHES["conv2d.backward_data_narrow_v6"] == 1) == narrow, dict(jit.LAUNCHES)
+    assert (jit.LAUNCHES["conv2d.backward_data_v5"] == 1) == (not narrow), dict(jit.LAUNCHES)
+    expected = reference.conv2d_backward_data(dy.astype(np.float64), wt.astype(np.float64), x.shape, stride, padding)
+    assert_close(dx, expected, *tol(cout * kernel[0] * kernel[1]), "v6 backward_data")
