@@ -25,12 +25,12 @@ stage() {  # stage NAME SECONDS COMMAND...: run with a time limit, log everythin
     [ "$rc" -eq 0 ] || { echo "=== $name FAILED (exit $rc)" | tee -a "$LOG"; status=1; }
 }
 
-stage install 60 python -m pip install --no-deps --no-build-isolation -q -e .
+stage install 40 python -m pip install --no-deps --no-build-isolation -q -e .
 if [ "$status" -ne 0 ]; then
     echo "=== the project did not install: nothing else can run" | tee -a "$LOG"
     exit 1
 fi
-stage versions 20 python - <<'EOF'
+stage versions 15 python - <<'EOF'
 import platform, subprocess
 print("python", platform.python_version())
 for mod in ("numpy", "numba", "numba_cuda", "cupy", "torch", "pytest", "hypothesis"):
@@ -56,7 +56,7 @@ except OSError as exc:
 EOF
 # --continue-on-collection-errors: a CPU-only test module that cannot be imported here (say,
 # hypothesis is missing) must not stop the gpu tests of the modules that can.
-stage gpu-tests 150 python -m pytest -m gpu -q -p no:cacheprovider -x --no-header -rfE \
+stage gpu-tests 175 python -m pytest -m gpu -q -p no:cacheprovider -x --no-header -rfE \
     --continue-on-collection-errors
 stage conv-bench 90 python bench/conv_bench.py --json "$LOGDIR/conv_bench.json"
 # The training step with each family's newest kernel version (the defaults stay 1 until
