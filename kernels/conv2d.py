@@ -71,7 +71,7 @@ How threads map to data.
     every window (a transposed conv's output_padding) are written 0; each dx element is
     in exactly one phase, so it is written exactly once (=).
     Split-K: where C has too few tiles to fill the GPU, the reduction is cut into
-    SPLIT_TARGET_BLOCKS // tiles fixed ranges of whole slices (264 = one wave of 2 blocks
+    Tiling.split_target // tiles fixed ranges of whole slices (264 = one wave of 2 blocks
     on 132 SMs; each range at least 256 long), one per blockIdx.z; each split writes its
     partial C to a workspace (reduction.workspace), and sum_splits adds the splits
     element by element in split order: deterministic, no atomics. backward_weight needs
