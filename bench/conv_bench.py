@@ -126,14 +126,11 @@ def rotating(make, count):
 
 
 def time_once(fn):
-    """Milliseconds of one fn() between two CUDA events: a rough first measure."""
+    """Milliseconds of one fn() between two CUDA events, no warm-up: a rough first measure."""
     import cupy
-    start, stop = cupy.cuda.Event(), cupy.cuda.Event()
-    start.record()
-    fn()
-    stop.record()
-    stop.synchronize()
-    return cupy.cuda.get_elapsed_time(start, stop)
+
+    from dcgan_cuda.kernels.harness import time_with_events
+    return time_with_events(fn, cupy.cuda.Event, cupy.cuda.get_elapsed_time, warmup=0, reps=1, rounds=1)
 
 
 def calls_within_budget(ms_once, args):

@@ -54,11 +54,9 @@ def loops(ptx):
     return lines, found
 
 
-def innermost_loops(ptx):
-    """(lines, [(first line, last line)] of each loop with no loop inside it)."""
-    lines, found = loops(ptx)
-    return lines, [(a, b) for a, b in found
-                   if not any((a, b) != (c, d) and a <= c and d <= b for c, d in found)]
+def innermost(found):
+    """Those of the loops `found` with no other loop inside them."""
+    return [(a, b) for a, b in found if not any((a, b) != (c, d) and a <= c and d <= b for c, d in found)]
 
 
 def hot_loop(ptx):
@@ -69,9 +67,9 @@ def hot_loop(ptx):
     `around`: the instructions of one trip of the smallest loop enclosing it, less the
     loop itself (a GEMM's slice loop: its gathers, stores and barriers), or None.
     """
-    lines, inner = innermost_loops(ptx)
+    lines, found = loops(ptx)
     best = None
-    for a, b in inner:
+    for a, b in innermost(found):
         body = list(instructions(lines[a:b + 1]))
         fma = sum(text.startswith("fma.rn.f32") for text in body)
         if fma and (best is None or fma > best["fma"]):
@@ -86,7 +84,7 @@ def hot_loop(ptx):
                     "span": (a, b)}
     if best:
         a, b = best.pop("span")
-        enclosing = [(c, d) for c, d in loops(ptx)[1] if c <= a and b <= d and (c, d) != (a, b)]
+        enclosing = [(c, d) for c, d in found if c <= a and b <= d and (c, d) != (a, b)]
         best["around"] = None
         if enclosing:
             c, d = min(enclosing, key=lambda span: span[1] - span[0])

@@ -728,6 +728,21 @@ def taps_major(w, wp):
         wp[tap // kw, tap % kw, o, c] = w[o, c, tap // kw, tap % kw]
 
 
+def _taps_major_copy(w):
+    """w regrouped by taps_major into a workspace (kept for the next call): backward_data's B."""
+    cout, cin, kh, kw = w.shape
+    wp = workspace(w, (kh, kw, cout, cin), "conv2d.backward_data.taps_major")
+    taps_major[grid_1d(w.size)](w, wp)
+    return wp
+
+
+def _most_phase_rows(dx_shape, sh, sw):
+    """Rows of backward_data's largest sub-pixel phase, (0, 0): what a grid over phases must
+    cover (blocks beyond a smaller phase's rows have no trips)."""
+    n, _, height, width = dx_shape
+    return n * _ceil_div(height, sh) * _ceil_div(width, sw)
+
+
 @kernel((f32_2d, f32_2d))
 def sum_splits(partials, out):
     """out[r, e] (=) = partials[r, e] + partials[R + r, e] + ... over the splits, in split
@@ -1172,14 +1187,9 @@ def implicit_gemm(version, tiling):
             sum_splits[grid_1d(y.size)](out.reshape(splits * n, y.size // n), y.reshape(n, y.size // n))
 
     def backward_data(dy, w, dx, sh, sw, ph, pw):
-        n, cin, height, width = dx.shape
-        # Phase (0, 0) has the most rows; blocks beyond a smaller phase's tiles have no trips.
-        most_rows = n * _ceil_div(height, sh) * _ceil_div(width, sw)
-        grid = (_tile_grid(_ceil_div(most_rows, BM) * _ceil_div(cin, BN)), 1, sh * sw)
-        cout, _, kh, kw = w.shape
-        wp = workspace(w, (kh, kw, cout, cin), "conv2d.backward_data.taps_major")
-        taps_major[grid_1d(w.size)](w, wp)
-        backward_data_v[grid, THREADS](dy, wp, dx, sh, sw, ph, pw)
+        tiles = _ceil_div(_most_phase_rows(dx.shape, sh, sw), BM) * _ceil_div(dx.shape[1], BN)
+        grid = (_tile_grid(tiles), 1, sh * sw)
+        backward_data_v[grid, THREADS](dy, _taps_major_copy(w), dx, sh, sw, ph, pw)
 
     def backward_weight(x, dy, dw, sh, sw, ph, pw, splits=None):
         cout, cin, kh, kw = dw.shape
@@ -1277,15 +1287,11 @@ def backward_data_narrow_v6(dy, wp, dx, sh, sw, ph, pw):
 
 
 def _backward_data_v6(dy, w, dx, sh, sw, ph, pw):
-    cout, cin, kh, kw = w.shape
+    _, cin, kh, kw = w.shape
     if cin > NARROW or _ceil_div(kh, sh) * _ceil_div(kw, sw) > NARROW_TAPS:
         return IMPLICIT_GEMM[5]["backward_data"](dy, w, dx, sh, sw, ph, pw)
-    n, _, height, width = dx.shape
-    most_rows = n * _ceil_div(height, sh) * _ceil_div(width, sw)     # phase (0, 0)'s
-    grid = (_tile_grid(_ceil_div(most_rows, NARROW_THREADS)), 1, sh * sw)
-    wp = workspace(w, (kh, kw, cout, cin), "conv2d.backward_data.taps_major")
-    taps_major[grid_1d(w.size)](w, wp)
-    backward_data_narrow_v6[grid, NARROW_THREADS](dy, wp, dx, sh, sw, ph, pw)
+    grid = (_tile_grid(_ceil_div(_most_phase_rows(dx.shape, sh, sw), NARROW_THREADS)), 1, sh * sw)
+    backward_data_narrow_v6[grid, NARROW_THREADS](dy, _taps_major_copy(w), dx, sh, sw, ph, pw)
 
 
 VERSIONS = {
