@@ -101,6 +101,12 @@ How threads map to data.
     x 4 floats, 9 KB) in shared memory, and each thread walks its taps and channels:
     dy[n, o, p, q] from global memory (consecutive threads on consecutive q: coalesced),
     the (tap, o) row of 4 weights as one 16-byte broadcast load, 4 FMAs.
+  v7 fitted-tiles: v6, except that each GEMM gets the tiles that pad its C least: v5's
+    128 x 128, or 64 x 64 tiles of 64 threads, each thread still v5's (8 x 8 outputs in
+    runs of 4, 16-byte shared loads, prefetch; Tiling 7); on a tie the big tiles. At the
+    DCGAN shapes the small tiles take the GEMMs with a side of 64 (D1's and G4's forward,
+    D2's and G5's dx), D1's and G5's weight gradients (C is 64 x 48) and D5's two
+    one-column GEMMs; everything else stays v5's, and the narrow kernel keeps its two.
 
 Napkin math at the DCGAN shapes (pytorch arch, batch 128, 64x64, ngf = ndf = 64).
 FLOPs = 2*N*Co*Ho*Wo*Ci*kh*kw per direction (all three directions do the same multiply-adds),
@@ -197,7 +203,8 @@ multiply loop, 0 during v4's. A second shared buffer (true double buffering) wou
 save one of the two barriers per trip, for 8 KB more shared memory.
 
 Registers (ptxas -v for sm_90, bench/ptxas_report.py): forward / backward_data /
-backward_weight v3 106 / 127 / 114, v4 164 / 168 / 159, v5 172 / 181 / 167; taps_major 32,
+backward_weight v3 106 / 127 / 114, v4 164 / 168 / 159, v5 172 / 181 / 167, v7 186 / 198 /
+167; taps_major 32,
 sum_splits 28; no spills, no stack frame (the accumulators, fragments and gathered
 values are registers). v3 at up to 128 per thread (ptxas allocates in steps of 8): a
 256-thread block takes 32768 of the SM's 65536 registers: 2 blocks (16 warps, 25%
@@ -216,11 +223,23 @@ per 16-byte weight load: per 4 output channels its hot loop is 16 FMAs, 4 global
 instructions for G5's forward, ~50-100 us, 10-20x fewer than v5 there. 128 registers,
 no spills, 9 KB of shared memory.
 
-What v6 still lacks: a second shared buffer (one barrier per trip instead of two);
-float4 global loads where rows are contiguous; tile shapes per layer (128 x 128 tiles
-waste half of each tile on Co = 64, D1's forward and weight gradient); D5's weight
-gradient uses 1 of 128 rows. Numba has no tensor cores, so whatever the tiling the
-ceiling is FP32 FMA, 67 TFLOP/s.
+Why v7 (PREDICTED). A 128 x 128 tile over a C with 64 columns computes 128 for 64: D2's
+dx and G4's forward (8.6 GFLOP each, two of the six big GEMMs of a training step) and
+D1's forward run at half of v5's rate, and D1's and G5's weight gradients (C = 64 x 48)
+use 19% of their tile. A 64 x 64 tile fits them exactly (75% for the 64 x 48), at a price
+that can be counted: per 64 x 64 x 8 slice a thread still does 512 FMAs, but it gathers
+16 floats instead of 8 (half the FMAs per loaded byte: 16 FLOP/byte from L2, v3's), and
+bench/ptx_hot_loop.py puts its slice overhead at 410-498 instructions against v5's
+218-270. Per 512 useful FMAs that is ~1060 instructions against v5's ~1700 on a half-empty
+tile: ~1.6x on those GEMMs if instruction issue is the bound. Where the big tiles fit,
+they stay: the same FMAs for half the loads. 167-198 registers, no spills: 5 blocks of
+64 threads per SM (10 warps, v5: 8), 4.25 KB of shared memory each; split-K aims at 660
+blocks, one wave.
+
+What v7 still lacks: a second shared buffer (one barrier per trip instead of two);
+float4 global loads where rows are contiguous; D5's one-column GEMMs (2 MFLOP) still
+compute 64 columns for 1. Numba has no tensor cores, so whatever the tiling the ceiling
+is FP32 FMA, 67 TFLOP/s.
 
 Versions:
     1  naive       one thread per output element, operands read straight from global memory
@@ -229,6 +248,7 @@ Versions:
     4  vector-frags   8 x 8 outputs per thread, their operands read from shared memory 4 floats (16 bytes) per load
     5  prefetch       the next slice's global loads issued into registers before this slice's multiply-adds
     6  narrow-channels  backward-data into at most 4 channels: a thread per pixel, all its channels in registers
+    7  fitted-tiles  each GEMM in the tiles that pad it least, 128 x 128 or 64 x 64, the same thread in both
 Run:
     python -m dcgan_cuda.kernels.conv2d --sim              validate every version on the CPU (tiny shapes)
     python -m dcgan_cuda.kernels.conv2d --sim --version 3  only version 3
@@ -636,10 +656,14 @@ Tiling = namedtuple("Tiling", "bm bn bk tm tn vec pad prefetch split_target min_
 GPU_TILING = {
     3: Tiling(bm=64, bn=64, bk=16, tm=4, tn=4, vec=1, pad=2, prefetch=False, split_target=264, min_split=256),
     4: Tiling(bm=128, bn=128, bk=8, tm=8, tn=8, vec=4, pad=4, prefetch=False, split_target=132, min_split=256),
+    # v7's small tiles: v5's thread (8 x 8 in runs of 4, prefetching) in a quarter of its
+    # block, 64 threads. 167-198 registers each: 5 blocks per SM, 660 make one wave.
+    7: Tiling(bm=64, bn=64, bk=8, tm=8, tn=8, vec=4, pad=4, prefetch=True, split_target=660, min_split=256),
 }
 SIM_TILING = {
     3: Tiling(bm=8, bn=8, bk=4, tm=2, tn=2, vec=1, pad=2, prefetch=False, split_target=8, min_split=4),
     4: Tiling(bm=16, bn=16, bk=4, tm=4, tn=4, vec=2, pad=2, prefetch=False, split_target=8, min_split=4),
+    7: Tiling(bm=8, bn=8, bk=4, tm=2, tn=2, vec=2, pad=2, prefetch=True, split_target=8, min_split=4),
 }
 for _tilings in (GPU_TILING, SIM_TILING):
     _tilings[5] = _tilings[4]._replace(prefetch=True)
@@ -1286,12 +1310,46 @@ def backward_data_narrow_v6(dy, wp, dx, sh, sw, ph, pw):
                     dx[n, c, rh + sh * u, rw + sw * uv] = acc[c]
 
 
-def _backward_data_v6(dy, w, dx, sh, sw, ph, pw):
-    _, cin, kh, kw = w.shape
-    if cin > NARROW or _ceil_div(kh, sh) * _ceil_div(kw, sw) > NARROW_TAPS:
-        return IMPLICIT_GEMM[5]["backward_data"](dy, w, dx, sh, sw, ph, pw)
-    grid = (_tile_grid(_ceil_div(_most_phase_rows(dx.shape, sh, sw), NARROW_THREADS)), 1, sh * sw)
-    backward_data_narrow_v6[grid, NARROW_THREADS](dy, _taps_major_copy(w), dx, sh, sw, ph, pw)
+def narrow_channels(wide_backward_data):
+    """backward_data by backward_data_narrow_v6 where it applies (Ci <= NARROW, <= NARROW_TAPS
+    taps per phase) and by wide_backward_data everywhere else."""
+    def backward_data(dy, w, dx, sh, sw, ph, pw):
+        _, cin, kh, kw = w.shape
+        if cin > NARROW or _ceil_div(kh, sh) * _ceil_div(kw, sw) > NARROW_TAPS:
+            return wide_backward_data(dy, w, dx, sh, sw, ph, pw)
+        grid = (_tile_grid(_ceil_div(_most_phase_rows(dx.shape, sh, sw), NARROW_THREADS)), 1, sh * sw)
+        backward_data_narrow_v6[grid, NARROW_THREADS](dy, _taps_major_copy(w), dx, sh, sw, ph, pw)
+    return backward_data
+
+
+# ------------------------------------------------------------------------ version 7
+# Fitted tiles. v5's 128 x 128 tiles fit C exactly on most DCGAN layers, but where one side
+# of C is 64 (D2's dx and G4's forward, 8.6 GFLOP each; D1's forward and G5's dx) half of
+# every tile is padding, and the weight gradients of D1 and G5 (C is 64 x 48) use 19% of
+# their one tile. Version 7 gives each GEMM the tiling that pads C least: v5's, or
+# TILING[7], the same thread (8 x 8 outputs, runs of 4, prefetch) in 64 x 64 tiles of 64
+# threads; on a tie the bigger tiles, which load half as much per FMA. The narrow kernel
+# keeps its channels (v6).
+def fitted_tiling(rows, cols, tilings=TILING):
+    """The version (5 or 7) whose tiles pad a rows x cols C least; 5 on a tie."""
+    def padded(tiling):
+        return _ceil_div(rows, tiling.bm) * tiling.bm * _ceil_div(cols, tiling.bn) * tiling.bn
+    return 7 if padded(tilings[7]) < padded(tilings[5]) else 5
+
+
+def _forward_v7(x, w, y, sh, sw, ph, pw):
+    n, cout, out_h, out_w = y.shape
+    IMPLICIT_GEMM[fitted_tiling(n * out_h * out_w, cout)]["forward"](x, w, y, sh, sw, ph, pw)
+
+
+def _fitted_backward_data(dy, w, dx, sh, sw, ph, pw):
+    version = fitted_tiling(_most_phase_rows(dx.shape, sh, sw), dx.shape[1])
+    IMPLICIT_GEMM[version]["backward_data"](dy, w, dx, sh, sw, ph, pw)
+
+
+def _backward_weight_v7(x, dy, dw, sh, sw, ph, pw):
+    cout, cin, kh, kw = dw.shape
+    IMPLICIT_GEMM[fitted_tiling(cout, cin * kh * kw)]["backward_weight"](x, dy, dw, sh, sw, ph, pw)
 
 
 VERSIONS = {
@@ -1308,7 +1366,11 @@ VERSIONS = {
     5: Version("prefetch", "the next slice's global loads issued into registers before this slice's multiply-adds",
                IMPLICIT_GEMM[5]),
     6: Version("narrow-channels", "backward-data into at most 4 channels: a thread per pixel, all its channels in registers",
-               dict(IMPLICIT_GEMM[5], backward_data=_backward_data_v6)),
+               dict(IMPLICIT_GEMM[5], backward_data=narrow_channels(IMPLICIT_GEMM[5]["backward_data"]))),
+    7: Version("fitted-tiles", "each GEMM in the tiles that pad it least, 128 x 128 or 64 x 64, the same thread in both", {
+        "forward": _forward_v7, "backward_data": narrow_channels(_fitted_backward_data),
+        "backward_weight": _backward_weight_v7,
+    }),
 }
 DEFAULT_VERSION = 1
 

@@ -54,6 +54,7 @@ Versions:
     4  vector-frags   conv2d v4: 8 x 8 outputs per thread, operands read 16 bytes per shared load
     5  prefetch       conv2d v5: the next slice's loads in flight during the multiply-adds
     6  narrow-channels  conv2d v6: a forward into at most 4 channels (G5) by one thread per pixel
+    7  fitted-tiles  conv2d v7: 64 x 64 tiles where 128 x 128 would be half padding (G4's forward)
 Run:
     python -m dcgan_cuda.kernels.conv_transpose2d --sim        validate every version on the CPU
     python -m dcgan_cuda.kernels.conv_transpose2d --version 2  validate and time on a GPU

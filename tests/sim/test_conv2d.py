@@ -313,17 +313,18 @@ def test_is_deterministic_with_splits(version):
     assert all(np.array_equal(a, b) for a, b in zip(*runs))
 
 
-@pytest.mark.parametrize("version", [4, 5])
+@pytest.mark.parametrize("version", [4, 5, 7])
 def test_gpu_tilings_in_the_simulator(version):
     """The tile sizes a GPU runs (128 x 128 x 8, 8 x 8 per thread in runs of 4, 256
-    threads), which the other simulator tests replace by small ones: built here under the
+    threads; v7's 64 x 64 with 64 threads, one per tile column in the gathers), which the
+    other simulator tests replace by small ones: built here under the
     simulator and run on shapes just past one tile along M and N (a ragged second tile),
     with a reduction of two slices, the second ragged (K = 9 with BK = 8: v5's prefetch
     runs its whole pipeline), so that 256 simulated threads stay affordable."""
     tiling = conv2d.GPU_TILING[version]
     ops = conv2d.implicit_gemm(f"{version}gpu", tiling)
     rng = np.random.default_rng(11)
-    wide = tiling.bn + 2                         # 130 channels: two tiles, the second ragged
+    wide = tiling.bn + 2                         # 130 (v7: 66) channels: two tiles, the second ragged
     # forward: M = 12*12 = 144 pixels, N = 130 output channels, K = 9*1*1
     x, wt = normal(rng, (1, 9, 12, 12)), normal(rng, (wide, 9, 1, 1))
     y = nan_like((1, wide, 12, 12))
@@ -370,3 +371,42 @@ def test_v6_takes_narrow_backward_data_and_leaves_the_rest_to_v5(cin, kernel, st
     assert (jit.LAUNCHES["conv2d.backward_data_v5"] == 1) == (not narrow), dict(jit.LAUNCHES)
     expected = reference.conv2d_backward_data(dy.astype(np.float64), wt.astype(np.float64), x.shape, stride, padding)
     assert_close(dx, expected, *tol(cout * kernel[0] * kernel[1]), "v6 backward_data")
+
+
+@pytest.mark.parametrize("rows,cols,version", [
+    (131072, 64, 7),     # D1's forward: Co = 64 fills half of a 128-wide tile
+    (32768, 64, 7),      # D2's dx per phase, G4's forward: Ci = 64
+    (64, 48, 7),         # D1's and G5's weight gradients: 19% of one big tile, 75% of a small one
+    (128, 1, 7),         # D5's forward
+    (32768, 128, 5),     # both fit exactly: the big tiles load half as much per FMA
+    (2048, 512, 5),
+    (128, 100, 5),       # G1's dx: 100 columns pad to 128 either way
+    (130, 512, 7),       # two rows past a big tile: 256 padded rows against 192
+])
+def test_fitted_tiling_takes_the_tiles_that_pad_least(rows, cols, version):
+    """v7's rule, with the GPU's tilings: the small tiles only where they pad C less."""
+    assert conv2d.fitted_tiling(rows, cols, conv2d.GPU_TILING) == version
+
+
+@pytest.mark.parametrize("channels,version", [(16, 5), (8, 7)])
+def test_v7_launches_the_fitted_kernels(channels, version):
+    """Under the simulator's tilings (16 x 16 for v5, 8 x 8 for v7's small tiles) a 1x1
+    convolution over 4 x 4 pixels is a 16 x C GEMM in every direction (C x C for the
+    weight gradient): C = 16 fits the big tiles, C = 8 only the small ones. Each direction
+    launches its fitted kernel once, and all three match the reference."""
+    from dcgan_cuda.kernels import jit
+    rng = np.random.default_rng(13)
+    x, wt, dy = normal(rng, (1, channels, 4, 4)), normal(rng, (channels, channels, 1, 1)), normal(rng, (1, channels, 4, 4))
+    y, dx, dw = nan_like(dy.shape), nan_like(x.shape), nan_like(wt.shape)
+    jit.LAUNCHES.clear()
+    conv2d.forward(x, wt, y, (1, 1), (0, 0), version=7)
+    conv2d.backward_data(dy, wt, dx, (1, 1), (0, 0), version=7)
+    conv2d.backward_weight(x, dy, dw, (1, 1), (0, 0), version=7)
+    launched = {name for name, count in jit.LAUNCHES.items() if count and "_v" in name}
+    assert launched == {f"conv2d.{d}_v{version}" for d in ("forward", "backward_data", "backward_weight")}, launched
+    x64, w64, dy64 = x.astype(np.float64), wt.astype(np.float64), dy.astype(np.float64)
+    assert_close(y, reference.conv2d_forward(x64, w64, None, (1, 1), (0, 0)), *tol(channels), "v7 forward")
+    assert_close(dx, reference.conv2d_backward_data(dy64, w64, x.shape, (1, 1), (0, 0)), *tol(channels),
+                 "v7 backward_data")
+    assert_close(dw, reference.conv2d_backward_weight(x64, dy64, wt.shape, (1, 1), (0, 0)), *tol(16),
+                 "v7 backward_weight")
