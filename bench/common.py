@@ -132,6 +132,10 @@ def write_json(path, payload):
     payload.setdefault("date", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     payload.setdefault("command", " ".join([os.path.basename(sys.executable)] + sys.argv))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
+    # Written whole or not at all (a benchmark rewrites its file as results come in, and a
+    # time limit may stop it mid-write): a temporary file, renamed over the old one.
+    partial = f"{path}.partial"
+    with open(partial, "w") as f:
         json.dump(payload, f, indent=2)
         f.write("\n")
+    os.replace(partial, path)

@@ -13,6 +13,9 @@ FP32 yardstick) and on (labelled TF32; tensor cores, which Numba cannot use).
 
 Without a GPU it still runs: NumPy reference timings at the same shapes, and a simulator
 validation of every kernel version on tiny shapes; GPU timings need a GPU.
+
+On a GPU, --json is rewritten after every layer ("complete": false until the last), so a
+run stopped by a time limit keeps what it measured.
 """
 from __future__ import annotations
 
@@ -141,7 +144,9 @@ def calls_within_budget(ms_once, args):
     return max(1, min(args.warmup, affordable // 4)), max(5, min(args.reps, affordable))
 
 
-def run_gpu(args, layers, versions):
+def run_gpu(args, layers, versions, save=None):
+    """Times every layer, direction and version (and cuDNN); save(result), if given, gets the
+    result so far after each layer, so that a run cut short keeps what it measured."""
     import cupy
     name, peak = common.gpu_description()
     print(f"GPU: {name}" + (f" (FP32 peak {peak} TFLOP/s)" if peak else ""))
@@ -197,23 +202,31 @@ def run_gpu(args, layers, versions):
                       + (f"  x cuDNN FP32 {row['x_cudnn_fp32']:.2f}  TF32 {row['x_cudnn_tf32']:.2f}" if cudnn else "")
                       + f"  rel err {err:.1e}", flush=True)
         del d_sets
+        if save:
+            save(dict(summary(rows, versions, name, peak), complete=False))
     print()
     cols = [("layer", "layer", "{}"), ("direction", "dir", "{}"), ("version", "v", "{}"),
             ("ms", "ms", "{:.3f}"), ("gflops", "GFLOP/s", "{:.0f}"), ("pct_peak", "% peak", "{:.1f}"),
             ("rel_err", "rel err", "{:.1e}"), ("cudnn_fp32_ms", "cuDNN FP32 ms", "{:.3f}"),
             ("x_cudnn_fp32", "x cuDNN FP32", "{:.2f}"), ("x_cudnn_tf32", "x cuDNN TF32", "{:.2f}")]
     print(common.table(rows, cols))
-    from dcgan_cuda.kernels import conv2d
-    table = progression(rows, {v: conv2d.VERSIONS[v].name for v in versions}, peak)
+    result = summary(rows, versions, name, peak)
     print("\nThe progression (every convolution above, all its directions, one version at a time):")
-    print(progression_markdown(table))
-    best = best_version_geomean(rows)
+    print(progression_markdown(result["progression"]))
+    best = result["best_version_geomean_x_cudnn_fp32"]
     if best is not None:
         print(f"best version per convolution and direction: geometric mean speed vs cuDNN FP32 "
               f"(TF32 off) = {best:.2f}x (the fast-kernels issue's target: >= 0.8x)")
-    return {"machine": name, "fp32_peak_tflops": peak, "results": rows, "progression": table,
+    return dict(result, complete=True)
+
+
+def summary(rows, versions, machine, peak):
+    """The JSON result of the measured rows: the rows, the progression, the geometric means."""
+    from dcgan_cuda.kernels import conv2d
+    table = progression(rows, {v: conv2d.VERSIONS[v].name for v in versions}, peak)
+    return {"machine": machine, "fp32_peak_tflops": peak, "results": rows, "progression": table,
             "geomean_x_cudnn_fp32": {row["version"]: row.get("geomean_x_cudnn_fp32") for row in table},
-            "best_version_geomean_x_cudnn_fp32": best}
+            "best_version_geomean_x_cudnn_fp32": best_version_geomean(rows)}
 
 
 def progression(rows, names, peak=None):
@@ -322,10 +335,12 @@ def main(argv=None):
     versions = args.versions or sorted(conv2d.VERSIONS)
     print(f"DCGAN ({args.arch}) convolutions at batch {args.batch}, {args.nc}x{args.image_size}x{args.image_size}, "
           f"ngf {args.ngf}, ndf {args.ndf}")
-    result = run_gpu(args, layers, versions) if ok else run_cpu(args, layers, versions)
-    if args.json:
-        common.write_json(args.json, dict(result, batch=args.batch, image_size=args.image_size,
-                                          ngf=args.ngf, ndf=args.ndf, arch=args.arch))
+    def save(result):
+        if args.json:
+            common.write_json(args.json, dict(result, batch=args.batch, image_size=args.image_size,
+                                              ngf=args.ngf, ndf=args.ndf, arch=args.arch))
+    result = run_gpu(args, layers, versions, save) if ok else run_cpu(args, layers, versions)
+    save(result)
     failed = [m for m, good in result.get("simulator_validation", {}).items() if not good]
     return 1 if failed else 0
 

@@ -55,6 +55,29 @@ def test_conv_bench_progression_and_best_version_geomean():
     assert abs(conv_bench.best_version_geomean(rows) - 1.0) < 1e-12
     markdown = conv_bench.progression_markdown(table)
     assert markdown.splitlines()[2].startswith("| 1 | naive | 5.00 | 1000 | 2.0 | 0.30 | 0.35 |")
+    # what the JSON gets, after every layer and at the end: the same numbers, named by conv2d
+    result = conv_bench.summary(rows, [1, 2], "a card", 50.0)
+    assert result["results"] == rows and result["machine"] == "a card"
+    assert [row["name"] for row in result["progression"]] == ["naive", "smem-tiles"]
+    assert result["geomean_x_cudnn_fp32"][2] == v2["geomean_x_cudnn_fp32"]
+    assert result["best_version_geomean_x_cudnn_fp32"] == conv_bench.best_version_geomean(rows)
+
+
+def test_write_json_replaces_the_file_whole(tmp_path):
+    """A benchmark rewrites its JSON as results come in: each write replaces the file by a
+    complete one (through a renamed temporary file) and leaves nothing else behind."""
+    import json
+    sys.path.insert(0, BENCH)
+    try:
+        import common
+    finally:
+        sys.path.remove(BENCH)
+    path = tmp_path / "out" / "bench.json"
+    common.write_json(str(path), {"results": [1], "complete": False})
+    common.write_json(str(path), {"results": [1, 2], "complete": True})
+    saved = json.loads(path.read_text())
+    assert saved["results"] == [1, 2] and saved["complete"] and "date" in saved and "command" in saved
+    assert os.listdir(path.parent) == ["bench.json"]
 
 
 def test_conv_bench_gives_slow_kernels_fewer_calls():
