@@ -69,10 +69,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import cuda, float32
+from numba import cuda, float32, uint64
 
 from dcgan_cuda import reference
 
+from .elementwise import carry_add, digits
 from .jit import Version, f32, f32_1d, f32_2d, grid_1d, i64, kernel, scalar
 from .reduction import THREADS, advance, block_sum, block_sum2, channel_view, splits_for, workspace
 
@@ -177,11 +178,15 @@ def normalise_v1(x, mean, scale, beta, y, channels, n, slope):
     when |mean| >> std."""
     run = x.shape[1]
     start, stride = cuda.grid(1), cuda.gridsize(1)
-    for i in range(start, n, stride):
-        r = i // run
-        s = i - r * run
-        c = r % channels
-        y[r, s] = activate((x[r, s] - mean[c]) * scale[c] + beta[c], slope)
+    if start < n:                    # then C and H*W are > 0
+        # Element (image*C + c, s), its index walked as digits: no division per element
+        # (elementwise.carry_add); the digits are in range, so the indices are unsigned.
+        image, c, s = digits(start, channels, run)
+        d_image, dc, ds = digits(stride, channels, run)
+        for _ in range(start, n, stride):
+            r, cc, ss = uint64(image * channels + c), uint64(c), uint64(s)
+            y[r, ss] = activate((x[r, ss] - mean[cc]) * scale[cc] + beta[cc], slope)
+            image, c, s = carry_add(image, c, s, d_image, dc, ds, channels, run)
 
 
 @kernel((f32_1d, f32_1d, f32_1d, f32_1d, f32, f32, f32))
@@ -231,14 +236,16 @@ def dx_v1(dy, x, beta, mean, coef, dx, channels, n, slope):
     forward; coefficients per channel; (=)."""
     run = x.shape[1]
     start, stride = cuda.grid(1), cuda.gridsize(1)
-    for i in range(start, n, stride):
-        r = i // run
-        s = i - r * run
-        c = r % channels
-        centred = x[r, s] - mean[c]
-        g = dy[r, s] * activation_gain(centred * coef[SCALE, c] + beta[c], slope)
-        xhat = centred * coef[INVSTD, c]
-        dx[r, s] = coef[SCALE, c] * (g - coef[MEAN_DY, c] - xhat * coef[MEAN_DY_XHAT, c])
+    if start < n:                    # the index walked as digits, as in normalise_v1
+        image, c, s = digits(start, channels, run)
+        d_image, dc, ds = digits(stride, channels, run)
+        for _ in range(start, n, stride):
+            r, cc, ss = uint64(image * channels + c), uint64(c), uint64(s)
+            centred = x[r, ss] - mean[cc]
+            g = dy[r, ss] * activation_gain(centred * coef[SCALE, cc] + beta[cc], slope)
+            xhat = centred * coef[INVSTD, cc]
+            dx[r, ss] = coef[SCALE, cc] * (g - coef[MEAN_DY, cc] - xhat * coef[MEAN_DY_XHAT, cc])
+            image, c, s = carry_add(image, c, s, d_image, dc, ds, channels, run)
 
 
 def _statistics_block(x2, gamma, mean, var, scale, channels, eps, running):

@@ -266,6 +266,7 @@ from dcgan_cuda.reference import conv2d_output_size, conv_transpose2d_output_siz
 
 from .jit import (MAX_BLOCKS, SIM_MAX_BLOCKS, SIMULATOR, Version, f32_2d, f32_4d, grid_1d,
                   i64, kernel)
+from .elementwise import carry_add, digits
 from .reduction import workspace
 
 _SIG = (f32_4d, f32_4d, f32_4d, i64, i64, i64, i64)  # three arrays, stride (h, w), padding (h, w)
@@ -685,33 +686,6 @@ def split_reduction(length, tiles, splits=None, tiling=TILING[3]):
         splits = max(1, min(tiling.split_target // tiles, length // tiling.min_split))
     chunk = _ceil_div(_ceil_div(length, max(1, min(splits, length))), tiling.bk) * tiling.bk
     return _ceil_div(length, chunk), chunk
-
-
-@cuda.jit(device=True)
-def carry_add(hi, mid, lo, d_hi, d_mid, d_lo, mid_size, lo_size):
-    """(hi, mid, lo) + (d_hi, d_mid, d_lo) in the mixed radix (.., mid_size, lo_size).
-
-    A flat index walked by a constant step, kept as its digits: e.g. k = (c*kh + i)*kw + j
-    as (c, i, j). Needs d_mid < mid_size and d_lo < lo_size (the step's own digits), so
-    each carry is at most 1: two compares instead of the divisions that recover the digits.
-    """
-    lo += d_lo
-    if lo >= lo_size:
-        lo -= lo_size
-        mid += 1
-    mid += d_mid
-    if mid >= mid_size:
-        mid -= mid_size
-        hi += 1
-    return hi + d_hi, mid, lo
-
-
-@cuda.jit(device=True)
-def digits(flat, mid_size, lo_size):
-    """flat as (hi, mid, lo) in the mixed radix (.., mid_size, lo_size)."""
-    lo = flat % lo_size
-    rest = flat // lo_size
-    return rest // mid_size, rest % mid_size, lo
 
 
 @cuda.jit(device=True)

@@ -101,3 +101,25 @@ def test_narrow_kernel_reads_a_weight_row_per_load(loops):
     assert row["vector_loads"] == row["shared_loads"] > 0, row
     assert row["fma"] == conv2d.NARROW * row["shared_loads"], row
     assert row["fma_share"] >= 0.4, row
+
+
+def test_per_element_loops_divide_nothing():
+    """The grid-stride loops of the memory-bound families carry no integer division: where an
+    element's channel is needed (channel_bias, batchnorm's apply and dx) the flat index is
+    walked as digits (elementwise.carry_add). A PTX div or rem by a runtime value is ~20
+    instructions per element; with two of them these loops took 80-91 PTX instructions an
+    element, twice what they do now."""
+    import re
+    from ptxas_report import all_kernels
+    division = re.compile(r"(div|rem)\.[su](32|64)\b")
+    families = ("elementwise.", "batchnorm.", "reduction.", "adam.", "loss.", "pool.")
+    dividing = []
+    for k in all_kernels():
+        if not k.name.startswith(families):
+            continue
+        lines, found = ptx_hot_loop.loops(k.ptx(cc=(9, 0))[0])
+        for a, b in ptx_hot_loop.innermost(found):
+            if any(division.match(text) for text in ptx_hot_loop.instructions(lines[a:b + 1])):
+                dividing.append(k.name)
+    assert len([k for k in all_kernels() if k.name.startswith(families)]) > 30
+    assert not dividing, dividing
