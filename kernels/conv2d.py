@@ -105,8 +105,9 @@ How threads map to data.
     128 x 128, or 64 x 64 tiles of 64 threads, each thread still v5's (8 x 8 outputs in
     runs of 4, 16-byte shared loads, prefetch; Tiling 7); on a tie the big tiles. At the
     DCGAN shapes the small tiles take the GEMMs with a side of 64 (D1's and G4's forward,
-    D2's and G5's dx), D1's and G5's weight gradients (C is 64 x 48) and D5's two
-    one-column GEMMs; everything else stays v5's, and the narrow kernel keeps its two.
+    D2's and G5's dx), D1's and G5's weight gradients (C is 64 x 48) and D5's forward
+    and weight gradient (C is 128 x 1 and 1 x 8192); everything else stays v5's, and the
+    narrow kernel keeps its two.
 
 Napkin math at the DCGAN shapes (pytorch arch, batch 128, 64x64, ngf = ndf = 64).
 FLOPs = 2*N*Co*Ho*Wo*Ci*kh*kw per direction (all three directions do the same multiply-adds),
@@ -237,8 +238,9 @@ they stay: the same FMAs for half the loads. 167-198 registers, no spills: 5 blo
 blocks, one wave.
 
 What v7 still lacks: a second shared buffer (one barrier per trip instead of two);
-float4 global loads where rows are contiguous; D5's one-column GEMMs (2 MFLOP) still
-compute 64 columns for 1. Numba has no tensor cores, so whatever the tiling the ceiling
+float4 global loads where rows are contiguous; D5's one-column and one-row GEMMs (2
+MFLOP each) still compute 64 columns (or rows) for 1; where a grid of big tiles leaves
+most SMs idle (G1's dx: 32 blocks), a tie still goes to the big tiles. Numba has no tensor cores, so whatever the tiling the ceiling
 is FP32 FMA, 67 TFLOP/s.
 
 Versions:

@@ -17,9 +17,9 @@ of blocks, see jit.grid_1d) covers any size.
 
 An element's channel without a division per element. channel_bias (and batchnorm's
 apply and dx) need the channel c of flat element i of an NCHW tensor: i = (n*C + c)*HW + s.
-Recovering (n, c, s) from i costs two integer divisions, each a sequence of ~20
-instructions on a GPU (PTX div/rem by a runtime value), against the ~20 that the rest of
-an element costs. But a thread's i only ever grows by the grid's constant stride, so the
+Recovering (n, c, s) from i costs two integer divisions by runtime values: one PTX
+div or rem each, but a sequence of ~20 machine instructions (more at 64 bits), against
+the 35-60 PTX instructions that everything else about an element costs. But a thread's i only ever grows by the grid's constant stride, so the
 thread splits its first i and the stride into digits once (`digits`) and then adds digit by
 digit with carries (`carry_add`): two compares per element. In PTX for sm_90 this took
 batchnorm's apply from 91 instructions an element (4 of them div/rem) to 43, its dx from
