@@ -18,6 +18,7 @@ see what the fusion saves.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -151,6 +152,23 @@ def graphed_step_time(netG, netD, optG, optD, backend, real, noise, args):
         graphed.release()
 
 
+@contextlib.contextmanager
+def launch_path(path):
+    """Our kernels launched by jit's direct launch ("direct", the default) or by Numba's
+    dispatcher ("numba") inside the block."""
+    from dcgan_cuda.kernels import jit
+    saved, jit.LAUNCH = jit.LAUNCH, path
+    try:
+        yield
+    finally:
+        jit.LAUNCH = saved
+
+
+def direct_launch_status():
+    from dcgan_cuda.kernels import jit
+    return "available" if jit.DIRECT_LAUNCH_AVAILABLE else "unavailable (old numba-cuda): both paths are Numba's"
+
+
 def host_cost_of_one_launch(backend, launches=2000):
     """Microseconds of host time per launch of a typical small kernel (Adam's update of a
     single element: 4 arrays and 9 scalars, like most kernels of a step), the GPU kept far
@@ -267,6 +285,8 @@ def main(argv=None):
     ours = f"dcgan_cuda ({backend.name}{', unfused' if args.no_fuse else ''})"
     if gpu:
         record(ours, common.time_cuda(step, args.warmup, args.steps))
+        with launch_path("numba"):          # the same step through Numba's dispatcher
+            record(f"{ours}, Numba's dispatcher", common.time_cuda(step, args.warmup, args.steps))
     else:                      # the CPU: both sides in alternating rounds (shared machines drift)
         medians = common.time_cpu_alternating([step] + [s for _, s in torch_steps], args.warmup, args.steps)
         for label, ms in zip([ours] + [torch_label] * len(torch_steps), medians):
@@ -280,9 +300,14 @@ def main(argv=None):
               + ", ".join(f"{k} {v}" for k, v in by_family.items()))
     graph = None
     if gpu:
-        launch_us = host_cost_of_one_launch(backend)
-        print(f"  host cost of one launch: {launch_us:.1f} us -> {launches * launch_us / 1e3:.2f} ms of "
-              f"every step is spent launching (the GPU idles there unless it is busy with earlier work)")
+        launch_us = {}
+        print(f"  direct launch: {direct_launch_status()}")
+        for path in ("direct", "numba"):
+            with launch_path(path):
+                launch_us[path] = host_cost_of_one_launch(backend)
+            print(f"  host cost of one launch, {path}: {launch_us[path]:.1f} us -> "
+                  f"{launches * launch_us[path] / 1e3:.2f} ms of every step is spent launching "
+                  f"(the GPU idles there unless it is busy with earlier work)")
         if not args.no_graph:
             graph = graphed_step_time(netG, netD, optG, optD, backend, real, noise, args)
             if graph.get("ms") is not None:
@@ -311,6 +336,7 @@ def main(argv=None):
                                       "ndf": ndf, "step_gflop": flops / 1e9, "fused_activations": not args.no_fuse,
                                       "launches_per_step": launches, "launches_by_family": by_family,
                                       "host_us_per_launch": launch_us, "cuda_graph": graph,
+                                      "direct_launch": direct_launch_status() if gpu else None,
                                       "kernel_versions": versions,
                                       "results": rows})
     return 0

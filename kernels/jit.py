@@ -2,7 +2,7 @@
 
 A kernel here is a plain Python function written in Numba's CUDA dialect, wrapped in a
 ``Kernel`` with its explicit signatures (the argument types it is compiled for). The
-wrapper does three things:
+wrapper does four things:
 
 * **Lazy compilation.** ``cuda.jit("signature")`` compiles at decoration time, which needs
   a CUDA driver: a module written that way cannot even be imported on a laptop. A Kernel
@@ -14,6 +14,9 @@ wrapper does three things:
   the same Python runs on NumPy arrays, one OS thread per GPU thread, checking every index.
   ``Kernel.ptx()`` compiles for a chosen compute capability without any GPU, which is how
   CI proves that each kernel type-checks and compiles for real hardware.
+* **A direct launch.** With the types known in advance, a launch flattens its arguments
+  into the kernel's parameters itself and calls the driver, skipping the per-launch type
+  inference and array import of Numba's dispatcher (see "the direct launch" below).
 * **A registry** of every kernel, so tests can compile them all.
 
 Argument conventions: arrays are C-contiguous float32 (``f32_4d`` is NCHW), Python ints
@@ -34,10 +37,14 @@ os.environ.setdefault("NUMBA_CUDA_ARRAY_INTERFACE_SYNC", "0")
 # Numba's warning about grids too small to fill the GPU would fire on every such launch.
 os.environ.setdefault("NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS", "0")
 
+import ctypes  # noqa: E402
+
 import numpy as np  # noqa: E402
 from numba import cuda, types  # noqa: E402
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
+if not SIMULATOR:
+    from numba.cuda import dispatcher as _numba_dispatcher  # noqa: E402  (the direct launch's driver call)
 
 
 def _simulator_shared_arrays_without_race():
@@ -131,11 +138,85 @@ class Kernel:
             if _recording is not None:   # configure at replay: the simulator's configured kernel is not a copy
                 return lambda *args: _recording.append((lambda *a: self.dispatcher[blocks, threads](*a), args))
             return self.dispatcher[blocks, threads]
+        if LAUNCH == "direct" and DIRECT_LAUNCH_AVAILABLE:
+            return lambda *args: self.launch_direct(blocks, threads, args)
         return self.dispatcher[blocks, threads, current_stream()]
+
+    def launch_direct(self, blocks, threads, args):
+        """Launch the overload compiled for these arguments with parameters flattened here
+        (kernel_parameters), or through Numba's dispatcher if none takes them as they are."""
+        for argtypes, compiled in self.dispatcher.overloads.items():
+            params = kernel_parameters(argtypes, args)
+            function = getattr(compiled._codelibrary.get_cufunc(), "kernel", None)
+            if params is not None and function is not None:
+                config = _numba_dispatcher.LaunchConfig(grid=_dims(blocks), block=_dims(threads))
+                _numba_dispatcher.launch(current_core_stream(), config, function, *params)
+                return
+        self.dispatcher[blocks, threads, current_stream()](*args)
 
     def ptx(self, cc=(9, 0)):
         """PTX for each signature, compiled for compute capability ``cc``; no GPU needed."""
         return [compile_ptx(self.py_func, sig, cc) for sig in self.signatures]
+
+
+# ----------------------------------------------------------------- the direct launch
+# Numba's dispatcher, at every launch, infers each argument's type and imports each CuPy
+# array through its CUDA array interface as a Numba device array, and only then flattens
+# the arguments into the kernel's parameters: tens of microseconds per array (numba-cuda
+# issues #477 and #578), as long as many of our kernels run at DCGAN sizes. Our kernels
+# are compiled for explicit signatures, so the launch can do just the last step, as
+# Numba's _Kernel._prepare_args does it, and hand the parameters to the same driver call.
+# DCGAN_CUDA_LAUNCH=numba goes through the dispatcher instead (tests compare the two).
+LAUNCH = os.environ.get("DCGAN_CUDA_LAUNCH", "direct")
+if LAUNCH not in ("direct", "numba"):
+    raise ValueError(f"DCGAN_CUDA_LAUNCH={LAUNCH!r}: expected 'direct' or 'numba'")
+# The driver call and stream conversion of numba-cuda's own launcher (cuda.core's launch,
+# numba-cuda >= 0.2x); with an older numba-cuda every launch goes through its dispatcher.
+DIRECT_LAUNCH_AVAILABLE = not SIMULATOR and all(
+    hasattr(module, name) for module, name in ((_numba_dispatcher, "launch"), (_numba_dispatcher, "LaunchConfig"),
+                                               (getattr(_numba_dispatcher, "driver", None), "_to_core_stream")))
+
+
+def kernel_parameters(argtypes, args):
+    """The flat parameter list of a kernel compiled for ``argtypes`` called with ``args``,
+    as Numba's launcher builds it, or None if an argument does not fit its type.
+
+    An n-dimensional array is 5 + 2n values: meminfo and parent (0: a kernel never uses
+    them), size, itemsize, the data pointer, the shape and the strides in bytes (those of
+    a C-contiguous array, as Numba computes them); an integer is a ctypes integer of its
+    width, a float32 a c_float. Arrays are CuPy's (anything with size, itemsize,
+    data.ptr, shape, dtype and flags).
+    """
+    if len(argtypes) != len(args):
+        return None
+    params = []
+    for ty, value in zip(argtypes, args):
+        if isinstance(ty, types.Array):
+            if (getattr(value, "ndim", None) != ty.ndim or value.dtype != _NUMPY_DTYPES[ty.dtype]
+                    or ty.layout != "C" or not value.flags.c_contiguous):
+                return None
+            strides, step = [], value.itemsize
+            for extent in reversed(value.shape):
+                strides.append(step)
+                step *= extent
+            params += [0, 0, value.size, value.itemsize, value.data.ptr, *value.shape, *reversed(strides)]
+        elif isinstance(ty, types.Integer) and isinstance(value, (int, np.integer)):
+            params.append(getattr(ctypes, f"c_{ty}")(value))
+        elif ty == types.float32 and isinstance(value, (float, np.floating)):
+            params.append(ctypes.c_float(value))
+        else:
+            return None
+    return params
+
+
+_NUMPY_DTYPES = {types.float32: np.dtype(np.float32), types.float64: np.dtype(np.float64),
+                 types.int32: np.dtype(np.int32), types.int64: np.dtype(np.int64)}
+
+
+def _dims(d):
+    """A grid or block dimension as the (x, y, z) triple the driver takes."""
+    d = (d,) if isinstance(d, (int, np.integer)) else tuple(d)
+    return tuple(int(v) for v in d) + (1,) * (3 - len(d))
 
 
 def kernel(*signatures):
@@ -221,6 +302,19 @@ def current_stream():
     stream = _streams.get(ptr)
     if stream is None:
         stream = _streams[ptr] = cuda.external_stream(ptr or CU_STREAM_LEGACY)
+    return stream
+
+
+_core_streams = {}
+
+
+def current_core_stream():
+    """The same stream as the driver-level stream object that Numba hands to its launches."""
+    import cupy
+    ptr = cupy.cuda.get_current_stream().ptr
+    stream = _core_streams.get(ptr)
+    if stream is None:
+        stream = _core_streams[ptr] = _numba_dispatcher.driver._to_core_stream(current_stream())
     return stream
 
 

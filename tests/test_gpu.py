@@ -7,7 +7,8 @@
 * training is deterministic: two runs of 20 iterations from the same seed give bitwise
   identical weights;
 * one training step on the GPU matches the NumPy backend;
-* a step captured into a CUDA graph and replayed trains bit for bit like eager steps.
+* a step captured into a CUDA graph and replayed trains bit for bit like eager steps;
+* the direct launch (kernels/jit.py) trains bit for bit like Numba's dispatcher.
 """
 import os
 
@@ -189,6 +190,32 @@ def _graph_and_eager_runs(sizes, versions):
         runs.append((stats, (optG.step_count, optD.step_count, counters),
                      (netG.state_dict(), netD.state_dict(), optG.state_dict(), optD.state_dict()), step))
     return runs
+
+
+@pytest.mark.parametrize("versions", ["default", "newest"])
+def test_direct_launch_trains_bitwise_like_numbas_dispatcher(monkeypatch, versions):
+    """Two training steps with every kernel launched by jit's direct launch (the default)
+    and by Numba's dispatcher: the same parameters, bit for bit, so the parameters the
+    direct launch flattens are the ones the kernels were compiled for."""
+    from dcgan_cuda.autograd import Tensor
+    from dcgan_cuda.kernels import jit
+    from dcgan_cuda.train import train_step
+    assert jit.DIRECT_LAUNCH_AVAILABLE, "this numba-cuda has no cuda.core launch: every launch is Numba's"
+    backend = get_backend("cuda")
+    backend.choose_versions([versions])
+    states = {}
+    for path in ("direct", "numba"):
+        monkeypatch.setattr(jit, "LAUNCH", path)
+        netG, netD, optG, optD = _small_models(backend)
+        for i, n in enumerate((16, 7)):
+            real, noise = _batch(netG, n, seed=i)
+            train_step(netG, netD, optG, optD, Tensor(backend.asarray(real), backend),
+                       Tensor(backend.asarray(noise), backend))
+        backend.synchronize()
+        states[path] = {**netG.state_dict(), **{f"D.{k}": v for k, v in netD.state_dict().items()}}
+    assert states["direct"].keys() == states["numba"].keys()
+    for name, value in states["numba"].items():
+        assert np.asarray(states["direct"][name]).tobytes() == np.asarray(value).tobytes(), name
 
 
 @pytest.mark.parametrize("versions", ["default", "newest"])
