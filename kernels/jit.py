@@ -147,11 +147,14 @@ class Kernel:
         (kernel_parameters), or through Numba's dispatcher if none takes them as they are."""
         for argtypes, compiled in self.dispatcher.overloads.items():
             params = kernel_parameters(argtypes, args)
-            function = getattr(compiled._codelibrary.get_cufunc(), "kernel", None)
-            if params is not None and function is not None:
-                config = _numba_dispatcher.LaunchConfig(grid=_dims(blocks), block=_dims(threads))
-                _numba_dispatcher.launch(current_core_stream(), config, function, *params)
-                return
+            if params is None:
+                continue
+            function = getattr(compiled._codelibrary.get_cufunc(), "kernel", None)   # cuda.core's handle
+            if function is None:
+                break
+            config = _numba_dispatcher.LaunchConfig(grid=_dims(blocks), block=_dims(threads))
+            _numba_dispatcher.launch(current_core_stream(), config, function, *params)
+            return
         self.dispatcher[blocks, threads, current_stream()](*args)
 
     def ptx(self, cc=(9, 0)):
