@@ -74,7 +74,8 @@ How threads map to data.
     Tiling.split_target // tiles fixed ranges of whole slices (264 = one wave of 2 blocks
     on 132 SMs; each range at least 256 long), one per blockIdx.z; each split writes its
     partial C to a workspace (reduction.workspace), and sum_splits adds the splits
-    element by element in split order: deterministic, no atomics. backward_weight needs
+    element by element in an order fixed by the shape (8 threads an element, each taking
+    every 8th split, then their 8 sums in turn): deterministic, no atomics. backward_weight needs
     it (D1: C is 64 x 48, one tile, over P = 131072 pixels: 256 splits of 512; D2: 8, D3:
     2); so does forward where M is tiny (D5: y is 128 x 1, K = 8192: 2 tiles, 32 splits
     of 256; G1's backward_data likewise). The workspace is at most ~4 MB (a few us).
@@ -205,8 +206,7 @@ save one of the two barriers per trip, for 8 KB more shared memory.
 
 Registers (ptxas -v for sm_90, bench/ptxas_report.py): forward / backward_data /
 backward_weight v3 106 / 127 / 114, v4 164 / 168 / 159, v5 172 / 181 / 167, v7 186 / 198 /
-167; taps_major 32,
-sum_splits 28; no spills, no stack frame (the accumulators, fragments and gathered
+167; taps_major 32, sum_splits 60; no spills, no stack frame (the accumulators, fragments and gathered
 values are registers). v3 at up to 128 per thread (ptxas allocates in steps of 8): a
 256-thread block takes 32768 of the SM's 65536 registers: 2 blocks (16 warps, 25%
 occupancy) per SM; shared memory (8.25 KB a block) does not limit. Register blocking
@@ -743,21 +743,50 @@ def _most_phase_rows(dx_shape, sh, sw):
     return n * _ceil_div(height, sh) * _ceil_div(width, sw)
 
 
+SPLIT_LANES = 4 if SIMULATOR else 32      # consecutive elements per block: a warp's coalesced 128 bytes
+SPLIT_GROUPS = 2 if SIMULATOR else 8      # threads per element, each adding every SPLIT_GROUPS-th split
+
+
 @kernel((f32_2d, f32_2d))
 def sum_splits(partials, out):
-    """out[r, e] (=) = partials[r, e] + partials[R + r, e] + ... over the splits, in split
-    order (fixed: bitwise reproducible). R = out's rows: Co for dw viewed (Co, K), N for y
-    viewed (N, Co*Ho*Wo). One thread per element, consecutive threads along e (coalesced)."""
+    """out[r, e] (=) = partials[r, e] + partials[R + r, e] + ... over the splits; R = out's
+    rows: Co for dw viewed (Co, K), N for y viewed (N, Co*Ho*Wo).
+
+    A block takes SPLIT_LANES consecutive elements (consecutive threads on consecutive e:
+    coalesced) with SPLIT_GROUPS threads each: group g adds the splits g, g + G, g + 2G, ...
+    in that order, then group 0 adds the G sums in group order. The order depends on the
+    shape alone: bitwise reproducible. Why several threads per element: the weight
+    gradients of D1 and G5 have 3072 elements and 132 (v5) or 512 (v7) splits; one thread
+    per element, as this kernel was first written, is 12 blocks for 132 SMs, each thread
+    a chain of 512 loads from L2 (~300 clocks each, a few in flight): ~20 us, as long as
+    the GEMM. With 8 threads an element, 96 blocks and 64 loads a thread.
+    """
+    sums = cuda.shared.array((SPLIT_GROUPS, SPLIT_LANES), float32)
     rows, cols = out.shape
+    total_elements = rows * cols
     splits = partials.shape[0] // rows
-    start, step = cuda.grid(1), cuda.gridsize(1)
-    for idx in range(start, rows * cols, step):
+    lane = cuda.threadIdx.x % SPLIT_LANES
+    group = cuda.threadIdx.x // SPLIT_LANES
+    for first in range(cuda.blockIdx.x * SPLIT_LANES, total_elements, cuda.gridDim.x * SPLIT_LANES):
+        idx = first + lane
         r = idx // cols
         e = idx % cols
         total = float32(0.0)
-        for z in range(splits):
-            total += partials[z * rows + r, e]
-        out[r, e] = total
+        if idx < total_elements:
+            for z in range(group, splits, SPLIT_GROUPS):
+                total += partials[uint64(z * rows + r), uint64(e)]
+        sums[uint64(group), uint64(lane)] = total
+        cuda.syncthreads()                       # every group's sum written
+        if group == 0 and idx < total_elements:
+            for g in range(1, SPLIT_GROUPS):
+                total += sums[uint64(g), uint64(lane)]
+            out[uint64(r), uint64(e)] = total
+        cuda.syncthreads()                       # read before the next trip overwrites
+
+
+def _sum_splits(partials, out):
+    """out (=) = the sum of partials' splits (sum_splits), one block per SPLIT_LANES elements."""
+    sum_splits[_tile_grid(_ceil_div(out.size, SPLIT_LANES)), SPLIT_LANES * SPLIT_GROUPS](partials, out)
 
 
 def _named(function, name):
@@ -1184,7 +1213,7 @@ def implicit_gemm(version, tiling):
         grid = (_tile_grid(tiles_m * tiles_n), 1, splits)
         forward_v[grid, THREADS](x, w.reshape(cout, depth), out, sh, sw, ph, pw, kh, kw, chunk)
         if splits > 1:
-            sum_splits[grid_1d(y.size)](out.reshape(splits * n, y.size // n), y.reshape(n, y.size // n))
+            _sum_splits(out.reshape(splits * n, y.size // n), y.reshape(n, y.size // n))
 
     def backward_data(dy, w, dx, sh, sw, ph, pw):
         tiles = _ceil_div(_most_phase_rows(dx.shape, sh, sw), BM) * _ceil_div(dx.shape[1], BN)
@@ -1201,7 +1230,7 @@ def implicit_gemm(version, tiling):
         grid = (_tile_grid(tiles_m * tiles_n), 1, splits)
         backward_weight_v[grid, THREADS](x, dy, partials, sh, sw, ph, pw, kh, kw, chunk)
         if splits > 1:
-            sum_splits[grid_1d(dw.size)](partials, dw2)
+            _sum_splits(partials, dw2)
 
     return {"forward": forward, "backward_data": backward_data, "backward_weight": backward_weight}
 
