@@ -41,6 +41,7 @@ import ctypes  # noqa: E402
 
 import numpy as np  # noqa: E402
 from numba import cuda, types  # noqa: E402
+from numba.np import numpy_support  # noqa: E402
 
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
 if not SIMULATOR:
@@ -61,7 +62,6 @@ def _simulator_shared_arrays_without_race():
     import threading
 
     from numba.cuda.simulator import kernelapi
-    from numba.np import numpy_support
 
     original = kernelapi.FakeCUDAShared.array
     lock = threading.Lock()
@@ -116,6 +116,7 @@ class Kernel:
         self.signatures = list(signatures)
         self.name = f"{py_func.__module__.rsplit('.', 1)[-1]}.{py_func.__name__}"
         self._dispatcher = None
+        self._plans = None
         REGISTRY.append(self)
 
     def __repr__(self):
@@ -145,15 +146,18 @@ class Kernel:
     def launch_direct(self, blocks, threads, args):
         """Launch the overload compiled for these arguments with parameters flattened here
         (kernel_parameters), or through Numba's dispatcher if none takes them as they are."""
-        for argtypes, compiled in self.dispatcher.overloads.items():
-            params = kernel_parameters(argtypes, args)
+        if self._plans is None:      # once: how each overload's arguments are flattened
+            self._plans = [(parameter_plan(argtypes), compiled)
+                           for argtypes, compiled in self.dispatcher.overloads.items()]
+        for plan, compiled in self._plans:
+            params = kernel_parameters(plan, args)
             if params is None:
                 continue
             function = getattr(compiled._codelibrary.get_cufunc(), "kernel", None)   # cuda.core's handle
             if function is None:
                 break
             config = _numba_dispatcher.LaunchConfig(grid=_dims(blocks), block=_dims(threads))
-            _numba_dispatcher.launch(current_core_stream(), config, function, *params)
+            _numba_dispatcher.launch(current_stream(core=True), config, function, *params)
             return
         self.dispatcher[blocks, threads, current_stream()](*args)
 
@@ -180,9 +184,27 @@ DIRECT_LAUNCH_AVAILABLE = not SIMULATOR and all(
                                                (getattr(_numba_dispatcher, "driver", None), "_to_core_stream")))
 
 
-def kernel_parameters(argtypes, args):
-    """The flat parameter list of a kernel compiled for ``argtypes`` called with ``args``,
-    as Numba's launcher builds it, or None if an argument does not fit its type.
+def parameter_plan(argtypes):
+    """How kernel_parameters flattens each argument of an overload compiled for argtypes,
+    worked out once: ("array", ndim, numpy dtype), ("int", its ctypes type) or ("f32",
+    c_float); None for a type the direct launch leaves to Numba (not C-contiguous, ...)."""
+    plan = []
+    for ty in argtypes:
+        if isinstance(ty, types.Array) and ty.layout == "C":
+            plan.append(("array", ty.ndim, numpy_support.as_dtype(ty.dtype)))
+        elif isinstance(ty, types.Integer):
+            plan.append(("int", getattr(ctypes, f"c_{ty}")))
+        elif ty == types.float32:
+            plan.append(("f32", ctypes.c_float))
+        else:
+            return None
+    return plan
+
+
+def kernel_parameters(plan, args):
+    """The flat parameter list of a kernel whose arguments flatten as ``plan`` says
+    (parameter_plan), called with ``args``, as Numba's launcher builds it; None if an
+    argument does not fit.
 
     An n-dimensional array is 5 + 2n values: meminfo and parent (0: a kernel never uses
     them), size, itemsize, the data pointer, the shape and the strides in bytes (those of
@@ -190,30 +212,26 @@ def kernel_parameters(argtypes, args):
     width, a float32 a c_float. Arrays are CuPy's (anything with size, itemsize,
     data.ptr, shape, dtype and flags).
     """
-    if len(argtypes) != len(args):
+    if plan is None or len(plan) != len(args):
         return None
     params = []
-    for ty, value in zip(argtypes, args):
-        if isinstance(ty, types.Array):
-            if (getattr(value, "ndim", None) != ty.ndim or value.dtype != _NUMPY_DTYPES[ty.dtype]
-                    or ty.layout != "C" or not value.flags.c_contiguous):
+    for (kind, *spec), value in zip(plan, args):
+        if kind == "array":
+            ndim, dtype = spec
+            if getattr(value, "ndim", None) != ndim or value.dtype != dtype or not value.flags.c_contiguous:
                 return None
             strides, step = [], value.itemsize
             for extent in reversed(value.shape):
                 strides.append(step)
                 step *= extent
             params += [0, 0, value.size, value.itemsize, value.data.ptr, *value.shape, *reversed(strides)]
-        elif isinstance(ty, types.Integer) and isinstance(value, (int, np.integer)):
-            params.append(getattr(ctypes, f"c_{ty}")(value))
-        elif ty == types.float32 and isinstance(value, (float, np.floating)):
-            params.append(ctypes.c_float(value))
+        elif kind == "int" and isinstance(value, (int, np.integer)):
+            params.append(spec[0](value))
+        elif kind == "f32" and isinstance(value, (float, np.floating)):
+            params.append(spec[0](value))
         else:
             return None
     return params
-
-
-_NUMPY_DTYPES = {types.float32: np.dtype(np.float32), types.float64: np.dtype(np.float64),
-                 types.int32: np.dtype(np.int32), types.int64: np.dtype(np.int64)}
 
 
 def _dims(d):
@@ -293,8 +311,10 @@ _streams = {}
 CU_STREAM_LEGACY = 1  # the driver's handle for the legacy default stream (CuPy's null stream, pointer 0)
 
 
-def current_stream():
-    """CuPy's current stream as a Numba stream, so our launches queue behind CuPy's copies.
+def current_stream(core=False):
+    """CuPy's current stream as a Numba stream, so our launches queue behind CuPy's copies;
+    with core=True as the driver-level stream object Numba hands to its launches (the
+    direct launch's). Both are made once per stream.
 
     CuPy's null stream has pointer 0; it is handed to Numba by its explicit handle
     CU_STREAM_LEGACY, the same stream, because a stream of 0 is ambiguous in the DLPack
@@ -302,23 +322,12 @@ def current_stream():
     every array of every launch when asked to export for stream 0)."""
     import cupy
     ptr = cupy.cuda.get_current_stream().ptr
-    stream = _streams.get(ptr)
-    if stream is None:
-        stream = _streams[ptr] = cuda.external_stream(ptr or CU_STREAM_LEGACY)
-    return stream
-
-
-_core_streams = {}
-
-
-def current_core_stream():
-    """The same stream as the driver-level stream object that Numba hands to its launches."""
-    import cupy
-    ptr = cupy.cuda.get_current_stream().ptr
-    stream = _core_streams.get(ptr)
-    if stream is None:
-        stream = _core_streams[ptr] = _numba_dispatcher.driver._to_core_stream(current_stream())
-    return stream
+    streams = _streams.get(ptr)
+    if streams is None:
+        numba_stream = cuda.external_stream(ptr or CU_STREAM_LEGACY)
+        core_stream = _numba_dispatcher.driver._to_core_stream(numba_stream) if DIRECT_LAUNCH_AVAILABLE else None
+        streams = _streams[ptr] = (numba_stream, core_stream)
+    return streams[core]
 
 
 # ------------------------------------------------------------------ launch shapes

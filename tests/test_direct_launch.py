@@ -14,6 +14,7 @@ if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
     pytest.skip("needs the real Numba CUDA target", allow_module_level=True)
 
 from numba import types  # noqa: E402
+from numba.np import numpy_support  # noqa: E402
 from numba.cuda import dispatcher as numba_dispatcher  # noqa: E402
 
 from dcgan_cuda.kernels import jit  # noqa: E402
@@ -35,7 +36,7 @@ def sample_arguments(argtypes, shapes):
     args = []
     for n, ty in enumerate(argtypes):
         if isinstance(ty, types.Array):
-            dtype = jit._NUMPY_DTYPES[ty.dtype]
+            dtype = numpy_support.as_dtype(ty.dtype)
             args.append(DeviceArray(shapes[ty.ndim], dtype, ptr=0x7f0000000000 + 4096 * n))
         elif isinstance(ty, types.Integer):
             args.append(3 + n)
@@ -79,7 +80,7 @@ def test_parameters_are_numbas_for_every_kernel_signature(shapes, monkeypatch):
         for signature in k.signatures:
             argtypes = tuple(signature)
             args = sample_arguments(argtypes, shapes)
-            ours = jit.kernel_parameters(argtypes, args)
+            ours = jit.kernel_parameters(jit.parameter_plan(argtypes), args)
             assert ours is not None, k.name
             assert plain(ours) == plain(numba_parameters(argtypes, args, monkeypatch)), k.name
             checked += 1
@@ -103,7 +104,8 @@ def test_parameters_match_the_compiled_kernels_param_lists():
         for signature, ptx in zip(k.signatures, k.ptx()):
             entry = ptx[ptx.index(".entry"):ptx.index(")")]
             declared = [int(bits) // 8 for _, bits, _ in PARAM.findall(entry)]
-            params = jit.kernel_parameters(tuple(signature), sample_arguments(tuple(signature), SHAPES))
+            params = jit.kernel_parameters(jit.parameter_plan(tuple(signature)),
+                                           sample_arguments(tuple(signature), SHAPES))
             widths = [8 if isinstance(p, int) else ctypes.sizeof(p) for p in params]
             assert widths == declared, k.name
             found += 1
@@ -111,12 +113,14 @@ def test_parameters_match_the_compiled_kernels_param_lists():
 
 
 def test_arguments_that_do_not_fit_the_signature_are_left_to_numba():
-    argtypes = (jit.f32_2d, jit.i64, jit.f32)
+    plan = jit.parameter_plan((jit.f32_2d, jit.i64, jit.f32))
     good = [DeviceArray((2, 3), np.float32, 64), 5, np.float32(1.0)]
-    assert jit.kernel_parameters(argtypes, good) is not None
+    assert jit.kernel_parameters(plan, good) is not None
     for bad in ([DeviceArray((6,), np.float32, 64), 5, np.float32(1.0)],                    # wrong rank
                 [DeviceArray((2, 3), np.float64, 64), 5, np.float32(1.0)],                  # wrong dtype
                 [DeviceArray((2, 3), np.float32, 64, contiguous=False), 5, np.float32(1.0)],
                 [DeviceArray((2, 3), np.float32, 64), 5.0, np.float32(1.0)],                # a float for an int
                 [DeviceArray((2, 3), np.float32, 64), 5]):                                  # one missing
-        assert jit.kernel_parameters(argtypes, bad) is None
+        assert jit.kernel_parameters(plan, bad) is None
+    # and a type the direct launch does not flatten (a non-contiguous array) has no plan
+    assert jit.parameter_plan((jit.types.float32[:, :], jit.i64)) is None
