@@ -48,6 +48,34 @@ if not SIMULATOR:
     from numba.cuda import dispatcher as _numba_dispatcher  # noqa: E402  (the direct launch's driver call)
 
 
+def _compile_under_numpy_without_row_stack():
+    """Let numba-cuda compile under NumPy 2.5, which removed ``np.row_stack``.
+
+    numba-cuda (every release up to 0.30.4) registers its NumPy overloads in
+    ``numba.cuda.np.arrayobj``, a module it imports on the first compilation, and one line
+    there reads ``overload(np.row_stack)``: under NumPy >= 2.5 that import raises
+    AttributeError, and no kernel compiles at all (numba-cuda issue #907). row_stack was
+    always an alias of ``np.vstack``, so we put the alias back for the duration of that one
+    import, make the import now, and take the alias away again: NumPy is left as it was, and
+    the overload is registered for vstack, which it implements anyway. Harmless under a
+    NumPy that still has row_stack, and under a numba-cuda that no longer asks for it.
+    """
+    import importlib
+    if hasattr(np, "row_stack"):
+        return
+    np.row_stack = np.vstack
+    try:
+        importlib.import_module("numba.cuda.np.arrayobj")
+    except ImportError:     # a numba-cuda that moved the module: nothing of ours to mend
+        pass
+    finally:
+        del np.row_stack
+
+
+if not SIMULATOR:
+    _compile_under_numpy_without_row_stack()
+
+
 def _simulator_shared_arrays_without_race():
     """Fix a race in the simulator's shared memory (seen in numba-cuda 0.30.4).
 

@@ -12,6 +12,24 @@ import pytest
 
 collect_ignore = [] if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" else ["sim"]
 
+
+def numpy_as_without_row_stack():
+    """Make this NumPy look like NumPy >= 2.5, which removed ``np.row_stack``.
+
+    numba-cuda cannot compile a single kernel under such a NumPy unless kernels/jit.py works
+    around it; CI's default Python gets an older NumPy, so the suite removes the attribute
+    itself (and its name from ``__all__``, as NumPy 2.5 did, or ``from numpy import *``
+    breaks), before anything compiles. Every PTX test and every simulator test then runs as
+    it would under NumPy 2.5, on any Python.
+    """
+    if hasattr(np, "row_stack"):
+        del np.row_stack
+    if "row_stack" in np.__all__:
+        np.__all__.remove("row_stack")
+
+
+numpy_as_without_row_stack()
+
 try:
     from hypothesis import settings
 except ImportError:  # a GPU machine may have pytest without hypothesis: the gpu tests need none
