@@ -132,7 +132,7 @@ def launches_of_one_step(step):
 
 def graphed_step_time(netG, netD, optG, optD, backend, real, noise, args):
     """{"ms": step time} of the step captured into a CUDA graph (dcgan_cuda/cuda_graph.py), or
-    {"error": why not}. The first two calls warm up and capture; the optimizers go back to
+    {"error": why not} (anything else it raises, train_bench records as a failed measurement). The first two calls warm up and capture; the optimizers go back to
     their usual kernel afterwards."""
     from dcgan_cuda.cuda_graph import GraphCaptureError, GraphedTrainStep
     graphed = GraphedTrainStep(netG, netD, optG, optD)
@@ -153,7 +153,7 @@ def graphed_step_time(netG, netD, optG, optD, backend, real, noise, args):
 
 
 @contextlib.contextmanager
-def launch_path(path):
+def launching_through(path):
     """Our kernels launched by jit's direct launch ("direct", the default) or by Numba's
     dispatcher ("numba") inside the block."""
     from dcgan_cuda.kernels import jit
@@ -252,15 +252,47 @@ def main(argv=None):
     if versions:
         print("kernel versions: " + ", ".join(f"{family} {v}" for family, v in sorted(versions.items())))
 
-    rows = []
+    from dcgan_cuda.kernels import jit
+    rows, failures = [], []
+    report = {"machine": name, "fp32_peak_tflops": peak, "blas": blas, "host_allocator_keeps_freed_memory": kept,
+              "arch": args.arch, "batch": batch, "image_size": size, "nc": args.nc, "ngf": ngf, "ndf": ndf,
+              "step_gflop": flops / 1e9, "fused_activations": not args.no_fuse, "kernel_versions": versions,
+              "complete": False, "results": rows, "failed": failures}
 
-    def record(label, ms):
-        row = {"impl": label, "ms": ms, "img_s": batch / ms * 1e3, "gflops": flops / ms / 1e6}
+    def save():
+        """Rewrite the JSON with everything measured so far: a run stopped by a time limit,
+        or by a measurement that crashed the process, keeps what came before."""
+        if args.json:
+            common.write_json(args.json, report)
+
+    def record(label, ms, **extra):
+        row = {"impl": label, "ms": ms, "img_s": batch / ms * 1e3, "gflops": flops / ms / 1e6, **extra}
         if peak:
             row["pct_peak"] = 100 * flops / ms / 1e9 / peak
         rows.append(row)
         print(f"  {label:<34} {ms:9.2f} ms/step")
 
+    def attempt(what, measurement):
+        """measurement()'s result, or None with the failure recorded: one failed measurement
+        is reported as failed and the others still run. Saves either way."""
+        try:
+            return measurement()
+        except Exception as exc:    # noqa: BLE001  (anything a GPU, a driver or PyTorch may raise)
+            failures.append({"measurement": what, "error": f"{type(exc).__name__}: {exc}"})
+            print(f"  {what}: FAILED: {type(exc).__name__}: {exc}")
+            return None
+        finally:
+            save()
+
+    def timed(label, measurement, our_kernels=False):
+        ms = attempt(label, measurement)
+        if ms is not None:
+            # Which way our kernels were launched, read after the timing: a direct launch
+            # that failed during it has switched the process to Numba's dispatcher.
+            record(label, ms, **({"launch_path": jit.launch_path()} if our_kernels else {}))
+            save()
+
+    save()
     torch_label, torch_steps = None, []
     if not args.no_torch and not sim:
         try:
@@ -271,11 +303,12 @@ def main(argv=None):
             # The twin copies the models' initial weights, before our steps change them.
             if gpu:
                 torch_label = f"PyTorch {torch.__version__} eager "
-                torch_steps = [(tf32, torch_step(netG, netD, "cuda", real, noise, 2e-4, 0.5))
-                               for tf32 in (False, True)]
+                torch_steps = attempt("PyTorch twin", lambda: [
+                    (tf32, torch_step(netG, netD, "cuda", real, noise, 2e-4, 0.5)) for tf32 in (False, True)]) or []
             else:
                 torch_label = f"PyTorch {torch.__version__} CPU ({torch.get_num_threads()} threads)"
-                torch_steps = [(None, torch_step(netG, netD, "cpu", real, noise, 2e-4, 0.5))]
+                torch_steps = attempt("PyTorch twin", lambda: [
+                    (None, torch_step(netG, netD, "cpu", real, noise, 2e-4, 0.5))]) or []
 
     netG.to(backend)
     netD.to(backend)
@@ -284,42 +317,57 @@ def main(argv=None):
     step = our_step(netG, netD, optG, optD, backend, backend.asarray(real), backend.asarray(noise))
     ours = f"dcgan_cuda ({backend.name}{', unfused' if args.no_fuse else ''})"
     if gpu:
-        record(ours, common.time_cuda(step, args.warmup, args.steps))
-        with launch_path("numba"):          # the same step through Numba's dispatcher
-            record(f"{ours}, Numba's dispatcher", common.time_cuda(step, args.warmup, args.steps))
+        report["direct_launch"] = direct_launch_status()
+        timed(ours, lambda: common.time_cuda(step, args.warmup, args.steps), our_kernels=True)
+        with launching_through("numba"):          # the same step through Numba's dispatcher
+            timed(f"{ours}, Numba's dispatcher", lambda: common.time_cuda(step, args.warmup, args.steps),
+                  our_kernels=True)
     else:                      # the CPU: both sides in alternating rounds (shared machines drift)
-        medians = common.time_cpu_alternating([step] + [s for _, s in torch_steps], args.warmup, args.steps)
-        for label, ms in zip([ours] + [torch_label] * len(torch_steps), medians):
+        medians = attempt("the CPU steps", lambda: common.time_cpu_alternating(
+            [step] + [s for _, s in torch_steps], args.warmup, args.steps))
+        for label, ms in zip([ours] + [torch_label] * len(torch_steps), medians or []):
             record(label, ms)
-    ms = rows[0]["ms"]
-    launches, by_family, launch_us = None, None, None
+        save()
+    launches = None
     if backend.name != "numpy":
-        by_family = launches_of_one_step(step)
-        launches = sum(by_family.values())
-        print(f"  kernel launches per step: {launches} ({ms * 1e3 / launches:.1f} us of step time per launch): "
-              + ", ".join(f"{k} {v}" for k, v in by_family.items()))
-    graph = None
+        by_family = attempt("launches per step", lambda: launches_of_one_step(step))
+        if by_family:
+            launches = report["launches_per_step"] = sum(by_family.values())
+            report["launches_by_family"] = by_family
+            per_launch = f" ({rows[0]['ms'] * 1e3 / launches:.1f} us of step time per launch)" if rows else ""
+            print(f"  kernel launches per step: {launches}{per_launch}: "
+                  + ", ".join(f"{k} {v}" for k, v in by_family.items()))
+            save()
     if gpu:
-        launch_us = {}
-        print(f"  direct launch: {direct_launch_status()}")
+        launch_us = report["host_us_per_launch"] = {}
+        print(f"  direct launch: {report['direct_launch']}")
         for path in ("direct", "numba"):
-            with launch_path(path):
-                launch_us[path] = host_cost_of_one_launch(backend)
-            print(f"  host cost of one launch, {path}: {launch_us[path]:.1f} us -> "
-                  f"{launches * launch_us[path] / 1e3:.2f} ms of every step is spent launching "
-                  f"(the GPU idles there unless it is busy with earlier work)")
+            with launching_through(path):
+                us = attempt(f"host cost of one launch, {path}", lambda: host_cost_of_one_launch(backend))
+            if us is None:
+                continue
+            launch_us[path] = us
+            save()
+            if launches:
+                print(f"  host cost of one launch, {path}: {us:.1f} us -> "
+                      f"{launches * us / 1e3:.2f} ms of every step is spent launching "
+                      f"(the GPU idles there unless it is busy with earlier work)")
         if not args.no_graph:
-            graph = graphed_step_time(netG, netD, optG, optD, backend, real, noise, args)
-            if graph.get("ms") is not None:
-                record(f"{ours}, CUDA graph", graph["ms"])
+            graph = report["cuda_graph"] = attempt(
+                "CUDA graph", lambda: graphed_step_time(netG, netD, optG, optD, backend, real, noise, args))
+            if graph and graph.get("ms") is not None:
+                record(f"{ours}, CUDA graph", graph["ms"], launch_path="one CUDA graph launch")
+                save()
                 print(f"  with the graph: 1 graph launch per step in place of {launches} kernel launches")
-            else:
+            elif graph:
                 print(f"  CUDA graph: {graph['error']}")
         for tf32, tstep in torch_steps:
-            torch.backends.cudnn.allow_tf32 = tf32
-            torch.backends.cuda.matmul.allow_tf32 = tf32
-            torch.backends.cudnn.benchmark = True
-            record(torch_label + ("TF32" if tf32 else "FP32"), common.time_torch_cuda(tstep, args.warmup, args.steps))
+            def torch_time(tf32=tf32, tstep=tstep):
+                torch.backends.cudnn.allow_tf32 = tf32
+                torch.backends.cuda.matmul.allow_tf32 = tf32
+                torch.backends.cudnn.benchmark = True
+                return common.time_torch_cuda(tstep, args.warmup, args.steps)
+            timed(torch_label + ("TF32" if tf32 else "FP32"), torch_time)
     baseline = next((r for r in rows if r["impl"].startswith("PyTorch") and "TF32" not in r["impl"]), None)
     if baseline is not None:
         for row in rows:
@@ -329,17 +377,11 @@ def main(argv=None):
             ("gflops", "GFLOP/s", "{:.0f}")] + ([("pct_peak", "% FP32 peak", "{:.1f}")] if peak else [])
     print()
     print(common.table(rows, cols))
-    if args.json:
-        common.write_json(args.json, {"machine": name, "fp32_peak_tflops": peak, "blas": blas,
-                                      "host_allocator_keeps_freed_memory": kept, "arch": args.arch,
-                                      "batch": batch, "image_size": size, "nc": args.nc, "ngf": ngf,
-                                      "ndf": ndf, "step_gflop": flops / 1e9, "fused_activations": not args.no_fuse,
-                                      "launches_per_step": launches, "launches_by_family": by_family,
-                                      "host_us_per_launch": launch_us, "cuda_graph": graph,
-                                      "direct_launch": direct_launch_status() if gpu else None,
-                                      "kernel_versions": versions,
-                                      "results": rows})
-    return 0
+    for failure in failures:
+        print(f"FAILED {failure['measurement']}: {failure['error']}")
+    report["complete"] = True
+    save()
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

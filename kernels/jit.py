@@ -167,26 +167,33 @@ class Kernel:
             if _recording is not None:   # configure at replay: the simulator's configured kernel is not a copy
                 return lambda *args: _recording.append((lambda *a: self.dispatcher[blocks, threads](*a), args))
             return self.dispatcher[blocks, threads]
-        if LAUNCH == "direct" and DIRECT_LAUNCH_AVAILABLE:
+        if launch_path() == "direct":
             return lambda *args: self.launch_direct(blocks, threads, args)
         return self.dispatcher[blocks, threads, current_stream()]
 
     def launch_direct(self, blocks, threads, args):
         """Launch the overload compiled for these arguments with parameters flattened here
-        (kernel_parameters), or through Numba's dispatcher if none takes them as they are."""
-        if self._plans is None:      # once: how each overload's arguments are flattened
-            self._plans = [(parameter_plan(argtypes), compiled)
-                           for argtypes, compiled in self.dispatcher.overloads.items()]
-        for plan, compiled in self._plans:
-            params = kernel_parameters(plan, args)
-            if params is None:
-                continue
-            function = getattr(compiled._codelibrary.get_cufunc(), "kernel", None)   # cuda.core's handle
-            if function is None:
-                break
-            config = _numba_dispatcher.LaunchConfig(grid=_dims(blocks), block=_dims(threads))
-            _numba_dispatcher.launch(current_stream(core=True), config, function, *params)
-            return
+        (kernel_parameters), or through Numba's dispatcher if none takes them as they are.
+
+        If the driver-level launch itself fails (a numba-cuda or cuda.core whose internals
+        moved, say), the failure is reported once and this and every later launch of the
+        process go through Numba's dispatcher: the direct launch is a saving, never a risk."""
+        try:
+            if self._plans is None:      # once: how each overload's arguments are flattened
+                self._plans = [(parameter_plan(argtypes), compiled)
+                               for argtypes, compiled in self.dispatcher.overloads.items()]
+            for plan, compiled in self._plans:
+                params = kernel_parameters(plan, args)
+                if params is None:
+                    continue
+                function = getattr(compiled._codelibrary.get_cufunc(), "kernel", None)   # cuda.core's handle
+                if function is None:
+                    break
+                config = _numba_dispatcher.LaunchConfig(grid=_dims(blocks), block=_dims(threads))
+                _numba_dispatcher.launch(current_stream(core=True), config, function, *params)
+                return
+        except Exception as exc:   # noqa: BLE001  (any failure of ours or of the internals we call)
+            _give_up_direct_launch(self, exc)
         self.dispatcher[blocks, threads, current_stream()](*args)
 
     def ptx(self, cc=(9, 0)):
@@ -210,6 +217,33 @@ if LAUNCH not in ("direct", "numba"):
 DIRECT_LAUNCH_AVAILABLE = not SIMULATOR and all(
     hasattr(module, name) for module, name in ((_numba_dispatcher, "launch"), (_numba_dispatcher, "LaunchConfig"),
                                                (getattr(_numba_dispatcher, "driver", None), "_to_core_stream")))
+# Set by the first direct launch that raised: from then on the process launches through
+# Numba's dispatcher (see Kernel.launch_direct), and launch_path() says why.
+DIRECT_LAUNCH_FAILURE = None
+
+
+def launch_path():
+    """How kernels are launched now: "direct", or "numba" with the reason (the simulator,
+    DCGAN_CUDA_LAUNCH=numba, a numba-cuda without the driver call, or a direct launch that
+    failed). Benchmarks record it beside every timing."""
+    if SIMULATOR:
+        return "simulator"
+    if LAUNCH == "numba":
+        return "numba (chosen: DCGAN_CUDA_LAUNCH=numba, or a benchmark's comparison)"
+    if not DIRECT_LAUNCH_AVAILABLE:
+        return "numba (this numba-cuda has no driver-level launch to call)"
+    if DIRECT_LAUNCH_FAILURE is not None:
+        return f"numba (the direct launch failed: {DIRECT_LAUNCH_FAILURE})"
+    return "direct"
+
+
+def _give_up_direct_launch(kernel, exc):
+    global DIRECT_LAUNCH_FAILURE
+    if DIRECT_LAUNCH_FAILURE is None:
+        DIRECT_LAUNCH_FAILURE = f"{kernel.name}: {type(exc).__name__}: {exc}"
+        import sys
+        print(f"dcgan_cuda: the direct launch of {DIRECT_LAUNCH_FAILURE}; every launch of this process "
+              "now goes through Numba's dispatcher", file=sys.stderr)
 
 
 def parameter_plan(argtypes):

@@ -124,3 +124,64 @@ def test_arguments_that_do_not_fit_the_signature_are_left_to_numba():
         assert jit.kernel_parameters(plan, bad) is None
     # and a type the direct launch does not flatten (a non-contiguous array) has no plan
     assert jit.parameter_plan((jit.types.float32[:, :], jit.i64)) is None
+
+
+class FakeDispatcher:
+    """Numba's dispatcher for one compiled overload, without a GPU: records its launches."""
+
+    def __init__(self, argtypes, launches):
+        compiled = SimpleNamespace(_codelibrary=SimpleNamespace(get_cufunc=lambda: SimpleNamespace(kernel="cufunc")))
+        self.overloads = {argtypes: compiled}
+        self.launches = launches
+
+    def __getitem__(self, config):
+        return lambda *args: self.launches.append(("numba", args))
+
+
+def fake_kernels(monkeypatch, driver_launch):
+    """Two kernels of (f32_1d, i64) whose dispatchers are fakes, the driver call replaced by
+    driver_launch, and the process's launch state as at start-up."""
+    monkeypatch.setattr(jit, "LAUNCH", "direct")
+    monkeypatch.setattr(jit, "DIRECT_LAUNCH_AVAILABLE", True)
+    monkeypatch.setattr(jit, "DIRECT_LAUNCH_FAILURE", None)
+    monkeypatch.setattr(jit, "current_stream", lambda core=False: "stream")
+    monkeypatch.setattr(jit._numba_dispatcher, "launch", driver_launch)
+    monkeypatch.setattr(jit, "REGISTRY", [])      # the fakes stay out of the real registry
+    launches, kernels = [], []
+    for name in ("first", "second"):
+        def body(x, n):
+            pass
+        body.__name__ = name
+        k = jit.Kernel(body, [(jit.f32_1d, jit.i64)])
+        k._dispatcher = FakeDispatcher((jit.f32_1d, jit.i64), launches)
+        kernels.append(k)
+    return kernels, launches
+
+
+def test_the_direct_launch_calls_the_driver_with_flattened_parameters(monkeypatch):
+    driver_calls = []
+    kernels, launches = fake_kernels(monkeypatch, lambda stream, config, fn, *params: driver_calls.append(params))
+    x = DeviceArray((8,), np.float32, ptr=4096)
+    kernels[0][1, 32](x, 8)
+    assert launches == [] and len(driver_calls) == 1
+    assert plain(driver_calls[0]) == plain(jit.kernel_parameters(jit.parameter_plan((jit.f32_1d, jit.i64)), [x, 8]))
+    assert jit.launch_path() == "direct"
+
+
+def test_a_failing_direct_launch_falls_back_to_numba_once_for_the_whole_process(monkeypatch, capsys):
+    driver_calls = []
+
+    def broken_driver(stream, config, fn, *params):
+        driver_calls.append(params)
+        raise RuntimeError("CUDA_ERROR_INVALID_HANDLE")
+    kernels, launches = fake_kernels(monkeypatch, broken_driver)
+    x = DeviceArray((8,), np.float32, ptr=4096)
+    kernels[0][1, 32](x, 8)                      # fails in the driver call, then runs through Numba
+    kernels[0][1, 32](x, 8)                      # straight to Numba
+    kernels[1][1, 32](x, 4)                      # another kernel too
+    assert len(driver_calls) == 1
+    assert launches == [("numba", (x, 8)), ("numba", (x, 8)), ("numba", (x, 4))]
+    assert jit.launch_path() == "numba (the direct launch failed: test_direct_launch.first: " \
+                                "RuntimeError: CUDA_ERROR_INVALID_HANDLE)"
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and "CUDA_ERROR_INVALID_HANDLE" in said[0] and "dispatcher" in said[0]
