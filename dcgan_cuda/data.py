@@ -190,14 +190,19 @@ def load_dataset(name: str, dataroot=None, image_size: int = 64, nc: int | None 
         raise DatasetError(f"max_images must be a positive integer or None, got {max_images!r}")
 
     if name == "digits":
-        return _load_digits(image_size, nc, split, max_images, seed)
-    if name == "fake":
-        return _load_fake(image_size, nc, split, max_images, seed)
-    if name == "folder":
-        return _load_folder(dataroot, image_size, nc, split, max_images, seed, warn)
-    if name == "cifar10":
-        return _load_cifar10(dataroot, image_size, nc, split, max_images, seed)
-    return _load_mnist(dataroot, image_size, nc, split, max_images, seed)
+        dataset = _load_digits(image_size, nc, split, max_images, seed)
+    elif name == "fake":
+        dataset = _load_fake(image_size, nc, split, max_images, seed)
+    elif name == "folder":
+        dataset = _load_folder(dataroot, image_size, nc, split, max_images, seed, warn)
+    elif name == "cifar10":
+        dataset = _load_cifar10(dataroot, image_size, nc, split, max_images, seed)
+    else:
+        dataset = _load_mnist(dataroot, image_size, nc, split, max_images, seed)
+    if len(dataset) == 0:   # well-formed files can hold no image: nothing to train or compare on
+        raise DatasetError(f"the {name} dataset in {dataroot} holds no images (split {split}); "
+                           "its files are empty")
+    return dataset
 
 
 # --------------------------------------------------------------------------- array helpers
