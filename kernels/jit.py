@@ -116,6 +116,8 @@ def _simulator_shared_arrays_without_race():
 
 if SIMULATOR:
     _simulator_shared_arrays_without_race()
+    from .simulator_warp import install as _install_simulated_warp_primitives  # noqa: E402
+    _install_simulated_warp_primitives()   # shuffles, votes, syncwarp: the simulator has none
 
 # ---------------------------------------------------------------- argument types
 f32 = types.float32

@@ -4,7 +4,7 @@ import pathlib
 
 import dcgan_cuda.kernels as kernels_package
 
-INFRASTRUCTURE = {"__init__", "jit", "harness"}
+INFRASTRUCTURE = {"__init__", "jit", "harness", "simulator_warp"}
 KERNEL_DIR = pathlib.Path(kernels_package.__file__).parent
 KERNEL_FILES = sorted(p.stem for p in KERNEL_DIR.glob("*.py") if p.stem not in INFRASTRUCTURE)
 
