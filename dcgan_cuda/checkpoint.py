@@ -94,6 +94,8 @@ def save_model(path, net):
 # --------------------------------------------------------------------------- reading
 def read_tensors(path):
     """(tensors, metadata with JSON values decoded) of a safetensors file, or CheckpointError."""
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint {path} is a folder, not a checkpoint file")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
@@ -118,9 +120,48 @@ def _describe(meta, keys):
     return ", ".join(f"{k}={meta.get(k)}" for k in keys)
 
 
+def _whole(value):
+    """JSON gives ints for whole numbers; true/false and 16.0 are not sizes."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def network_config(meta, kind, path):
+    """The architecture that a model file's metadata (or a training state's netG_config /
+    netD_config) describes, each field checked as the flag that set it is: a crafted or
+    damaged file gets a CheckpointError naming the field, never a network of nonsense size.
+    kind is "generator" or "discriminator"."""
+    from .cli import MAX_LATENT, MAX_WIDTH
+    from .models import ARCHS, IMAGE_SIZES
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: the {kind}'s configuration is not a table of fields "
+                              f"(got {type(meta).__name__})")
+    sizes = {"nc": (1, 3), "image_size": IMAGE_SIZES}
+    widths = {"nz": MAX_LATENT, "ngf": MAX_WIDTH} if kind == "generator" else {"ndf": MAX_WIDTH}
+    config = {}
+    for key in ("arch", *sizes, *widths):
+        if key not in meta:
+            raise CheckpointError(f"{path}: the {kind}'s configuration lacks {key!r}")
+        value = meta[key]
+        if key == "arch":
+            good = isinstance(value, str) and value in ARCHS
+            want = " or ".join(ARCHS)
+        elif key in sizes:
+            good = _whole(value) and value in sizes[key]
+            want = "one of " + ", ".join(map(str, sizes[key]))
+        else:
+            good = _whole(value) and 1 <= value <= widths[key]
+            want = f"a whole number from 1 to {widths[key]}"
+        if not good:
+            raise CheckpointError(f"{path}: the {kind}'s {key} is {value!r}; expected {want}")
+        config[key] = value
+    return config
+
+
 def check_fits(meta, net, path):
     """Refuse, with what differs, a file written for another architecture or size."""
     keys = ["arch", "nc", "image_size"] + (["nz", "ngf"] if hasattr(net, "nz") else ["ndf"])
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: the network's configuration is not a table of fields")
     mine = model_metadata(net)
     diff = [k for k in keys if k in meta and meta[k] != mine[k]]
     if diff:
@@ -128,19 +169,75 @@ def check_fits(meta, net, path):
                               f"{_describe(meta, diff)}, this run has {_describe(mine, diff)}")
 
 
-def load_model_into(net, path, prefix=None):
-    """Load a model file, or one network out of a training state (prefix 'netG.'/'netD.')."""
-    tensors, meta = read_tensors(path)
+def _check_arrays(tensors, path, what):
+    """Every floating-point array finite: a NaN or Inf weight (a diverged run, a damaged
+    file) would make every picture and figure computed from it nonsense."""
+    bad = [k for k, v in tensors.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{path}: {what} {', '.join(sorted(bad)[:3])} holds NaN or Inf (the "
+                              "run that wrote it diverged, or the file is damaged); use an earlier "
+                              "checkpoint")
+
+
+def _network_part(tensors, meta, net, path, prefix):
+    """(the net's own tensors, its configuration) from a model file or, under prefix, from
+    a training state."""
     if meta.get("format") == FORMAT_STATE:
         prefix = prefix or ("netG." if hasattr(net, "nz") else "netD.")
         tensors = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         meta = meta.get(prefix[:-1] + "_config", {})
+    return tensors, meta
+
+
+def _load_into(net, tensors, meta, path, prefix=None):
+    tensors, meta = _network_part(tensors, meta, net, path, prefix)
     check_fits(meta, net, path)
+    mine = net.state_dict()
+    kinds = [k for k in mine if k in tensors and (tensors[k].dtype.kind == "f") != (mine[k].dtype.kind == "f")]
+    if kinds:
+        raise CheckpointError(f"{path}: {kinds[0]} holds {tensors[kinds[0]].dtype} values where "
+                              f"{type(net).__name__} keeps {mine[kinds[0]].dtype}")
+    _check_arrays({k: v for k, v in tensors.items() if k in mine}, path, "weight")
     try:
         net.load_state_dict(tensors)
     except ValueError as exc:
         raise CheckpointError(f"{path} does not fit this {type(net).__name__}: {exc}") from None
     return meta
+
+
+def load_model_into(net, path, prefix=None):
+    """Load a model file, or one network out of a training state (prefix 'netG.'/'netD.')."""
+    tensors, meta = read_tensors(path)
+    return _load_into(net, tensors, meta, path, prefix)
+
+
+def load_network(path, kind):
+    """Rebuild the network (kind "generator" or "discriminator") that a model file or a
+    training state describes, with its weights, on the NumPy backend; and the file's
+    metadata. Every field and weight is checked: anything else is a CheckpointError."""
+    from .models import Discriminator, Generator
+    tensors, meta = read_tensors(path)
+    fmt = meta.get("format")
+    flag = "--netG" if kind == "generator" else "--netD"
+    if fmt == FORMAT_STATE:
+        config = network_config(meta.get("netG_config" if kind == "generator" else "netD_config"),
+                                kind, path)
+    elif fmt == FORMAT_MODEL:
+        if meta.get("kind") != kind:
+            raise CheckpointError(f"{path} holds a {meta.get('kind', 'network')!s}, not a {kind}: "
+                                  f"{flag} takes a {'netG' if kind == 'generator' else 'netD'}"
+                                  "_epoch_N.safetensors file or checkpoint.safetensors")
+        config = network_config(meta, kind, path)
+    else:
+        raise CheckpointError(f"{path} is not a checkpoint written by dcgan_cuda.train (format tag "
+                              f"{fmt!r}); pass a netG_/netD_epoch_N.safetensors or "
+                              "checkpoint.safetensors file")
+    if kind == "generator":
+        net = Generator(config["nz"], config["ngf"], config["nc"], config["image_size"], config["arch"])
+    else:
+        net = Discriminator(config["ndf"], config["nc"], config["image_size"], config["arch"])
+    _load_into(net, tensors, meta, path)
+    return net, meta
 
 
 # ------------------------------------------------------------------- training state
@@ -156,18 +253,50 @@ def save_training_state(path, netG, netD, optG, optD, progress):
     save_tensors(path, tensors, meta)
 
 
+def _check_progress(progress, path):
+    """The counters and the noise generator's state of a training state, checked."""
+    if not isinstance(progress, dict):
+        raise CheckpointError(f"{path} is not a training checkpoint (it has no progress record); "
+                              "--netG/--netD load model files")
+    for key in ("epoch", "batch", "iteration"):
+        value = progress.get(key)
+        if not (_whole(value) and value >= 0):
+            raise CheckpointError(f"{path}: progress field {key!r} is {value!r}; expected a whole "
+                                  "number >= 0")
+    try:
+        np.random.PCG64().state = progress.get("noise_rng")
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+        raise CheckpointError(f"{path}: the noise generator's saved state is unusable ({exc})") from None
+    return progress
+
+
+def _check_optimizer_state(state, path, name):
+    step = state.get("step")
+    if step is None or step.ndim != 0 or step.dtype.kind not in "iu" or int(step) < 0:
+        raise CheckpointError(f"{path}: optimizer state {name} has no valid step count "
+                              f"(got {None if step is None else f'{step.dtype} {step.shape}'})")
+    _check_arrays(state, path, f"optimizer state {name}")
+    negative = [k for k, v in state.items() if k.startswith("exp_avg_sq.") and (v < 0).any()]
+    if negative:
+        raise CheckpointError(f"{path}: optimizer state {name} {negative[0]} holds negative "
+                              "second moments (the file is damaged)")
+
+
 def load_training_state(path, netG, netD, optG, optD):
-    """Restore networks and optimizers in place; returns the saved progress dict."""
+    """Restore networks and optimizers in place; returns the saved progress dict (its
+    counters and noise state checked; its config is the caller's to check)."""
     tensors, meta = read_tensors(path)
     if meta.get("format") != FORMAT_STATE:
         raise CheckpointError(f"{path} is not a training state (it holds "
                               f"{meta.get('format', 'no format tag')}); use --netG/--netD for model files")
-    load_model_into(netG, path, "netG.")
-    load_model_into(netD, path, "netD.")
+    progress = _check_progress(meta.get("progress"), path)
+    _load_into(netG, tensors, meta, path, "netG.")
+    _load_into(netD, tensors, meta, path, "netD.")
     for prefix, opt in (("optG.", optG), ("optD.", optD)):
         state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        _check_optimizer_state(state, path, prefix[:-1])
         try:
             opt.load_state_dict(state)
         except (ValueError, KeyError) as exc:
             raise CheckpointError(f"{path}: optimizer state {prefix[:-1]} does not fit: {exc}") from None
-    return meta["progress"]
+    return progress

@@ -64,8 +64,8 @@ import numpy as np
 from . import nn, ops
 from .autograd import Tensor, no_grad
 from .backend import BackendUnavailable, get_backend, numpy_backend
-from .checkpoint import (FORMAT_MODEL, FORMAT_STATE, CheckpointError, load_model_into,
-                         read_tensors, save_tensors)
+from .checkpoint import FORMAT_STATE, CheckpointError, load_network, read_tensors, save_tensors
+from .cli import MAX_SEED, Parser, UsageError, check_environment, integer, out_of_memory
 from .data import DatasetError, load_dataset
 from .models import IMAGE_SIZES, Generator, ModelConfigError, init_weights
 from .optim import Adam
@@ -83,6 +83,7 @@ COVER_CONFIDENCE = 0.5      # ... classified as it with at least this confidence
 SAMPLE_SEED = 0             # noise for the generated images
 UNTRAINED_SEED = 0          # initial weights of the untrained generator
 REAL_SUBSAMPLE_SEED = 0     # which training images form the floor when N < 1437
+MAX_SAMPLES = 100_000       # --n-samples: 100,000 images of 128x128x3 are 20 GB of floats
 TARGET_RATIO = 5.0          # the issue's target: FD at least 5x closer to the floor than to untrained
 
 
@@ -418,7 +419,13 @@ def generate(netG, n, seed=SAMPLE_SEED, batch_size=64, bn_mode="train"):
         for chunk in chunks:
             z = netG.sample_noise(len(chunk), rng)
             out.append(netG(Tensor(backend.asarray(z), backend)).numpy())
-    return np.concatenate(out).astype(np.float32)
+    images = np.concatenate(out).astype(np.float32)
+    if not np.isfinite(images).all():
+        # Finite weights can still overflow (weights of 1e30 give inf - inf in batchnorm):
+        # figures of such images would be NaN, or numbers about nothing.
+        raise EvaluationError("the generator's images hold NaN or Inf although its weights are "
+                              "finite: its weights are far outside any trained range")
+    return images
 
 
 def untrained_like(netG, seed=UNTRAINED_SEED):
@@ -466,7 +473,7 @@ class Evaluator:
         return self._row(*classify(self.classifier, images))
 
     def score_generator(self, netG, n, seed=SAMPLE_SEED, bn_mode="train", batch_size=64):
-        self._check_generator(netG)
+        self.check_generator(netG)
         return self.score_images(generate(netG, n, seed, batch_size, bn_mode))
 
     def real_floor(self, n):
@@ -484,7 +491,7 @@ class Evaluator:
             self._cache[key] = self.score_generator(untrained_like(netG), n, seed, bn_mode, batch_size)
         return self._cache[key]
 
-    def _check_generator(self, netG):
+    def check_generator(self, netG):
         if (netG.nc, netG.image_size) != (self.nc, self.image_size):
             raise EvaluationError(f"this evaluator measures {self.nc}-channel {self.image_size}px images; "
                                   f"the generator makes {netG.nc}-channel {netG.image_size}px ones")
@@ -512,9 +519,13 @@ def evaluate_generator(netG, backend=None, n_samples=1000, seed=SAMPLE_SEED, bn_
     if backend is not None and netG.backend is not backend:
         raise EvaluationError(f"the generator lives on the {netG.backend.name} backend, not on "
                               f"{backend.name}: move it with netG.to(backend) first")
+    # The images first: a generator that cannot make finite ones is refused before the
+    # classifier is loaded (or trained, the first time: tens of seconds).
+    images = generate(netG, n_samples, seed, batch_size, bn_mode)
     if evaluator is None:
         evaluator = Evaluator(netG.image_size, netG.nc, classifier_seed, log)
-    generated = evaluator.score_generator(netG, n_samples, seed, bn_mode, batch_size)
+    evaluator.check_generator(netG)
+    generated = evaluator.score_images(images)
     floor = evaluator.real_floor(n_samples)
     untrained = evaluator.untrained(netG, n_samples, seed, bn_mode, batch_size)
     ratio = closeness_ratio(generated["frechet_distance"], floor["frechet_distance"],
@@ -533,28 +544,16 @@ def evaluate_generator(netG, backend=None, n_samples=1000, seed=SAMPLE_SEED, bn_
 # ============================================================================ checkpoints
 def load_generator(path, backend):
     """Rebuild the generator a model file (``netG_epoch_N.safetensors``) or a training
-    state (``checkpoint.safetensors``) describes, with its weights, on ``backend``."""
-    _, meta = read_tensors(path)
-    fmt = meta.get("format")
-    if fmt == FORMAT_STATE:
-        dataset = ((meta.get("progress") or {}).get("config") or {}).get("dataset")
+    state (``checkpoint.safetensors``) describes, with its weights, on ``backend``
+    (checkpoint.load_network checks every field and weight)."""
+    netG, meta = load_network(path, "generator")
+    if meta.get("format") == FORMAT_STATE:
+        progress = meta.get("progress")
+        config = progress.get("config") if isinstance(progress, dict) else None
+        dataset = config.get("dataset") if isinstance(config, dict) else None
         if dataset not in (None, "digits"):
-            raise EvaluationError(f"{path} was trained on {dataset}; these figures measure "
+            raise EvaluationError(f"{path} was trained on {dataset!r}; these figures measure "
                                   "against the digits dataset only")
-        config = meta.get("netG_config") or {}
-    elif fmt == FORMAT_MODEL:
-        config = meta
-        if config.get("kind") != "generator":
-            raise EvaluationError(f"{path} holds a {config.get('kind', 'network')}, not a generator: "
-                                  "pass a netG_epoch_N.safetensors file or checkpoint.safetensors")
-    else:
-        raise EvaluationError(f"{path} is not a dcgan_cuda checkpoint (format tag: {fmt!r})")
-    try:
-        netG = Generator(int(config["nz"]), int(config["ngf"]), int(config["nc"]),
-                         int(config["image_size"]), config["arch"])
-    except KeyError as exc:
-        raise EvaluationError(f"{path}: the generator's metadata lacks {exc}") from None
-    load_model_into(netG, path)
     return netG.to(backend)
 
 
@@ -592,7 +591,7 @@ def format_table(result):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m dcgan_cuda.evaluate",
         description="Measure a digits generator's samples: Fréchet distance in the features of "
                     "a digits classifier trained by this project, classes covered, KL of the class "
@@ -601,35 +600,37 @@ def build_parser():
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--netG", "--net-g", dest="netG", required=True,
                    help="generator to evaluate: a netG_epoch_N.safetensors file or checkpoint.safetensors")
-    p.add_argument("--n-samples", "--nSamples", dest="n_samples", type=int, default=1000,
+    p.add_argument("--n-samples", "--nSamples", dest="n_samples", type=integer(2, MAX_SAMPLES), default=1000,
                    help="images to generate (also the size of the real-train floor, up to 1437)")
-    p.add_argument("--seed", type=int, default=SAMPLE_SEED, help="seed of the generator's noise")
+    p.add_argument("--seed", type=integer(0, MAX_SEED), default=SAMPLE_SEED, help="seed of the generator's noise")
     p.add_argument("--bn-mode", choices=("train", "eval"), default="train",
                    help="generator batchnorm: train (batch statistics, as training's sample grids) "
                         "or eval (running averages)")
-    p.add_argument("--batch-size", "--batchSize", dest="batch_size", type=int, default=64,
+    p.add_argument("--batch-size", "--batchSize", dest="batch_size", type=integer(2, MAX_SAMPLES), default=64,
                    help="generation batch size (matters for train-mode batchnorm)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "sim"),
                    help="where the generator runs; the classifier always runs on the CPU")
-    p.add_argument("--classifier-seed", type=int, default=0, help="seed of the digits classifier")
+    p.add_argument("--classifier-seed", type=integer(0, MAX_SEED), default=0, help="seed of the digits classifier")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     return p
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731 -- stdout is for the result
     try:
-        if args.n_samples < 2 or args.batch_size < 2:
-            raise EvaluationError("--n-samples and --batch-size must be at least 2")
+        check_environment()
+        args = build_parser().parse_args(argv)
         netG = load_generator(args.netG, numpy_backend())  # a bad file fails before any device work
         backend = get_backend(args.device, announce=log)
         netG.to(backend)
         result = evaluate_generator(netG, backend, args.n_samples, args.seed, args.bn_mode,
                                     args.batch_size, args.classifier_seed, log=log)
-    except (EvaluationError, CheckpointError, ModelConfigError, DatasetError, BackendUnavailable,
-            ops.OpError) as exc:
+    except (UsageError, EvaluationError, CheckpointError, ModelConfigError, DatasetError,
+            BackendUnavailable, ops.OpError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError as exc:
+        print("error: " + out_of_memory(exc, "--n-samples and --batch-size"), file=sys.stderr)
         return 2
     result["checkpoint"] = args.netG
     if args.json:

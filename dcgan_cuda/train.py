@@ -25,6 +25,8 @@ import numpy as np
 
 from . import ops
 from .autograd import Tensor
+from .cli import (MAX_COUNT, MAX_LATENT, MAX_SEED, MAX_WIDTH, Parser, UsageError, check_environment,
+                  integer, out_of_memory, path, real)
 from .backend import BackendUnavailable, get_backend
 from .checkpoint import (CheckpointError, NonFiniteError, load_model_into, load_training_state,
                          save_model, save_training_state)
@@ -48,7 +50,7 @@ class TrainingError(RuntimeError):
 
 # ------------------------------------------------------------------------------ CLI
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m dcgan_cuda.train",
         description="Train a DCGAN (Radford et al., 2015) on our own kernels: the NumPy "
                     "reference on a CPU, hand-written Numba CUDA kernels on a GPU. Flags follow "
@@ -64,22 +66,24 @@ def build_parser():
          help="digits is embedded (scikit-learn's 8x8 UCI digits, resized); folder is a folder "
               "of images (recursive); cifar10 / mnist read their files from --dataroot; fake is "
               "random noise for smoke tests (default: digits)")
-    flag("dataroot", default=None, help="path to the dataset's files (not needed for digits/fake)")
-    flag("workers", type=int, default=2, help="accepted for compatibility; data is held in memory")
-    flag("batchSize", type=int, default=None, help="input batch size (default 64)")
-    flag("imageSize", type=int, default=None,
+    flag("dataroot", type=path, default=None, help="path to the dataset's files (not needed for digits/fake)")
+    flag("workers", type=integer(0, 256), default=2, help="accepted for compatibility; data is held in memory")
+    flag("batchSize", type=integer(1, MAX_COUNT), default=None, help="input batch size (default 64)")
+    flag("imageSize", type=int, default=None, choices=IMAGE_SIZES,
          help=f"height/width of the images, one of {IMAGE_SIZES} (default: 32 for digits, 64 otherwise)")
     flag("nc", type=int, default=None, choices=(1, 3),
          help="image channels (default: 1 for digits/mnist, 3 otherwise)")
-    flag("nz", type=int, default=None, help="size of the latent z vector (default 100)")
-    flag("ngf", type=int, default=None, help="generator width (default 64)")
-    flag("ndf", type=int, default=None, help="discriminator width (default 64)")
-    flag("niter", type=int, default=None,
+    flag("nz", type=integer(1, MAX_LATENT), default=None, help="size of the latent z vector (default 100)")
+    flag("ngf", type=integer(1, MAX_WIDTH), default=None, help="generator width (default 64)")
+    flag("ndf", type=integer(1, MAX_WIDTH), default=None, help="discriminator width (default 64)")
+    flag("niter", type=integer(1, MAX_COUNT), default=None,
          help="number of epochs to train for (default: 25 as pytorch/examples; 60 for digits, whose "
               "epochs are only 23 batches long: its samples keep improving until about 60)")
-    flag("lr", type=float, default=None, help="learning rate (default 0.0002)")
-    flag("beta1", type=float, default=None, help="beta1 for Adam (default 0.5)")
-    flag("weight_decay", type=float, default=None,
+    # Adam moves each weight by about lr per step; DCGAN's weights are of order 0.02, so a
+    # step above 1 is no learning rate at all.
+    flag("lr", type=real(0, 1, low_open=True), default=None, help="learning rate, in (0, 1] (default 0.0002)")
+    flag("beta1", type=real(0, 1, high_open=True), default=None, help="beta1 for Adam, in [0, 1) (default 0.5)")
+    flag("weight_decay", type=real(0, 1), default=None,
          help="L2 weight decay in Adam (default 0; the paper's code used 1e-5)")
     flag("arch", default=None, choices=ARCHS,
          help="pytorch: 4x4 kernels as pytorch/examples (default); paper: 5x5 kernels, dense "
@@ -89,17 +93,18 @@ def build_parser():
               "is usable, else cpu; sim: our kernels under Numba's simulator "
               "(NUMBA_ENABLE_CUDASIM=1, tiny models only)")
     flag("cuda", action="store_true", help="same as --device cuda (pytorch/examples' flag)")
-    flag("ngpu", type=int, default=1, help="number of GPUs; only 1 is supported")
+    flag("ngpu", type=integer(), default=1, help="number of GPUs; only 1 is supported")
     flag("netG", default="", help="path to netG weights to start from (model file or checkpoint)")
     flag("netD", default="", help="path to netD weights to start from (model file or checkpoint)")
     flag("resume", default="",
          help="continue a run exactly from a training checkpoint (outf/checkpoint.safetensors)")
-    flag("outf", default="out", help="folder to output images and model checkpoints")
-    flag("manualSeed", type=int, default=None, help="manual seed (random if not given)")
-    flag("save_every", type=int, default=0,
+    flag("outf", type=path, default="out", help="folder to output images and model checkpoints")
+    flag("manualSeed", type=integer(0, MAX_SEED), default=None,
+         help=f"manual seed, 0..{MAX_SEED} (random if not given)")
+    flag("save_every", type=integer(0, MAX_COUNT), default=0,
          help="also write the training checkpoint every N iterations (0: at epoch ends only)")
-    flag("max_images", type=int, default=None, help="use only the first N images of the dataset")
-    flag("eval_every", type=int, default=0,
+    flag("max_images", type=integer(1, MAX_COUNT), default=None, help="use only the first N images of the dataset")
+    flag("eval_every", type=integer(0, MAX_COUNT), default=0,
          help="every N epochs (and after the last), measure the samples' quality on "
               f"{EVAL_SAMPLES} images as python -m dcgan_cuda.evaluate does (digits only) and log "
               "it to metrics.jsonl and loss_curve.png; 0: never")
@@ -122,11 +127,7 @@ def parse_args(argv=None):
     if args.cuda:
         args.device = "cuda"
     if args.ngpu != 1:
-        raise TrainingError("--ngpu: only a single GPU is supported")
-    for name in ("batchSize", "niter", "workers", "max_images"):
-        value = getattr(args, name)
-        if value is not None and value < (0 if name == "workers" else 1):
-            raise TrainingError(f"--{name} must be positive, got {getattr(args, name)}")
+        raise TrainingError(f"--ngpu {args.ngpu}: only a single GPU is supported")
     return args
 
 
@@ -141,9 +142,41 @@ def fill_defaults(args):
             setattr(args, k, v)
     if args.manualSeed is None:
         args.manualSeed = int(np.random.SeedSequence().entropy % 10000) + 1
-    if args.imageSize not in IMAGE_SIZES:
-        raise ModelConfigError(f"--imageSize {args.imageSize} is not supported: choose one of "
-                               f"{', '.join(map(str, IMAGE_SIZES))}")
+    if args.eval_every and args.dataset != "digits":
+        raise TrainingError(f"--eval-every measures samples against held-out digits: it needs "
+                            f"--dataset digits, not {args.dataset}")
+
+
+def checked_run_config(saved, where):
+    """A checkpoint's record of its run's flags, put through the same checks as the flags
+    themselves (a crafted or damaged file is refused, naming the field), as parsed values."""
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{where} is not a training checkpoint (it has no run configuration); "
+                              "--netG/--netD load model files")
+    argv = []
+    for k in RESUME_KEYS:
+        if k not in saved:
+            raise CheckpointError(f"{where}: the run configuration lacks {k!r}")
+        value = saved[k]
+        if value is None and k in ("dataroot", "max_images"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise CheckpointError(f"{where}: the run configuration's {k} is {value!r}; "
+                                  "expected a value of the flag --" + k)
+        argv.append(f"--{k}={value}")
+    try:
+        parsed = build_parser().parse_args(argv)
+    except UsageError as exc:
+        raise CheckpointError(f"{where}: the run configuration holds a value no flag accepts: {exc}") from None
+    return {k: getattr(parsed, k) for k in RESUME_KEYS}
+
+
+def read_run_config(path):
+    """The checked run configuration of the training checkpoint at path."""
+    from .checkpoint import read_tensors
+    _, meta = read_tensors(path)
+    progress = meta.get("progress")
+    return checked_run_config(progress.get("config") if isinstance(progress, dict) else None, path)
 
 
 def apply_resume_config(args, saved):
@@ -224,15 +257,8 @@ class Run:
             raise TrainingError(f"--outf {args.outf} is not writable")
         self.state_path = os.path.join(args.outf, STATE_FILE)
         self.metrics_path = os.path.join(args.outf, "metrics.jsonl")
-        saved = None
         if args.resume:
-            from .checkpoint import read_tensors
-            _, meta = read_tensors(args.resume)
-            saved = meta.get("progress", {}).get("config")
-            if saved is None:
-                raise CheckpointError(f"{args.resume} is not a training checkpoint "
-                                      "(it has no run configuration); --netG/--netD load model files")
-            apply_resume_config(args, saved)
+            apply_resume_config(args, read_run_config(args.resume))
         fill_defaults(args)
 
         self.backend = get_backend(args.device, announce=log)
@@ -349,9 +375,6 @@ class Run:
         self.log(f"[dcgan_cuda] {args.dataset}: {n} images {args.nc}x{args.imageSize}x{args.imageSize}, "
                  f"arch {args.arch}, backend {self.backend.name}, seed {args.manualSeed}, "
                  f"{batches} batches of {args.batchSize} per epoch, epochs {self.epoch + 1}..{args.niter}")
-        if args.eval_every < 0 or (args.eval_every and args.dataset != "digits"):
-            raise TrainingError("--eval-every needs a count >= 0 and --dataset digits (the figures "
-                                f"are measured against held-out digits); got {args.eval_every} on {args.dataset}")
         self.evaluator = None  # built at the first evaluation: the classifier is loaded once per run
         with open(self.metrics_path, "a", encoding="utf-8") as metrics:
             while self.epoch < args.niter:
@@ -452,6 +475,7 @@ class Run:
 
 def main(argv=None):
     try:
+        check_environment()
         args = parse_args(argv)
         run = Run(args)
         previous = signal.signal(signal.SIGINT, run.request_stop)
@@ -467,9 +491,13 @@ def main(argv=None):
             return 130
         finally:
             signal.signal(signal.SIGINT, previous)
-    except (DatasetError, ModelConfigError, BackendUnavailable, CheckpointError, TrainingError,
-            ops.OpError) as exc:
+    except (UsageError, DatasetError, ModelConfigError, BackendUnavailable, CheckpointError,
+            TrainingError, ops.OpError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError as exc:   # host or GPU (CuPy's OutOfMemoryError is one)
+        print("error: " + out_of_memory(exc, "this model and batch (--imageSize, --nz, --ngf, --ndf, "
+                                        "--batchSize)"), file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"error: cannot write output ({exc.strerror or exc}: {exc.filename or ''}); "

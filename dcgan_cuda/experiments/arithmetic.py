@@ -28,7 +28,8 @@ import os
 import numpy as np
 
 from ..images import make_grid
-from .common import (NOISE_STREAM, ExperimentError, add_common_args, backend_for, enlarge,
+from ..cli import MAX_SCALE, integer, real
+from .common import (MAX_PICTURES, NOISE_STREAM, ExperimentError, add_common_args, backend_for, enlarge,
                      font, generate, load_generator, make_parser, numbered_sheet, parse_index_list,
                      prepare_outf, rng_for, run_main, sample_sheet, save_png, set_bn_mode,
                      write_summary)
@@ -122,17 +123,17 @@ def build_parser():
                     "three groups of its samples and it draws G(mean(A) - mean(B) + mean(C)) and "
                     "its neighbours, laid out like the paper's figure 7 (arithmetic.png).")
     add_common_args(p, "arithmetic", netG=True)
-    p.add_argument("--sheet-size", "--sheetSize", dest="sheet_size", type=int, default=64,
+    p.add_argument("--sheet-size", "--sheetSize", dest="sheet_size", type=integer(1, MAX_PICTURES), default=64,
                    help="samples on the numbered sheet")
     for g, example in (("A", "e.g. sevens with a bar"), ("B", "e.g. sevens without"), ("C", "e.g. ones")):
         p.add_argument(f"--{g}", dest=g, default=None,
                        help=f"comma-separated sheet indices of group {g} ({example}); the paper "
                             "averages three")
-    p.add_argument("--neighbours", type=int, default=8,
+    p.add_argument("--neighbours", type=integer(0, MAX_PICTURES), default=8,
                    help="noisy neighbours of the result to draw besides the result itself")
-    p.add_argument("--noise", type=float, default=0.25,
+    p.add_argument("--noise", type=real(0, 100), default=0.25,
                    help="neighbours add Uniform(-noise, noise) to each coordinate of the result")
-    p.add_argument("--scale", type=int, default=2, help="enlarge the pictures this many times")
+    p.add_argument("--scale", type=integer(1, MAX_SCALE), default=2, help="enlarge the pictures this many times")
     return p
 
 
@@ -140,8 +141,6 @@ def _body(args):
     given = [g for g in "ABC" if getattr(args, g) is not None]
     if given and len(given) != 3:
         raise ExperimentError("give all three groups --A, --B and --C (or none, for the sheet only)")
-    if args.sheet_size < 1:
-        raise ExperimentError(f"--sheet-size must be positive, got {args.sheet_size}")
     groups = {g: parse_index_list(getattr(args, g), f"--{g}", args.sheet_size) for g in given}
     backend = backend_for(args)
     netG = set_bn_mode(load_generator(args.netG, backend), args.bn_mode)

@@ -34,8 +34,8 @@ import numpy as np
 from .. import ops
 from ..autograd import Tensor, no_grad
 from ..backend import BackendUnavailable, get_backend
-from ..checkpoint import (FORMAT_MODEL, FORMAT_STATE, CheckpointError, atomic_write_bytes,
-                          load_model_into, read_tensors)
+from ..checkpoint import CheckpointError, atomic_write_bytes, load_network
+from ..cli import MAX_SEED, Parser, UsageError, check_environment, integer, out_of_memory, path
 from ..data import DatasetError
 from ..images import make_grid, png_bytes, to_uint8
 from ..models import Discriminator, Generator, ModelConfigError
@@ -47,6 +47,9 @@ PAPER = "Radford, Metz & Chintala (2015), arXiv:1511.06434"
 # that tool draws afterwards.
 SHEET_STREAM = 0x5EE7
 NOISE_STREAM = 0x2015
+# The most images one picture (a grid, a sheet) or one lookup holds: more is no picture a
+# person can look at, and at 128x128x3 already 2 GB of floats.
+MAX_PICTURES = 10_000
 
 
 class ExperimentError(ValueError):
@@ -56,7 +59,7 @@ class ExperimentError(ValueError):
 # ------------------------------------------------------------------------------ CLI
 def make_parser(tool, section, summary, details=""):
     """An argparse parser whose --help opens with the paper section the tool reproduces."""
-    return argparse.ArgumentParser(
+    return Parser(
         prog=f"python -m dcgan_cuda.{tool}",
         description=f"Reproduces section {section} of {PAPER}: {summary}"
                     + (f" {details}" if details else ""),
@@ -74,12 +77,12 @@ def add_common_args(p, tool, netG=False, netD=False, bn=True):
         p.add_argument("--netD", "--net-d", dest="netD", required=True,
                        help="discriminator checkpoint written by dcgan_cuda.train "
                             "(netD_epoch_N.safetensors or checkpoint.safetensors)")
-    p.add_argument("--outf", default=os.path.join("out", tool),
+    p.add_argument("--outf", type=path, default=os.path.join("out", tool),
                    help="folder for the PNG grids and the JSON summary")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "sim"),
                    help="cuda: our CUDA kernels; cpu: the NumPy reference; auto: cuda if a GPU "
                         "is usable, else cpu")
-    p.add_argument("--manualSeed", "--manual-seed", dest="manualSeed", type=int, default=1,
+    p.add_argument("--manualSeed", "--manual-seed", dest="manualSeed", type=integer(0, MAX_SEED), default=1,
                    help="seed of every random draw (noise, sample sheets, subsets); fixed by "
                         "default so a sample's index means the same picture in every run")
     if not bn:
@@ -94,12 +97,15 @@ def add_common_args(p, tool, netG=False, netD=False, bn=True):
 def run_main(body, parser, argv):
     """Parse argv and call body(args); turn the errors a user can cause into 'error: ...' and
     exit status 2 (as dcgan_cuda.train does), with no traceback."""
-    args = parser.parse_args(argv)
     try:
-        body(args)
-    except (CheckpointError, ExperimentError, DatasetError, ModelConfigError, BackendUnavailable,
-            ops.OpError) as exc:
+        check_environment()
+        body(parser.parse_args(argv))
+    except (UsageError, CheckpointError, ExperimentError, DatasetError, ModelConfigError,
+            BackendUnavailable, ops.OpError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError as exc:
+        print("error: " + out_of_memory(exc), file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
@@ -123,44 +129,22 @@ def rng_for(args, stream):
 
 
 # -------------------------------------------------------------------------- loading
-def _network_config(path, kind):
-    """The metadata describing the ``kind`` ('generator'/'discriminator') network in path."""
-    _, meta = read_tensors(path)
-    fmt = meta.get("format")
-    if fmt == FORMAT_STATE:
-        config = meta.get("netG_config" if kind == "generator" else "netD_config")
-        if not config:
-            raise CheckpointError(f"{path}: the training state has no {kind} configuration")
-        return config
-    if fmt != FORMAT_MODEL:
-        raise CheckpointError(f"{path} is not a checkpoint written by dcgan_cuda.train "
-                              f"(format {fmt!r}); pass a netG_/netD_epoch_N.safetensors or "
-                              "checkpoint.safetensors file")
-    if meta.get("kind") != kind:
-        flag = "--netG" if kind == "generator" else "--netD"
-        raise CheckpointError(f"{path} holds a {meta.get('kind')}, but {flag} needs a {kind}")
-    return meta
-
-
 def load_generator(path, backend):
     """A Generator rebuilt from the checkpoint's metadata, with its weights, on backend."""
-    c = _network_config(path, "generator")
-    try:
-        net = Generator(c["nz"], c["ngf"], c["nc"], c["image_size"], c["arch"])
-    except KeyError as exc:
-        raise CheckpointError(f"{path}: metadata lacks {exc}") from None
-    load_model_into(net, path)
-    return net.to(backend)
+    return load_network(path, "generator")[0].to(backend)
 
 
 def load_discriminator(path, backend):
-    c = _network_config(path, "discriminator")
-    try:
-        net = Discriminator(c["ndf"], c["nc"], c["image_size"], c["arch"])
-    except KeyError as exc:
-        raise CheckpointError(f"{path}: metadata lacks {exc}") from None
-    load_model_into(net, path)
-    return net.to(backend)
+    return load_network(path, "discriminator")[0].to(backend)
+
+
+def check_finite(array, what):
+    """Refuse to draw or measure NaN/Inf: finite weights far outside any trained range can
+    still overflow (inf - inf in batchnorm), and a picture or a figure of that is nonsense."""
+    if not np.isfinite(array).all():
+        raise ExperimentError(f"{what} hold NaN or Inf although the network's weights are finite: "
+                              "its weights are far outside any trained range")
+    return array
 
 
 def set_bn_mode(net, mode):
@@ -188,7 +172,8 @@ def generate(netG, z, backend, batch_size=256):
     out = []
     with no_grad():
         for i in range(0, len(z), batch_size):
-            out.append(netG(to_tensor(z[i:i + batch_size], backend)).numpy())
+            out.append(check_finite(netG(to_tensor(z[i:i + batch_size], backend)).numpy(),
+                                    "the generator's images"))
     return np.concatenate(out) if out else np.zeros((0, netG.nc, netG.image_size, netG.image_size),
                                                     np.float32)
 

@@ -44,10 +44,11 @@ import numpy as np
 
 from .. import nn, ops
 from ..autograd import no_grad
-from .common import (NOISE_STREAM, ExperimentError, add_common_args, backend_for, grid_picture,
-                     load_generator, make_parser, numbered_sheet, parse_index_list, prepare_outf,
-                     rng_for, run_main, save_png, sheet_noise, set_bn_mode, to_tensor,
-                     write_summary)
+from ..cli import MAX_SCALE, integer, path
+from .common import (MAX_PICTURES, NOISE_STREAM, ExperimentError, add_common_args, backend_for,
+                     check_finite, grid_picture, load_generator, make_parser, numbered_sheet,
+                     parse_index_list, prepare_outf, rng_for, run_main, save_png, sheet_noise,
+                     set_bn_mode, to_tensor, write_summary)
 
 SECTION = "6.3.1"
 
@@ -91,7 +92,7 @@ def run_generator(netG, z, backend, drop=(), record=False, batch_size=256):
                     a = x.numpy()
                     a[:, drop] = 0.0
                     x = to_tensor(a, backend)
-            images.append(x.numpy())
+            images.append(check_finite(x.numpy(), "the generator's images"))
     return np.concatenate(images), (np.concatenate(acts) if record else None)
 
 
@@ -194,17 +195,17 @@ def build_parser():
                     "numbered sheet.png to draw boxes on.")
     add_common_args(p, "forget", netG=True)
     p.add_argument("--maps", default=None, help="comma-separated feature maps to drop")
-    p.add_argument("--boxes", default=None,
+    p.add_argument("--boxes", type=path, default=None,
                    help='JSON file: [{"sample": i, "box": [x0, y0, x1, y1]}, ...] in the '
                         "sample's own pixel coordinates (0..imageSize, x1/y1 exclusive)")
-    p.add_argument("--max-maps", type=int, default=None,
+    p.add_argument("--max-maps", type=integer(1, MAX_PICTURES), default=None,
                    help="with --boxes, drop only the this many maps of largest positive weight "
                         "(default: every map with positive weight, as the paper)")
-    p.add_argument("--sheet-size", "--sheetSize", dest="sheet_size", type=int, default=64,
+    p.add_argument("--sheet-size", "--sheetSize", dest="sheet_size", type=integer(1, MAX_PICTURES), default=64,
                    help="samples on the numbered sheet")
-    p.add_argument("--n", type=int, default=16, help="new samples drawn with and without the maps")
-    p.add_argument("--cols", type=int, default=8, help="samples per row of forget.png")
-    p.add_argument("--scale", type=int, default=2, help="enlarge the pictures this many times")
+    p.add_argument("--n", type=integer(1, MAX_PICTURES), default=16, help="new samples drawn with and without the maps")
+    p.add_argument("--cols", type=integer(1, MAX_PICTURES), default=8, help="samples per row of forget.png")
+    p.add_argument("--scale", type=integer(1, MAX_SCALE), default=2, help="enlarge the pictures this many times")
     return p
 
 
@@ -234,8 +235,6 @@ def _maps_from_boxes(args, netG, backend, sheet_z, sheet, acts, boxes):
 def _body(args):
     if args.maps is not None and args.boxes is not None:
         raise ExperimentError("give --maps or --boxes, not both")
-    if args.sheet_size < 1 or args.n < 1 or args.cols < 1:
-        raise ExperimentError("--sheet-size, --n and --cols must be positive")
     backend = backend_for(args)
     netG = set_bn_mode(load_generator(args.netG, backend), args.bn_mode)
     outf = prepare_outf(args.outf)
@@ -246,17 +245,19 @@ def _body(args):
     results = {"layer": f"main.{at}", "layer_shape": list(acts.shape[1:]), "sheet": "sheet.png",
                "backend": backend.name}
     boxes = read_boxes(args.boxes, args.sheet_size, netG.image_size) if args.boxes else None
+    # Which maps to drop is settled (and a bad --maps or --boxes refused) before any file is written.
+    drop = None
+    if boxes is not None:
+        drop, results["fit"] = _maps_from_boxes(args, netG, backend, sheet_z, sheet, acts, boxes)
+    elif args.maps is not None:
+        drop = parse_index_list(args.maps, "--maps", channels)
     save_png(os.path.join(outf, "sheet.png"),
              numbered_sheet(sheet, scale=max(1, args.scale + 1), boxes=boxes))
-    if args.maps is None and boxes is None:
+    if drop is None:
         write_summary(outf, "forget", SECTION, args, results, {"netG": netG})
         print(f"[forget] numbered samples in {os.path.join(outf, 'sheet.png')}; draw boxes "
               "(--boxes FILE) or name maps (--maps i,j)")
         return
-    if boxes is not None:
-        drop, results["fit"] = _maps_from_boxes(args, netG, backend, sheet_z, sheet, acts, boxes)
-    else:
-        drop = parse_index_list(args.maps, "--maps", channels)
     z = netG.sample_noise(args.n, rng_for(args, NOISE_STREAM))
     kept, new_acts = run_generator(netG, z, backend, record=True)
     dropped, _ = run_generator(netG, z, backend, drop=drop)

@@ -22,8 +22,9 @@ import os
 
 import numpy as np
 
-from ..data import DatasetError, load_dataset
-from .common import (NOISE_STREAM, ExperimentError, add_common_args, backend_for, generate,
+from ..cli import MAX_COUNT, MAX_SCALE, integer, path
+from ..data import DATASETS, DatasetError, load_dataset
+from .common import (MAX_PICTURES, NOISE_STREAM, ExperimentError, add_common_args, backend_for, generate,
                      grid_picture, load_generator, make_parser, prepare_outf, rng_for, run_main,
                      save_png, set_bn_mode, write_summary)
 
@@ -70,19 +71,17 @@ def build_parser():
                     "and the mean nearest-neighbour distance of generated samples compared with "
                     "that of held-out real images.")
     add_common_args(p, "nearest", netG=True)
-    p.add_argument("--n", type=int, default=64, help="generated samples (and held-out images) to look up")
-    p.add_argument("--dataset", default="digits",
+    p.add_argument("--n", type=integer(1, MAX_PICTURES), default=64, help="generated samples (and held-out images) to look up")
+    p.add_argument("--dataset", default="digits", choices=DATASETS,
                    help="the dataset G was trained on (digits, folder, cifar10, mnist)")
-    p.add_argument("--dataroot", default=None, help="its files, as for dcgan_cuda.train")
-    p.add_argument("--max-train", type=int, default=None,
+    p.add_argument("--dataroot", type=path, default=None, help="its files, as for dcgan_cuda.train")
+    p.add_argument("--max-train", type=integer(1, MAX_COUNT), default=None,
                    help="search only this many training images (random subset)")
-    p.add_argument("--scale", type=int, default=2, help="enlarge the grids this many times")
+    p.add_argument("--scale", type=integer(1, MAX_SCALE), default=2, help="enlarge the grids this many times")
     return p
 
 
 def _body(args):
-    if args.n < 1:
-        raise ExperimentError(f"--n must be positive, got {args.n}")
     backend = backend_for(args)
     netG = set_bn_mode(load_generator(args.netG, backend), args.bn_mode)
     outf = prepare_outf(args.outf)

@@ -54,9 +54,10 @@ import numpy as np
 from .. import ops
 from ..autograd import no_grad
 from ..checkpoint import atomic_write_bytes
+from ..cli import MAX_COUNT, integer, number_list, path, real
 from ..data import load_dataset, to_channels
 from ..models import Discriminator, init_weights
-from .common import (ExperimentError, add_common_args, backend_for, load_discriminator,
+from .common import (ExperimentError, add_common_args, backend_for, check_finite, load_discriminator,
                      make_parser, prepare_outf, run_main, set_bn_mode, to_tensor, write_summary)
 
 SECTIONS = "5.1 and 5.2"
@@ -90,7 +91,7 @@ def d_features(netD, images, backend, pool=4, batch_size=128):
             feats = netD.features(x)[:layers]
             rows.append(np.concatenate([ops.adaptive_max_pool2d(f, pool).numpy().reshape(len(x.data), -1)
                                         for f in feats], axis=1))
-    return np.concatenate(rows).astype(np.float32)
+    return check_finite(np.concatenate(rows).astype(np.float32), "the discriminator's features")
 
 
 def pixel_features(images):
@@ -237,14 +238,19 @@ def _cap(images, labels, limit, seed):
 
 
 def load_split(name, root, netD, split, limit, seed):
-    """Images as float32 in [-1, 1] at D's size and channels, and their labels."""
+    """Images as uint8 (N, nc, S, S) at D's size and channels, and their labels."""
     s, nc = netD.image_size, netD.nc
     if name == "svhn":
         images, labels = _cap(*load_svhn(root, s, nc, split), limit, seed)
     else:
         data = load_dataset(name, root, s, nc, split=split, max_images=limit, seed=seed)
         images, labels = data.images, data.labels
-    return images.astype(np.float32) / np.float32(127.5) - np.float32(1.0), np.asarray(labels)
+    return images, np.asarray(labels)
+
+
+def scaled(images):
+    """uint8 images -> float32 in [-1, 1], the range D was trained on."""
+    return images.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
 
 
 # ---------------------------------------------------------------------------- tool
@@ -284,34 +290,27 @@ def build_parser():
                     "and on a randomly initialised D. Always on the embedded digits; on CIFAR-10 / "
                     "SVHN with --cifar10 / --svhn.")
     add_common_args(p, "probe", netD=True)
-    p.add_argument("--cifar10", default=None, metavar="DIR",
+    p.add_argument("--cifar10", type=path, default=None, metavar="DIR",
                    help="also probe CIFAR-10 from this folder (the python-version batches or their .tar.gz)")
-    p.add_argument("--svhn", default=None, metavar="DIR",
+    p.add_argument("--svhn", type=path, default=None, metavar="DIR",
                    help="also probe SVHN from this folder (train_32x32.mat and test_32x32.mat)")
     p.add_argument("--skip-digits", action="store_true", help="do not probe the embedded digits")
     p.add_argument("--labels-per-class", default="10,50",
                    help="few-label protocol: sizes of the class-balanced labelled subsets")
-    p.add_argument("--draws", type=int, default=10, help="random labelled subsets per size")
+    p.add_argument("--draws", type=integer(1, 1000), default=10, help="random labelled subsets per size")
     p.add_argument("--C-grid", "--c-grid", dest="c_grid", default="0.00001,0.0001,0.001,0.01",
                    help="values of the SVM's C tried on the validation split")
-    p.add_argument("--val-fraction", type=float, default=0.2,
+    p.add_argument("--val-fraction", type=real(0, 1, low_open=True, high_open=True), default=0.2,
                    help="share of the training split held out to choose C")
-    p.add_argument("--max-train", type=int, default=None,
+    p.add_argument("--max-train", type=integer(1, MAX_COUNT), default=None,
                    help="use at most this many training images per dataset (random subset)")
-    p.add_argument("--max-test", type=int, default=None, help="at most this many test images")
+    p.add_argument("--max-test", type=integer(1, MAX_COUNT), default=None, help="at most this many test images")
     return p
 
 
 def _body(args):
-    try:
-        ks = [int(v) for v in args.labels_per_class.split(",") if v.strip()]
-        c_grid = [float(v) for v in args.c_grid.split(",") if v.strip()]
-    except ValueError:
-        raise ExperimentError("--labels-per-class and --C-grid take comma-separated numbers") from None
-    if not c_grid or any(c <= 0 for c in c_grid) or any(k < 1 for k in ks) or args.draws < 1:
-        raise ExperimentError("need positive C values, positive label counts and --draws >= 1")
-    if not 0 < args.val_fraction < 1:
-        raise ExperimentError(f"--val-fraction must lie in (0, 1), got {args.val_fraction}")
+    ks = number_list(args.labels_per_class, "--labels-per-class", integer(1, MAX_COUNT))
+    c_grid = number_list(args.c_grid, "--C-grid", real(0, 1e6, low_open=True))
     datasets = ([] if args.skip_digits else [("digits", None)]) + \
         [(n, r) for n, r in (("cifar10", args.cifar10), ("svhn", args.svhn)) if r]
     if not datasets:
@@ -320,10 +319,14 @@ def _body(args):
     netD = set_bn_mode(load_discriminator(args.netD, backend), args.bn_mode)
     randD = random_discriminator(netD, [args.manualSeed, RANDOM_D_SEED], backend)
     outf = prepare_outf(args.outf)
+    # Every dataset is read before any is probed: a missing or damaged file is reported at
+    # once, not after minutes of fitting (kept as uint8: a quarter of the memory of floats).
+    splits = {name: (load_split(name, root, netD, "train", args.max_train, args.manualSeed),
+                     load_split(name, root, netD, "test", args.max_test, args.manualSeed))
+              for name, root in datasets}
     results, sizes, diffs = {}, {}, {}
-    for name, root in datasets:
-        x_train, y_train = load_split(name, root, netD, "train", args.max_train, args.manualSeed)
-        x_test, y_test = load_split(name, root, netD, "test", args.max_test, args.manualSeed)
+    for name, ((x_train, y_train), (x_test, y_test)) in splits.items():
+        x_train, x_test = scaled(x_train), scaled(x_test)
         sets = {"dcgan_D": (d_features(netD, x_train, backend), d_features(netD, x_test, backend)),
                 "random_D": (d_features(randD, x_train, backend), d_features(randD, x_test, backend)),
                 "pixels": (pixel_features(x_train), pixel_features(x_test))}

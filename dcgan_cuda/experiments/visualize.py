@@ -31,10 +31,11 @@ import numpy as np
 
 from .. import nn
 from ..autograd import Function, no_grad
-from ..data import load_dataset
-from .common import (ExperimentError, add_common_args, backend_for, grid_picture,
-                     load_discriminator, make_parser, parse_index_list, prepare_outf, run_main,
-                     save_png, to_tensor, write_summary)
+from ..cli import MAX_COUNT, MAX_SCALE, integer, path
+from ..data import DATASETS, load_dataset
+from .common import (MAX_PICTURES, ExperimentError, add_common_args, backend_for, check_finite,
+                     grid_picture, load_discriminator, make_parser, parse_index_list, prepare_outf,
+                     run_main, save_png, to_tensor, write_summary)
 from .probe import RANDOM_D_SEED, random_discriminator
 
 SECTION = "6.2"
@@ -90,7 +91,7 @@ def layer_activations(netD, images, backend, layer, batch_size=128):
     with no_grad():
         for i in range(0, len(images), batch_size):
             out.append(guided_forward(netD, to_tensor(images[i:i + batch_size], backend), layer).numpy())
-    return np.concatenate(out)
+    return check_finite(np.concatenate(out), "the discriminator's activations")
 
 
 def guided_backprop(netD, images, backend, layer, channels):
@@ -113,7 +114,7 @@ def guided_backprop(netD, images, backend, layer, channels):
         x.grad = None
         act.backward(backend.asarray(seed))
         grads.append(backend.to_numpy(x.grad))
-    return np.stack(grads)
+    return check_finite(np.stack(grads), "the guided gradients")
 
 
 def normalise(grad, percentile=99.0):
@@ -157,14 +158,15 @@ def build_parser():
                     "and for a randomly initialised one (guided_trained.png, guided_random.png).")
     # No --bn-mode: guided backpropagation needs eval mode (per-image gradients).
     add_common_args(p, "visualize", netD=True, bn=False)
-    p.add_argument("--layer", type=int, default=None,
+    p.add_argument("--layer", type=integer(0, 64), default=None,
                    help="which convolution of D (0 = first); default: the highest with an activation")
     p.add_argument("--maps", default="0,1,2,3,4,5", help="feature maps (channels) of that layer")
-    p.add_argument("--n", type=int, default=6, help="images per map")
-    p.add_argument("--pool", type=int, default=256, help="held-out images to choose them from")
-    p.add_argument("--dataset", default="digits", help="where the images come from (as for train)")
-    p.add_argument("--dataroot", default=None, help="its files, as for dcgan_cuda.train")
-    p.add_argument("--scale", type=int, default=2, help="enlarge the grids this many times")
+    p.add_argument("--n", type=integer(1, MAX_PICTURES), default=6, help="images per map")
+    p.add_argument("--pool", type=integer(1, MAX_COUNT), default=256, help="held-out images to choose them from")
+    p.add_argument("--dataset", default="digits", choices=DATASETS,
+                   help="where the images come from (as for train)")
+    p.add_argument("--dataroot", type=path, default=None, help="its files, as for dcgan_cuda.train")
+    p.add_argument("--scale", type=integer(1, MAX_SCALE), default=2, help="enlarge the grids this many times")
     return p
 
 

@@ -21,7 +21,8 @@ import os
 
 import numpy as np
 
-from .common import (NOISE_STREAM, ExperimentError, add_common_args, backend_for, generate,
+from ..cli import MAX_SCALE, integer
+from .common import (MAX_PICTURES, NOISE_STREAM, ExperimentError, add_common_args, backend_for, generate,
                      grid_picture, load_generator, make_parser, prepare_outf, rng_for, run_main,
                      save_png, set_bn_mode, write_summary)
 
@@ -93,18 +94,22 @@ def build_parser():
                     "between random points of z, into walk.png; smooth transitions, not sharp "
                     "jumps, are the sign that G has not memorised its training images.")
     add_common_args(p, "walk", netG=True)
-    p.add_argument("--rows", type=int, default=8, help="number of walks (rows of the grid)")
-    p.add_argument("--points", type=int, default=2,
+    p.add_argument("--rows", type=integer(1, MAX_PICTURES), default=8, help="number of walks (rows of the grid)")
+    p.add_argument("--points", type=integer(2, MAX_PICTURES), default=2,
                    help="random points of z each walk passes through (2: one straight line)")
-    p.add_argument("--steps", type=int, default=10,
+    p.add_argument("--steps", type=integer(2, MAX_PICTURES), default=10,
                    help="images per segment between two points, end points included")
     p.add_argument("--slerp", action="store_true",
                    help="spherical interpolation (natural for Gaussian z) instead of straight lines")
-    p.add_argument("--scale", type=int, default=2, help="enlarge the grid this many times")
+    p.add_argument("--scale", type=integer(1, MAX_SCALE), default=2, help="enlarge the grid this many times")
     return p
 
 
 def _body(args):
+    images = args.rows * ((args.points - 1) * (args.steps - 1) + 1)
+    if images > MAX_PICTURES:
+        raise ExperimentError(f"--rows {args.rows} --points {args.points} --steps {args.steps} make "
+                              f"{images} images, more than the {MAX_PICTURES} one grid can hold")
     backend = backend_for(args)
     netG = set_bn_mode(load_generator(args.netG, backend), args.bn_mode)
     outf = prepare_outf(args.outf)
