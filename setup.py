@@ -30,6 +30,7 @@ setup(
         "cuda12": ["cupy-cuda12x>=13.0", "numba-cuda[cu12]>=0.20"],
         "cuda13": ["cupy-cuda13x>=13.6", "numba-cuda[cu13]>=0.20"],
         # nvidia-cuda-nvcc: ptxas, for the register and spill report (bench/ptxas_report.py).
-        "test": ["pytest>=7.0", "hypothesis>=6.80", "numba-cuda[cu13]>=0.20", "nvidia-cuda-nvcc>=13.5"],
+        # wheel: bench/gpu_check.sh --dry-run checks its offline install (--no-build-isolation) in CI.
+        "test": ["pytest>=7.0", "hypothesis>=6.80", "wheel", "numba-cuda[cu13]>=0.20", "nvidia-cuda-nvcc>=13.5"],
     },
 )
