@@ -11,18 +11,25 @@ Two kinds of file:
 
 Every write goes to a temporary file in the same folder, is flushed and fsync'ed, then
 renamed over the target (atomic on POSIX), and the folder is fsync'ed: a run killed at
-any moment leaves either the old file or the new one, never a torn one.
+any moment leaves either the old file or the new one, never a torn one. A kill during a
+write does leave the temporary file behind; its name (``.NAME.dcgan_cuda-tmp-PID-XXXXXXXX``)
+says which process wrote it, and ``remove_stale_temporaries`` deletes those whose process
+is gone (the training run does at its start). Files get the permissions the user's umask
+gives any new file.
 """
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import re
+import secrets
 
 import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
+
+from . import faults
 
 FORMAT_MODEL = "dcgan-cuda-model"
 FORMAT_STATE = "dcgan-cuda-train-state"
@@ -38,15 +45,34 @@ class NonFiniteError(CheckpointError):
 
 
 # --------------------------------------------------------------------------- writing
+# The temporary file of a write in progress: the target's name, hidden, then the writer's
+# process id (a leftover is stale once that process is gone) and 32 random bits.
+_TEMPORARY = re.compile(r"\.(?P<target>.+)\.dcgan_cuda-tmp-(?P<pid>[0-9]+)-[0-9a-f]{8}")
+
+
+def _temporary_name(path):
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{name}.dcgan_cuda-tmp-{os.getpid()}-{secrets.token_hex(4)}")
+
+
 def atomic_write_bytes(path, payload):
     """Write payload to path so that path holds either its old content or all of payload."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + ".", dir=folder)
+    while True:
+        tmp = _temporary_name(path)
+        try:
+            # Mode 0o666 before the umask, as open() gives any new file (mkstemp's 0o600
+            # would make a shared results folder unreadable to the rest of a group).
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
+        faults.reached("write:" + os.path.basename(path))
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -59,6 +85,38 @@ def atomic_write_bytes(path, payload):
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _process_exists(pid):
+    if pid <= 0:          # kill(0, ...) would ask about our own process group
+        return True
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except OSError:       # EPERM: it exists, under another user
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder):
+    """Delete the temporary files that killed writes left in folder (those of processes
+    that no longer run); returns their names. Files of other names are never touched."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in sorted(names):
+        match = _TEMPORARY.fullmatch(name)
+        if match is None or _process_exists(int(match["pid"])):
+            continue
+        try:
+            os.unlink(os.path.join(folder, name))
+        except FileNotFoundError:
+            continue
+        removed.append(name)
+    return removed
 
 
 def _all_finite(tensors):

@@ -21,9 +21,18 @@ import signal
 import sys
 import time
 
+if __name__ == "__main__":
+    # Run as a program: a Ctrl-C while the modules below load (NumPy and the rest take a
+    # moment) ends it with one line, as one at any later moment does. main() takes over.
+    def _interrupted_while_loading(signum, frame):
+        print("\n[dcgan_cuda] interrupted during start-up; nothing was written", file=sys.stderr)
+        raise SystemExit(128 + signum)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupted_while_loading)
+
 import numpy as np
 
-from . import ops
+from . import faults, ops
 from .autograd import Tensor
 from .cli import (MAX_COUNT, MAX_LATENT, MAX_SEED, MAX_WIDTH, Parser, UsageError, check_environment,
                   integer, out_of_memory, path, real)
@@ -35,6 +44,7 @@ from .host_memory import keep_freed_memory
 from .images import plot_losses, read_metrics, save_grid
 from .models import ARCHS, IMAGE_SIZES, ModelConfigError, build_models
 from .optim import Adam
+from .run_folder import RunFolderError, claim, default_outf
 
 REAL_LABEL, FAKE_LABEL = 1.0, 0.0
 STATE_FILE = "checkpoint.safetensors"
@@ -78,7 +88,8 @@ def build_parser():
     flag("ndf", type=integer(1, MAX_WIDTH), default=None, help="discriminator width (default 64)")
     flag("niter", type=integer(1, MAX_COUNT), default=None,
          help="number of epochs to train for (default: 25 as pytorch/examples; 60 for digits, whose "
-              "epochs are only 23 batches long: its samples keep improving until about 60)")
+              "epochs are only 23 batches long: its samples keep improving until about 60; with "
+              "--resume, the resumed run's own)")
     # Adam moves each weight by about lr per step; DCGAN's weights are of order 0.02, so a
     # step above 1 is no learning rate at all.
     flag("lr", type=real(0, 1, low_open=True), default=None, help="learning rate, in (0, 1] (default 0.0002)")
@@ -98,7 +109,12 @@ def build_parser():
     flag("netD", default="", help="path to netD weights to start from (model file or checkpoint)")
     flag("resume", default="",
          help="continue a run exactly from a training checkpoint (outf/checkpoint.safetensors)")
-    flag("outf", type=path, default="out", help="folder to output images and model checkpoints")
+    flag("outf", type=path, default=None,
+         help="folder to output images and model checkpoints (default: out, or with --resume the "
+              "checkpoint's own folder). A folder holding another run's files is refused: see --overwrite")
+    flag("overwrite", action="store_true",
+         help="start this run in an --outf that holds another run's files, deleting those files "
+              "(checkpoint, metrics, pictures, epoch weights) when training begins")
     flag("manualSeed", type=integer(0, MAX_SEED), default=None,
          help=f"manual seed, 0..{MAX_SEED} (random if not given)")
     flag("save_every", type=integer(0, MAX_COUNT), default=0,
@@ -248,17 +264,27 @@ def fixed_noise(netG, seed, n=64):
     return netG.sample_noise(n, np.random.default_rng([seed, 0xF1CED]))
 
 
+def copy_buffers(net):
+    """Copies of net's buffers (batchnorm running statistics and batch counts), for
+    restore_buffers to put back."""
+    return [(m._buffers, name, b.copy()) for _, m in net.named_modules() for name, b in m._buffers.items()]
+
+
+def restore_buffers(kept):
+    for buffers, name, copy in kept:
+        buffers[name][...] = copy   # in place: a captured CUDA graph keeps the arrays' addresses
+
+
 # ------------------------------------------------------------------------ the run
 class Run:
-    def __init__(self, args, log=print):
-        self.args, self.log = args, log
-        os.makedirs(args.outf, exist_ok=True)
-        if not os.access(args.outf, os.W_OK):
-            raise TrainingError(f"--outf {args.outf} is not writable")
+    def __init__(self, args, folder, log=print):
+        """folder: the claimed --outf (run_folder.claim), locked for this run."""
+        self.args, self.log, self.folder = args, log, folder
         self.state_path = os.path.join(args.outf, STATE_FILE)
         self.metrics_path = os.path.join(args.outf, "metrics.jsonl")
         if args.resume:
             apply_resume_config(args, read_run_config(args.resume))
+        niter_given = args.niter is not None   # else a resumed run ends where it was going to
         fill_defaults(args)
 
         self.backend = get_backend(args.device, announce=log)
@@ -289,7 +315,15 @@ class Run:
             progress = load_training_state(args.resume, self.netG, self.netD, self.optG, self.optD)
             self.epoch, self.batch, self.iteration = progress["epoch"], progress["batch"], progress["iteration"]
             self.noise_rng.bit_generator.state = progress["noise_rng"]
-            self._truncate_metrics()
+            planned = progress.get("niter")
+            if not niter_given and isinstance(planned, int) and not isinstance(planned, bool) and planned >= 1:
+                args.niter = planned
+            images = progress.get("images")   # absent in checkpoints written before it was recorded
+            if images is not None and images != len(self.data):
+                raise TrainingError(
+                    f"--resume: the run had {images} images in its dataset, which now holds "
+                    f"{len(self.data)}: its epochs and batches cannot continue as they were. Start a "
+                    f"new run from its weights instead: --netG {args.resume} --netD {args.resume}")
             log(f"[dcgan_cuda] resuming {args.resume} at epoch {self.epoch + 1}, "
                 f"batch {self.batch}, iteration {self.iteration}")
         self.fixed_noise = Tensor(self.backend.asarray(fixed_noise(self.netG, args.manualSeed)), self.backend)
@@ -301,7 +335,10 @@ class Run:
             from .cuda_graph import GraphedTrainStep
             self.step = GraphedTrainStep(self.netG, self.netD, self.optG, self.optD)
         self.last_checkpoint = args.resume or None
+        self.last_checkpoint_iteration = self.iteration
         self.stop_requested = False
+        self.stop_signal = None    # the signal that asked for the stop, when one did
+        self.stopped = False       # train() ended early at a stop request, after saving
 
     def _eager_step(self, real, noise):
         return train_step(self.netG, self.netD, self.optG, self.optD, real, noise)
@@ -316,12 +353,14 @@ class Run:
             self.step = self._eager_step
             return self.step(real, noise)
 
-    def request_stop(self, signum=None, frame=None):
-        """First Ctrl-C: finish the current iteration, save, stop. Second: stop at once."""
+    def request_stop(self, signum=signal.SIGINT, frame=None):
+        """The handler of SIGINT and SIGTERM. The first: finish the current iteration, save,
+        stop. A second: stop at once, without saving (the last checkpoint stays)."""
         if self.stop_requested:
             raise KeyboardInterrupt
-        self.stop_requested = True
-        print("\n[dcgan_cuda] stopping after this iteration (Ctrl-C again to abort without saving)",
+        self.stop_requested, self.stop_signal = True, signum
+        again = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"\n[dcgan_cuda] stopping after this iteration ({again} again to abort without saving)",
               file=sys.stderr)
 
     def config(self):
@@ -329,7 +368,8 @@ class Run:
 
     def progress(self):
         return {"epoch": self.epoch, "batch": self.batch, "iteration": self.iteration,
-                "noise_rng": self.noise_rng.bit_generator.state, "config": self.config()}
+                "noise_rng": self.noise_rng.bit_generator.state, "config": self.config(),
+                "images": len(self.data), "niter": self.args.niter}
 
     def _truncate_metrics(self):
         """Drop log lines from iterations after the checkpoint: they will be run again."""
@@ -348,7 +388,8 @@ class Run:
             # A gradient that was Inf/NaN turns the weights into NaN at the optimizer step,
             # often before any loss shows it.
             raise self._diverged(f"the weights became non-finite ({exc})") from None
-        self.last_checkpoint = self.state_path
+        self.last_checkpoint, self.last_checkpoint_iteration = self.state_path, self.iteration
+        faults.reached("save")
 
     def save_epoch(self, epoch):
         out = self.args.outf
@@ -359,16 +400,29 @@ class Run:
             raise self._diverged(f"the weights became non-finite ({exc})") from None
         self.save_state()
 
-    def save_samples(self, epoch):
+    def save_samples(self, epoch, keep_state=False):
+        """G's images of the fixed noise, in train-mode batchnorm as pytorch/examples draws
+        them at an epoch's end, where the forward pass's update of G's running statistics is
+        part of the run. keep_state: a picture taken when a run stops mid-epoch, which the
+        uninterrupted run never takes: G's buffers are put back afterwards, so the state
+        (saved before it) and a resumed run are exactly those of the uninterrupted run."""
         from .autograd import no_grad
+        kept = copy_buffers(self.netG) if keep_state else None
         with no_grad():
-            fake = self.netG(self.fixed_noise)  # train-mode batchnorm, as pytorch/examples does
+            fake = self.netG(self.fixed_noise)
+        if kept is not None:
+            restore_buffers(kept)
         save_grid(fake.numpy(), os.path.join(self.args.outf, f"fake_samples_epoch_{epoch:03d}.png"))
 
     # -- the loop -------------------------------------------------------------------
     def train(self):
+        """Train to --niter epochs, or until a stop request (then self.stopped, after saving)."""
         args, n = self.args, len(self.data)
         batches = math.ceil(n / args.batchSize)
+        for name in self.folder.prepare():
+            self.log(f"[dcgan_cuda] removed {name}, the temporary file of a write that was cut short")
+        if args.resume:
+            self._truncate_metrics()
         if self.iteration == 0:
             first = self.data.batch(np.arange(min(64, n)))
             save_grid(first, os.path.join(args.outf, "real_samples.png"))
@@ -376,11 +430,12 @@ class Run:
                  f"arch {args.arch}, backend {self.backend.name}, seed {args.manualSeed}, "
                  f"{batches} batches of {args.batchSize} per epoch, epochs {self.epoch + 1}..{args.niter}")
         self.evaluator = None  # built at the first evaluation: the classifier is loaded once per run
-        with open(self.metrics_path, "a", encoding="utf-8") as metrics:
+        with open(self.metrics_path, "a" if args.resume else "w", encoding="utf-8") as metrics:
             while self.epoch < args.niter:
                 order = epoch_order(n, args.manualSeed, self.epoch)
                 bar = self._progress_bar(batches)
                 t_epoch = time.perf_counter()
+                stats = None   # stays None when a resumed run starts at its epoch's end
                 while self.batch < batches:
                     idx = order[self.batch * args.batchSize:(self.batch + 1) * args.batchSize]
                     real = Tensor(self.backend.asarray(self.data.batch(idx)), self.backend)
@@ -396,6 +451,7 @@ class Run:
                            "step_ms": round((time.perf_counter() - t0) * 1e3, 2)}
                     metrics.write(json.dumps(row) + "\n")
                     metrics.flush()
+                    faults.reached("iteration")
                     if bar is not None:
                         bar.set_postfix_str(f"Loss_D {stats['loss_D']:.3f} Loss_G {stats['loss_G']:.3f} "
                                             f"D(x) {stats['D_x']:.3f} D(G(z)) {stats['D_G_z1']:.3f}/"
@@ -407,6 +463,9 @@ class Run:
                         break
                 if bar is not None:
                     bar.close()
+                elif stats is None:
+                    self.log(f"[{self.epoch + 1}/{args.niter}] all {batches} batches ran before the "
+                             "checkpoint; finishing the epoch")
                 else:
                     self.log(f"[{self.epoch + 1}/{args.niter}] Loss_D {stats['loss_D']:.4f} "
                              f"Loss_G {stats['loss_G']:.4f} D(x) {stats['D_x']:.4f} "
@@ -415,11 +474,11 @@ class Run:
                 finished_epoch, complete = self.epoch, self.batch >= batches
                 if complete:
                     self.epoch, self.batch = self.epoch + 1, 0
-                self.save_samples(finished_epoch)
-                if complete:
+                    self.save_samples(finished_epoch)
                     self.save_epoch(finished_epoch)
-                else:  # stopped mid-epoch: no epoch files, just the state to resume from
+                else:  # stopped mid-epoch: no epoch files; the state first, then a picture that leaves it alone
                     self.save_state()
+                    self.save_samples(finished_epoch, keep_state=True)
                 if complete and args.eval_every and (self.epoch % args.eval_every == 0
                                                      or self.epoch == args.niter):
                     self.evaluate(metrics)  # after the save: a failing evaluation loses no epoch
@@ -428,7 +487,8 @@ class Run:
                 if args.dry_run or self.stop_requested:
                     break
         if self.stop_requested:
-            raise KeyboardInterrupt
+            self.stopped = True
+            return
         self.log(f"[dcgan_cuda] done: {self.iteration} iterations; samples and checkpoints in {args.outf}")
 
     def evaluate(self, metrics):
@@ -473,26 +533,60 @@ class Run:
                              f"saved from this iteration on; {where}")
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _install(handlers):
+    """Set signal handlers; returns the ones they replace. A signal that the caller's shell
+    ignores (a background job ignores SIGINT) stays ignored; off the main thread, where
+    Python cannot set handlers, nothing changes."""
+    replaced = {}
+    for signum, handler in handlers.items():
+        previous = signal.getsignal(signum)
+        if previous is None or previous is signal.SIG_IGN:
+            continue
+        try:
+            signal.signal(signum, handler)
+        except ValueError:
+            continue
+        replaced[signum] = previous
+    return replaced
+
+
 def main(argv=None):
+    run = folder = None
+    # Until the run's own handler takes over, a Ctrl-C raises KeyboardInterrupt, answered
+    # below with one line: nothing of the run exists yet to save.
+    startup = _install({signal.SIGINT: signal.default_int_handler})
     try:
         check_environment()
         args = parse_args(argv)
-        run = Run(args)
-        previous = signal.signal(signal.SIGINT, run.request_stop)
+        faults.arm()
+        if args.outf is None:
+            args.outf = default_outf(args.resume)
+        folder = claim(args.outf, args.resume, args.overwrite)
+        run = Run(args, folder)
+        handlers = _install({signum: run.request_stop for signum in STOP_SIGNALS})
         try:
             run.train()
-        except KeyboardInterrupt:
-            if run.stop_requested and run.last_checkpoint == run.state_path:
-                print(f"[dcgan_cuda] interrupted at iteration {run.iteration}; state saved; continue "
-                      f"with --resume {run.state_path}", file=sys.stderr)
-            else:
-                print(f"[dcgan_cuda] aborted at iteration {run.iteration}; last complete checkpoint: "
-                      f"{run.last_checkpoint or 'none'}", file=sys.stderr)
-            return 130
+        except KeyboardInterrupt:      # asked twice: stopped at once, nothing more saved
+            where = (f"--resume {run.last_checkpoint} continues from iteration {run.last_checkpoint_iteration}"
+                     if run.last_checkpoint else "no checkpoint was written")
+            print(f"[dcgan_cuda] aborted at iteration {run.iteration} without saving; {where}",
+                  file=sys.stderr)
+            return 128 + (run.stop_signal or signal.SIGINT)
         finally:
-            signal.signal(signal.SIGINT, previous)
+            _install(handlers)
+        if run.stopped:
+            print(f"[dcgan_cuda] interrupted at iteration {run.iteration}; state saved; continue "
+                  f"with --resume {run.state_path}", file=sys.stderr)
+            return 128 + run.stop_signal
+    except KeyboardInterrupt:
+        print("\n[dcgan_cuda] interrupted " + ("during start-up, before training began" if run is None
+                                                else f"at iteration {run.iteration}"), file=sys.stderr)
+        return 128 + signal.SIGINT
     except (UsageError, DatasetError, ModelConfigError, BackendUnavailable, CheckpointError,
-            TrainingError, ops.OpError) as exc:
+            TrainingError, ops.OpError, RunFolderError, faults.FaultSpecError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except MemoryError as exc:   # host or GPU (CuPy's OutOfMemoryError is one)
@@ -503,6 +597,11 @@ def main(argv=None):
         print(f"error: cannot write output ({exc.strerror or exc}: {exc.filename or ''}); "
               "the previous checkpoint is left as it was", file=sys.stderr)
         return 2
+    finally:
+        if folder is not None:
+            folder.release()
+        faults.disarm()
+        _install(startup)
     return 0
 
 
