@@ -1,0 +1,1456 @@
+"""access_profiler — see how a kernel uses the memory system, on a laptop, without a GPU.
+
+A GPU does not run threads one by one: it runs them 32 at a time, in **warps** (threads
+0-31 of a block are warp 0, 32-63 warp 1, ..., counting threads by their linear index
+t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z)). When a warp
+executes one load or store instruction, its up to 32 addresses go to the memory system
+together, as one **request**, and how fast that request is served depends on the pattern
+of those 32 addresses, not on any one of them:
+
+* **Global memory** (the arrays a kernel is given) moves in **sectors** of 32 bytes. A
+  request costs as many sectors as its addresses touch. 32 threads reading 32 consecutive
+  floats touch 128 bytes = 4 sectors ("coalesced"); reading every other float touches 8
+  sectors for the same 32 floats, half of every sector wasted; a stride of 8 floats or
+  more puts every thread in its own sector: 32 sectors, 1/8 of the bytes moved used.
+* **Shared memory** (``cuda.shared.array``, on chip, one per block) is 32 **banks**, each
+  4 bytes wide: byte address a is in bank (a // 4) % 32. A bank delivers one 4-byte word
+  per clock, so a request whose threads want k different words of the same bank takes k
+  passes (**wavefronts**): a k-way **bank conflict**. Threads that read the same word
+  share it (a **broadcast**): free.
+
+Nsight Compute (``ncu``) measures exactly these figures on a GPU. This module computes
+them from the simulator instead: under ``NUMBA_ENABLE_CUDASIM=1`` Numba runs every GPU
+thread of a launch as Python, so every array access can be recorded, with its thread,
+array, byte address and source location, then grouped into warp requests the way the
+hardware groups them. The figures carry ``ncu``'s metric names, so the two can be held
+side by side when a GPU is at hand (``bench/ncu_compare.py``)::
+
+    profile = trace_launch(kernel, grid, block, *args)   # a cuda.jit kernel, NumPy arrays
+    profile.metrics["l1tex__t_sectors_pipe_lsu_mem_global_op_ld.sum"]
+    profile.per_thread          # the most global/shared loads/stores any one thread made
+    print(profile.summary())
+    draw_threads(profile, "copy.png")   # which thread touched which element
+    draw_banks(profile, "banks.png")    # which lane hit which bank, request by request
+
+    with tracing() as launches:          # every launch made inside, e.g. by a launcher
+        conv2d.forward(x, w, y, (2, 2), (1, 1), version=5)
+
+How accesses become requests. Every access is recorded with a **site**: the bytecode
+instruction that made it, together with the chain of calls from the kernel down to it
+(a device function inlined at two call sites is two sites, as in the compiled code).
+Each thread numbers its executions of a site 0, 1, 2, ... (the **occurrence**). The
+accesses of one warp with the same site and occurrence are one request: the k-th time
+the warp executed that instruction. Divergence: lanes that skip an instruction (an ``if``
+they fail, a loop they leave early) are simply absent from its requests, as inactive
+lanes are on the GPU, and the two sides of a branch are different sites, hence separate
+requests, as the GPU runs them one after the other. The one case this numbering gets
+wrong is a lane-dependent branch *inside* a loop around the same instruction: a lane
+that skips trip 1 and runs trip 2 has its trip-2 access counted with the other lanes'
+trip-1 accesses (fewer requests than the GPU issues). None of the project's kernels does
+that; a student's kernel might.
+
+What the compiler merges. Four loads of neighbouring floats in one source line can
+become one 16-byte instruction (``ld.shared.v4.f32``): one request, not four. The
+simulator cannot see that, so the profile asks the compiler: it compiles the kernel to
+PTX with line information (in a separate process without the simulator, see
+vector_widths) and reads, for each line of the kernel, the widest vector load and store
+to each memory space. Where a line has one, each thread's successive accesses of one
+site that are contiguous and aligned to that width are merged into one access before
+requests are formed. PTX attributes the instructions of an inlined device function to
+the line of the kernel that calls it, so widths are looked up by that line.
+
+Sampling. A DCGAN-sized launch has thousands of blocks of 256 threads: far too many for
+Python. ``blocks=`` and ``warps=`` run a stratified sample (the first and last block
+along each grid axis and evenly spaced interior ones, each standing for its share of the
+grid; warps likewise within a block) and scale every count by what each sampled unit
+stands for. With a sample the counts are estimates (``profile.sampled``); without one
+they are exact. Running a subset of a block's warps leaves the rest of its shared memory
+unwritten: the addresses stay right as long as no address depends on data another warp
+wrote (true of every kernel here).
+
+Blind spots. The profile counts what a kernel asks of the memory system. It does not
+know what the caches keep (L1 and L2 hits), how warps are scheduled, how latency is
+hidden, or how many instructions are issued: see bench/roofline.py for what can be
+bounded from these counts, and a GPU for the rest.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import itertools
+import json
+import os
+import subprocess
+import sys
+import threading
+from array import array as _raw_array
+from collections import namedtuple
+
+import numpy as np
+
+WARP = 32              # threads per warp
+SECTOR = 32            # bytes per global-memory sector
+BANKS = 32             # shared-memory banks ...
+BANK_BYTES = 4         # ... each 4 bytes wide
+WAVEFRONT_BYTES = BANKS * BANK_BYTES   # what shared memory delivers per pass: 128 bytes
+
+# What an access was. Global = an array argument of the kernel; shared = cuda.shared.array;
+# local = cuda.local.array (registers or local memory: the compiler decides, see ptxas).
+GLOBAL_LD, GLOBAL_ST, GLOBAL_ATOM, SHARED_LD, SHARED_ST, SHARED_ATOM = range(6)
+KIND_NAMES = ("global_op_ld", "global_op_st", "global_op_atom", "shared_op_ld", "shared_op_st", "shared_op_atom")
+_GLOBAL_KINDS = (GLOBAL_LD, GLOBAL_ST, GLOBAL_ATOM)
+_SHARED_KINDS = (SHARED_LD, SHARED_ST, SHARED_ATOM)
+
+# One recorded access: 6 integers per access, appended to a per-thread raw array (a Python
+# tuple per access would cost ~100 bytes; millions of accesses are common).
+_FIELDS = ("site", "occurrence", "array", "address", "nbytes", "kind")
+
+Site = namedtuple("Site", "frames kernel_line")
+# frames: ((file, line, function), ...) from the access out to the kernel; kernel_line: the
+# line of the kernel function itself that leads to the access (the line PTX attributes it to).
+
+ArrayInfo = namedtuple("ArrayInfo", "name space shape itemsize nbytes")
+
+
+# ----------------------------------------------------------------------------- recording
+class _ThreadLog:
+    """What one simulated thread recorded: its accesses and its occurrence counters."""
+
+    __slots__ = ("records", "occurrences", "local_loads", "local_stores", "launch", "thread_id")
+
+    def __init__(self, launch, thread_id):
+        self.records = _raw_array("q")
+        self.occurrences = {}
+        self.local_loads = 0
+        self.local_stores = 0
+        self.launch = launch
+        self.thread_id = thread_id
+
+    def record(self, array_id, address, nbytes, kind, frame):
+        site = self.launch.site_of(frame)
+        occurrence = self.occurrences.get(site, 0)
+        self.occurrences[site] = occurrence + 1
+        self.records.extend((site, occurrence, array_id, address, nbytes, kind))
+
+
+def _element_offset(index, shape, strides):
+    """Byte offset of element ``index`` (a tuple of integers, one per axis) from the start
+    of an array with these shape and strides; negative indices count from the end, as in
+    Numba (which wraps them the same way)."""
+    offset = 0
+    for i, n, s in zip(index, shape, strides):
+        i = int(i)
+        offset += (i + n if i < 0 else i) * s
+    return offset
+
+
+class TracedArray:
+    """A NumPy array, as one simulated thread sees it, that records every element it reads
+    or writes. Views (``a[i]`` of a 2-D array) are TracedArrays of the same memory."""
+
+    __slots__ = ("_data", "_log", "_array_id", "_base", "_load", "_store", "_atomic")
+
+    def __init__(self, data, log, array_id, base, kinds):
+        self._data = data
+        self._log = log
+        self._array_id = array_id
+        self._base = base                   # byte offset of data[0, ...] in its allocation
+        self._load, self._store, self._atomic = kinds
+
+    def _offset(self, index):
+        if type(index) is not tuple:
+            index = (index,)
+        return self._base + _element_offset(index, self._data.shape, self._data.strides)
+
+    def _view(self, view):
+        base = self._base + (view.__array_interface__["data"][0] - self._data.__array_interface__["data"][0])
+        return TracedArray(view, self._log, self._array_id, base, (self._load, self._store, self._atomic))
+
+    def __getitem__(self, index):
+        value = self._data[index]
+        if isinstance(value, np.ndarray):
+            return self._view(value)
+        if self._load is not None:
+            self._log.record(self._array_id, self._offset(index), self._data.itemsize, self._load,
+                             sys._getframe(1))
+        else:
+            self._log.local_loads += 1
+        return value
+
+    def __setitem__(self, index, value):
+        self._data[index] = value
+        if self._store is not None:
+            self._log.record(self._array_id, self._offset(index), self._data.itemsize, self._store,
+                             sys._getframe(1))
+        else:
+            self._log.local_stores += 1
+
+    def _record_atomic(self, index, frame):
+        if self._atomic is not None:
+            self._log.record(self._array_id, self._offset(index), self._data.itemsize, self._atomic, frame)
+
+    # What kernels ask of an array besides its elements.
+    shape = property(lambda self: self._data.shape)
+    size = property(lambda self: self._data.size)
+    ndim = property(lambda self: self._data.ndim)
+    dtype = property(lambda self: self._data.dtype)
+    strides = property(lambda self: self._data.strides)
+    itemsize = property(lambda self: self._data.itemsize)
+
+    def __len__(self):
+        return len(self._data)
+
+    def __getattr__(self, name):
+        return getattr(self._data, name)
+
+
+# ------------------------------------------------------------ the simulated machine, traced
+def _simulator():
+    """Numba's simulator modules; importing them needs NUMBA_ENABLE_CUDASIM=1."""
+    from numba.cuda.simulator import kernel, kernelapi
+    return kernel, kernelapi
+
+
+class _BlockBarrier:
+    """syncthreads for the threads of one block that are running: it opens when every one
+    that has not exited waits at it (an exited thread no longer counts, as on the GPU).
+    A thread that fails breaks it, and every waiter raises instead of waiting forever."""
+
+    def __init__(self, parties):
+        self.live = parties
+        self.waiting = 0
+        self.generation = 0
+        self.broken = False
+        self.condition = threading.Condition()
+
+    def _open(self):
+        self.waiting = 0
+        self.generation += 1
+        self.condition.notify_all()
+
+    def wait(self):
+        with self.condition:
+            if self.broken:
+                raise RuntimeError("another thread of the block failed")
+            generation = self.generation
+            self.waiting += 1
+            if self.waiting == self.live:
+                self._open()
+                return
+            while generation == self.generation and not self.broken:
+                self.condition.wait()
+            if self.broken:
+                raise RuntimeError("another thread of the block failed")
+
+    def leave(self):
+        with self.condition:
+            self.live -= 1
+            if self.waiting and self.waiting == self.live:
+                self._open()
+
+    def break_(self):
+        with self.condition:
+            self.broken = True
+            self.condition.notify_all()
+
+
+class _BlockState:
+    """Stands in for the simulator's BlockManager where other code looks for one (the
+    warp primitives of kernels/simulator_warp.py keep their per-block state on it)."""
+
+    def __init__(self, block_dim):
+        self._block_dim = block_dim
+        self.block_state = np.zeros(block_dim, dtype=np.bool_)
+
+
+class _TracedThread(threading.Thread):
+    """One GPU thread: runs the kernel function on its own TracedArrays of the arguments."""
+
+    def __init__(self, fn, args, launch, block_idx, thread_idx, barrier, state, warp_state):
+        super().__init__(daemon=True)
+        _, kernelapi = _simulator()
+        self.fn, self.args, self.barrier, self._manager = fn, args, barrier, state
+        self.blockIdx = kernelapi.Dim3(*block_idx)
+        self.threadIdx = kernelapi.Dim3(*thread_idx)
+        bx, by, _ = state._block_dim
+        self.thread_id = thread_idx[0] + bx * (thread_idx[1] + by * thread_idx[2])
+        self.log = _ThreadLog(launch, self.thread_id)
+        self.error = None
+        self.abort = False
+        self.syncthreads_blocked = False
+        self._warp_state = warp_state
+        if warp_state is not None:
+            with warp_state.condition:
+                warp_state.roster[self.thread_id] = self
+
+    def run(self):
+        try:
+            self.fn(*[self.log.launch.traced_argument(a, self.log) for a in self.args])
+        except Exception as error:  # reported by the launch, with the thread's coordinates
+            self.error = (error, sys.exc_info()[2])
+            self.barrier.break_()
+        finally:
+            self.barrier.leave()
+            if self._warp_state is not None:
+                with self._warp_state.condition:
+                    self._warp_state.exited.add(self.thread_id)
+                    self._warp_state.condition.notify_all()
+
+    def syncthreads(self):
+        self.syncthreads_blocked = True
+        try:
+            self.barrier.wait()
+        finally:
+            self.syncthreads_blocked = False
+
+    def _vote(self, value, combine):
+        idx = tuple(self.threadIdx)
+        self._manager.block_state[idx] = value
+        self.syncthreads()
+        result = combine(self._manager.block_state)
+        self.syncthreads()
+        return result
+
+    def syncthreads_count(self, value):
+        return self._vote(value, np.count_nonzero)
+
+    def syncthreads_and(self, value):
+        return self._vote(value, lambda s: 1 if np.all(s) else 0)
+
+    def syncthreads_or(self, value):
+        return self._vote(value, lambda s: 1 if np.any(s) else 0)
+
+
+def _module_classes():
+    """The traced stand-ins of the simulator's in-kernel cuda module (made on first use,
+    because the simulator cannot be imported without NUMBA_ENABLE_CUDASIM=1)."""
+    if _module_classes.made is not None:
+        return _module_classes.made
+    _, kernelapi = _simulator()
+    from numba.np import numpy_support
+    from numba import types as numba_types
+
+    class TracedShared(kernelapi.FakeCUDAShared):
+        """cuda.shared.array: one NumPy array per source line and block (as the simulator
+        allocates them, under a lock), handed to each thread as its TracedArray."""
+
+        def __init__(self, dynshared_size, launch):
+            super().__init__(dynshared_size)
+            self._launch = launch
+            self._lock = threading.Lock()
+
+        def array(self, shape, dtype, alignment=None):
+            if isinstance(dtype, numba_types.Type):
+                dtype = numpy_support.as_dtype(dtype)
+            caller = sys._getframe(1)
+            key = (caller.f_code.co_filename, caller.f_lineno)
+            with self._lock:
+                if shape == 0:   # dynamic shared memory: one buffer for every such array
+                    key = ("dynamic", np.dtype(dtype).str)
+                    found = self._allocations.get(key)
+                    if found is None:
+                        count = self._dynshared_size // np.dtype(dtype).itemsize
+                        found = self._allocations[key] = np.frombuffer(self._dynshared.data, dtype=dtype,
+                                                                       count=count)
+                else:
+                    found = self._allocations.get(key)
+                    if found is None:
+                        found = self._allocations[key] = np.zeros(shape, dtype)
+            array_id = self._launch.shared_array_id(key, found, caller)
+            log = threading.current_thread().log
+            return TracedArray(found, log, array_id, 0, (SHARED_LD, SHARED_ST, SHARED_ATOM))
+
+    class TracedLocal(kernelapi.FakeCUDALocal):
+        """cuda.local.array: private to a thread; only counted (loads, stores per thread)."""
+
+        def array(self, shape, dtype, alignment=None):
+            if isinstance(dtype, numba_types.Type):
+                dtype = numpy_support.as_dtype(dtype)
+            return TracedArray(np.empty(shape, dtype), threading.current_thread().log, -1, 0, (None, None, None))
+
+    class TracedAtomic(kernelapi.FakeCUDAAtomic):
+        """cuda.atomic.*: one atomic access (not a load and a store) on the traced array."""
+
+    def atomic_method(name):
+        original = getattr(kernelapi.FakeCUDAAtomic, name)
+
+        def method(self, array, *args):
+            if isinstance(array, TracedArray):
+                index = args[0] if name not in ("compare_and_swap",) else (0,) * array.ndim
+                array._record_atomic(index, sys._getframe(1))
+                array = array._data
+            return original(self, array, *args)
+        method.__name__ = name
+        return method
+
+    for name in ("add", "sub", "and_", "or_", "xor", "inc", "dec", "exch", "max", "min", "nanmax", "nanmin",
+                 "compare_and_swap", "cas"):
+        if hasattr(kernelapi.FakeCUDAAtomic, name):
+            setattr(TracedAtomic, name, atomic_method(name))
+
+    class TracedModule(kernelapi.FakeCUDAModule):
+        """The `cuda` a traced kernel sees: the simulator's, with traced memory."""
+
+        def __init__(self, grid_dim, block_dim, dynshared_size, launch):
+            super().__init__(grid_dim, block_dim, dynshared_size)
+            self._shared = TracedShared(dynshared_size, launch)
+            self._local = TracedLocal()
+            self._atomic = TracedAtomic()
+
+        def new_block(self):
+            """Fresh shared memory for the next block (the simulator's lives per launch,
+            which is right only because it runs blocks one after another and never reads
+            shared memory a block did not write)."""
+            self._shared = TracedShared(self._shared._dynshared_size, self._shared._launch)
+
+    _module_classes.made = TracedModule
+    return TracedModule
+
+
+_module_classes.made = None
+
+
+# ------------------------------------------------------------------------ sampling
+def stratified(extent, interior=1):
+    """[(index, weight)]: a sample of range(extent) that keeps its edges: the first and the
+    last index (weight 1 each) and ``interior`` evenly spaced indices between them, each
+    standing for an equal share of the rest. Every index when there are few enough."""
+    if extent <= interior + 2:
+        return [(i, 1.0) for i in range(extent)]
+    inner = extent - 2
+    picks = sorted({1 + int((k + 0.5) * inner / interior) for k in range(interior)})
+    return [(0, 1.0)] + [(i, inner / len(picks)) for i in picks] + [(extent - 1, 1.0)]
+
+
+def _dims3(d):
+    d = (d,) if isinstance(d, (int, np.integer)) else tuple(d)
+    return tuple(int(v) for v in d) + (1,) * (3 - len(d))
+
+
+def sample_blocks(grid, interior=1):
+    """[(block index (x, y, z), weight)]: stratified() along each axis of the grid."""
+    gx, gy, gz = _dims3(grid)
+    return [((x, y, z), wx * wy * wz) for (z, wz), (y, wy), (x, wx)
+            in itertools.product(stratified(gz, interior), stratified(gy, interior), stratified(gx, interior))]
+
+
+# ----------------------------------------------------------------------------- a launch
+class _Launch:
+    """The bookkeeping of one traced launch: arrays, sites and every thread's log."""
+
+    def __init__(self, fn, grid_dim, block_dim, args):
+        self.fn = fn
+        self.kernel_code = fn.__code__
+        self.grid_dim, self.block_dim = grid_dim, block_dim
+        self.arrays = []            # ArrayInfo per array id
+        self._global_ids = {}       # id(allocation) -> array id
+        self._shared_ids = {}       # (file, line) -> array id
+        self.sites = []             # Site per site id
+        self._site_ids = {}
+        self._lock = threading.Lock()
+        self._skip = {}             # code object -> whether its frames are simulator machinery
+        self.logs = []              # (block ordinal, _ThreadLog)
+        try:
+            self.parameter_names = list(inspect.signature(fn).parameters)
+        except (TypeError, ValueError):
+            self.parameter_names = []
+        self.arguments = [self._prepare(position, a) for position, a in enumerate(args)]
+
+    # -- arrays
+    def _prepare(self, position, value):
+        """A kernel argument as the traced threads get it: arrays as (array id, data, base)."""
+        kernel_mod, _ = _simulator()
+        from numba.cuda.simulator.args import ArgHint
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+        if isinstance(value, ArgHint):
+            value = value.value
+        if isinstance(value, FakeCUDAArray):
+            value = value._ary
+        if isinstance(value, TracedArray):
+            value = value._data
+        if not (isinstance(value, np.ndarray) and value.ndim > 0):
+            return ("value", value)
+        root = value
+        while isinstance(root.base, np.ndarray):
+            root = root.base
+        root_address = root.__array_interface__["data"][0]
+        key = (root_address, root.nbytes)
+        array_id = self._global_ids.get(key)
+        name = self.parameter_names[position] if position < len(self.parameter_names) else f"arg{position}"
+        if array_id is None:
+            array_id = self._global_ids[key] = len(self.arrays)
+            self.arrays.append(ArrayInfo(name, "global", value.shape, value.itemsize, root.nbytes))
+        # Allocations on a GPU start 256-byte aligned (cudaMalloc; CuPy's pool aligns to 512):
+        # addresses are offsets from the allocation's start, so sectors fall as on the GPU.
+        base = value.__array_interface__["data"][0] - root_address
+        return ("array", value, array_id, base)
+
+    def traced_argument(self, prepared, log):
+        if prepared[0] == "value":
+            return prepared[1]
+        _, data, array_id, base = prepared
+        return TracedArray(data, log, array_id, base, (GLOBAL_LD, GLOBAL_ST, GLOBAL_ATOM))
+
+    def shared_array_id(self, key, data, caller):
+        array_id = self._shared_ids.get(key)
+        if array_id is None:
+            with self._lock:
+                array_id = self._shared_ids.get(key)
+                if array_id is None:
+                    name = _assigned_name(caller) or f"shared@{os.path.basename(key[0])}:{key[1]}"
+                    array_id = self._shared_ids[key] = len(self.arrays)
+                    self.arrays.append(ArrayInfo(name, "shared", data.shape, data.itemsize, data.nbytes))
+        return array_id
+
+    # -- sites
+    def _is_machinery(self, code):
+        skip = self._skip.get(code)
+        if skip is None:
+            skip = self._skip[code] = _is_machinery_file(code.co_filename)
+        return skip
+
+    def site_of(self, frame):
+        """The site id of the access made in ``frame``: its instruction and the calls above
+        it, out to the kernel function (simulator frames in between are skipped).
+
+        An instruction is named by its source position (line and columns), not by its
+        bytecode offset: Python 3.11+ rewrites a hot instruction in place into a
+        specialised one, and the frame's offset then moves by a few bytes, which would
+        split one instruction into two sites after a few threads."""
+        key = []
+        depth = 0
+        while frame is not None and depth < 32:
+            code = frame.f_code
+            if code is self.kernel_code or not self._is_machinery(code):
+                key.append((code, _position(code, frame)))
+                if code is self.kernel_code:
+                    break
+            frame = frame.f_back
+            depth += 1
+        key = tuple(key)
+        site = self._site_ids.get(key)
+        if site is None:
+            with self._lock:
+                site = self._site_ids.get(key)
+                if site is None:
+                    site = self._site_ids[key] = len(self.sites)
+                    self.sites.append(self._describe(key))
+        return site
+
+    def _describe(self, key):
+        frames = tuple((code.co_filename, position[0], code.co_name) for code, position in key)
+        kernel_line = frames[-1][1] if frames and key[-1][0] is self.kernel_code else None
+        return Site(frames, kernel_line)
+
+
+_positions = {}
+
+
+def _position(code, frame):
+    """(line, end line, column, end column) of the instruction the frame is executing."""
+    table = _positions.get(code)
+    if table is None:
+        table = _positions[code] = list(code.co_positions()) if hasattr(code, "co_positions") else None
+    if table is None:            # Python < 3.11: lines only
+        return (frame.f_lineno, None, None, None)
+    return table[frame.f_lasti // 2]
+
+
+_MACHINERY_DIRS = None
+
+
+def _is_machinery_file(filename):
+    global _MACHINERY_DIRS
+    if _MACHINERY_DIRS is None:
+        kernel_mod, _ = _simulator()
+        _MACHINERY_DIRS = (os.path.dirname(os.path.abspath(kernel_mod.__file__)),
+                           os.path.dirname(os.path.abspath(contextlib.__file__)) + os.sep + "contextlib",
+                           os.path.abspath(__file__).rsplit(".", 1)[0])
+    path = os.path.abspath(filename)
+    return path.startswith(_MACHINERY_DIRS[0] + os.sep) or path.startswith(_MACHINERY_DIRS[1:])
+
+
+def _assigned_name(frame):
+    """The variable a cuda.shared.array(...) call is assigned to, read from its source line."""
+    try:
+        import linecache
+        text = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
+    except Exception:
+        return None
+    head = text.split("=", 1)[0].strip() if "=" in text else ""
+    return head if head.isidentifier() else None
+
+
+def _run(fn, grid, block, args, dynshared=0, blocks=None, warps=None):
+    """Run one launch of kernel function ``fn`` with traced memory; the _Launch and the
+    (block ordinal, block index, weight, warps run with their weights) of what ran."""
+    kernel_mod, kernelapi = _simulator()
+    grid_dim, block_dim = _dims3(grid), _dims3(block)
+    launch = _Launch(fn, grid_dim, block_dim, args)
+    TracedModule = _module_classes()
+    module = TracedModule(grid_dim, block_dim, dynshared, launch)
+    threads_in_block = int(np.prod(block_dim))
+    warps_in_block = -(-threads_in_block // WARP)
+    if blocks is None:
+        blocks = [(b, 1.0) for b in _all_blocks(grid_dim)]
+    elif isinstance(blocks, int):
+        blocks = sample_blocks(grid_dim, interior=blocks)
+    else:    # block indices, or (block index, weight) pairs
+        blocks = [(_dims3(b[0]), float(b[1])) if len(b) == 2 and isinstance(b[1], float) else (_dims3(b), 1.0)
+                  for b in blocks]
+    if warps is None:
+        warp_sample = [(w, 1.0) for w in range(warps_in_block)]
+    elif isinstance(warps, int):
+        warp_sample = stratified(warps_in_block, interior=warps)
+    else:
+        warp_sample = [(int(w), 1.0) for w in warps]
+    chosen = {w for w, _ in warp_sample}
+    thread_points = [p for p in np.ndindex(*block_dim[::-1])]
+    thread_points = [(x, y, z) for z, y, x in thread_points]
+    ran = []
+    warp_module = _warp_module()
+    old_switch = sys.getswitchinterval()
+    sys.setswitchinterval(min(old_switch, 1e-4))
+    try:
+        with kernel_mod._push_kernel_context(module), kernelapi.swapped_cuda_module(fn, module):
+            for ordinal, (block_index, weight) in enumerate(blocks):
+                module.new_block()
+                state = _BlockState(block_dim)
+                warp_state = warp_module._block_warps(state) if warp_module else None
+                points = [p for p in thread_points
+                          if (p[0] + block_dim[0] * (p[1] + block_dim[1] * p[2])) // WARP in chosen]
+                barrier = _BlockBarrier(len(points))
+                threads = [_TracedThread(fn, launch.arguments, launch, block_index, p, barrier, state, warp_state)
+                           for p in points]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                failed = [t for t in threads if t.error is not None]
+                if failed:
+                    first = min(failed, key=lambda t: not isinstance(t.error[0], RuntimeError)
+                                or "another thread" not in str(t.error[0]))
+                    error, tb = first.error
+                    raise type(error)(f"tid={list(first.threadIdx)} ctaid={list(first.blockIdx)}: {error}"
+                                      ).with_traceback(tb)
+                launch.logs.extend((ordinal, t.log) for t in threads)
+                ran.append((ordinal, block_index, weight, warp_sample))
+    finally:
+        sys.setswitchinterval(old_switch)
+    return launch, ran
+
+
+def _all_blocks(grid_dim):
+    gx, gy, gz = grid_dim
+    return [(x, y, z) for z in range(gz) for y in range(gy) for x in range(gx)]
+
+
+def _warp_module():
+    """kernels/simulator_warp.py where it is installed (its shuffles need to know each
+    block's threads), else None."""
+    module = sys.modules.get(__package__ + ".simulator_warp") if __package__ else None
+    return module if module is not None and getattr(module, "_installed", False) else None
+
+
+# ----------------------------------------------------------------------------- counting
+def _group_ids(*columns):
+    """One integer per row, equal exactly where all the columns are equal."""
+    keys = np.stack([np.asarray(c, np.int64) for c in columns], axis=1)
+    _, ids = np.unique(keys, axis=0, return_inverse=True)
+    return ids.reshape(-1)
+
+
+def _distinct_per_group(groups, *columns):
+    """For each group id (0..max), how many distinct rows of ``columns`` it has."""
+    if len(groups) == 0:
+        return np.zeros(0, np.int64)
+    keys = np.unique(np.stack([np.asarray(groups, np.int64)] + [np.asarray(c, np.int64) for c in columns], axis=1),
+                     axis=0)
+    return np.bincount(keys[:, 0], minlength=int(groups.max()) + 1)
+
+
+def shared_wavefronts(lanes, addresses, nbytes):
+    """(wavefronts, ideal) of ONE shared-memory request: lanes (0-31), byte addresses and
+    access sizes of its active threads.
+
+    The rule: a request moves at most 128 bytes (32 banks x 4 bytes) per pass. Accesses of
+    8 or 16 bytes per thread ask for up to 256 or 512 bytes, so the hardware splits the warp
+    into groups of 16 or 8 consecutive lanes (128 bytes each) and serves each group on its
+    own (NVIDIA's Robert Crovella, "How to understand the bank conflict of shared_mem",
+    forums.developer.nvidia.com/t/how-to-understand-the-bank-conflict-of-shared-mem/260900:
+    beyond 128 bytes warp-wide the request is broken into transactions, each checked for
+    conflicts on its own). Within a group, each bank serves its distinct 4-byte words one
+    per pass; threads reading the same word share it (broadcast). A group needs as many
+    passes as its busiest bank has distinct words. ``ideal`` is the passes with no conflict:
+    one per group that has an active lane."""
+    lanes = np.asarray(lanes)
+    addresses = np.asarray(addresses)
+    nbytes = np.asarray(nbytes)
+    group = lanes // (WAVEFRONT_BYTES // np.maximum(nbytes, BANK_BYTES))
+    words = []
+    groups = []
+    for extra in range(0, int(nbytes.max()), BANK_BYTES):
+        mask = extra < nbytes
+        words.append((addresses[mask] + extra) // BANK_BYTES)
+        groups.append(group[mask])
+    words, groups = np.concatenate(words), np.concatenate(groups)
+    distinct = np.unique(np.stack([groups, words], axis=1), axis=0)
+    wavefronts = 0
+    for g in np.unique(distinct[:, 0]):
+        banks = distinct[distinct[:, 0] == g, 1] % BANKS
+        wavefronts += int(np.bincount(banks).max())
+    return wavefronts, len(np.unique(group))
+
+
+class Profile:
+    """The traced figures of one launch: ``metrics`` (ncu names), ``per_thread``, requests.
+
+    ``requests`` has one row per warp request: block ordinal, warp, site, kind, lanes,
+    sectors (global) or wavefronts (shared), and its weight (1 unless sampled).
+    ``accesses`` has every access after vector merging (numpy columns), for drawing.
+    """
+
+    def __init__(self, name, launch, ran, vector_request=None, ptx_status="not asked"):
+        self.name = name
+        self.grid, self.block = launch.grid_dim, launch.block_dim
+        self.arrays = launch.arrays
+        self.sites = launch.sites
+        self.ptx_status = ptx_status
+        self.vector_request = vector_request     # how to ask the compiler (see vector_widths)
+        blocks_total = int(np.prod(launch.grid_dim))
+        threads_in_block = int(np.prod(launch.block_dim))
+        warps_in_block = -(-threads_in_block // WARP)
+        self.sampled = not (len(ran) == blocks_total and all(len(w) == warps_in_block for *_, w in ran))
+        self.blocks_run = [block_index for _, block_index, _, _ in ran]
+        weights = {}           # (block ordinal, warp) -> weight
+        for ordinal, _, block_weight, warp_sample in ran:
+            for warp, warp_weight in warp_sample:
+                weights[(ordinal, warp)] = block_weight * warp_weight
+        self._weights = weights
+        self._block_samples = {ordinal: (block_weight, warp_sample) for ordinal, _, block_weight, warp_sample in ran}
+        self._raw = self._collect(launch)
+        self.local = self._local_counts(launch)
+        self._counted = False
+
+    def _finish(self):
+        """Merge vector accesses and count, once, on first use (so that many launches can
+        ask the compiler about their vector widths in one child process: resolve())."""
+        if self._counted:
+            return
+        accesses = self._raw
+        if self.vector_request is not None:
+            widths = vector_widths({"k": self.vector_request})["k"]
+            if widths is None:
+                self.ptx_status = "PTX compilation failed: accesses counted as written"
+            else:
+                self.ptx_status = "vector widths read from PTX (sm_90)"
+                accesses = _merge_vectors(accesses, self.sites, widths)
+        self._accesses = accesses
+        self._count()
+        self._counted = True
+
+    @property
+    def metrics(self):
+        self._finish()
+        return self._metrics
+
+    @property
+    def per_thread(self):
+        self._finish()
+        return self._per_thread_counts
+
+    @property
+    def requests(self):
+        self._finish()
+        return self._requests
+
+    @property
+    def accesses(self):
+        self._finish()
+        return self._accesses
+
+    # -- gathering the logs into columns
+    @staticmethod
+    def _collect(launch):
+        parts, blocks, threads = [], [], []
+        for ordinal, log in launch.logs:
+            rec = np.frombuffer(log.records, dtype=np.int64).reshape(-1, len(_FIELDS)) if len(log.records) else \
+                np.zeros((0, len(_FIELDS)), np.int64)
+            parts.append(rec)
+            blocks.append(np.full(len(rec), ordinal, np.int64))
+            threads.append(np.full(len(rec), log.thread_id, np.int64))
+        rec = np.concatenate(parts) if parts else np.zeros((0, len(_FIELDS)), np.int64)
+        columns = {name: rec[:, i].copy() for i, name in enumerate(_FIELDS)}
+        columns["block"] = np.concatenate(blocks) if blocks else np.zeros(0, np.int64)
+        columns["thread"] = np.concatenate(threads) if threads else np.zeros(0, np.int64)
+        return columns
+
+    def _local_counts(self, launch):
+        loads = [log.local_loads for _, log in launch.logs]
+        stores = [log.local_stores for _, log in launch.logs]
+        return {"loads_max": max(loads, default=0), "stores_max": max(stores, default=0),
+                "loads_total": sum(loads), "stores_total": sum(stores)}
+
+    # -- the figures
+    def _weight_of(self, block, warp):
+        return np.array([self._weights.get((b, w), 1.0) for b, w in zip(block, warp)], np.float64)
+
+    def _count(self):
+        a = self._accesses
+        warp = a["thread"] // WARP
+        lane = a["thread"] % WARP
+        request = _group_ids(a["block"], warp, a["site"], a["occurrence"], a["kind"]) if len(warp) else \
+            np.zeros(0, np.int64)
+        n_requests = int(request.max()) + 1 if len(request) else 0
+        first = np.full(n_requests, -1, np.int64)
+        if n_requests:
+            order = np.argsort(request, kind="stable")
+            starts = np.concatenate([[0], np.flatnonzero(np.diff(request[order])) + 1])
+            first = order[starts]
+        req_block, req_warp = a["block"][first], warp[first]
+        req_kind, req_site = a["kind"][first], a["site"][first]
+        req_weight = self._weight_of(req_block, req_warp)
+        req_lanes = np.bincount(request, minlength=n_requests) if n_requests else np.zeros(0, np.int64)
+        # Global: distinct 32-byte sectors per request (an access may straddle two).
+        is_global = np.isin(a["kind"], _GLOBAL_KINDS)
+        sectors = np.zeros(n_requests, np.int64)
+        if is_global.any():
+            g = np.flatnonzero(is_global)
+            lo = a["address"][g] // SECTOR
+            hi = (a["address"][g] + a["nbytes"][g] - 1) // SECTOR
+            rows = [(request[g], a["array"][g], lo)]
+            if (hi != lo).any():
+                straddle = hi != lo
+                rows.append((request[g][straddle], a["array"][g][straddle], hi[straddle]))
+            req = np.concatenate([r[0] for r in rows])
+            arr = np.concatenate([r[1] for r in rows])
+            sec = np.concatenate([r[2] for r in rows])
+            counted = _distinct_per_group(req, arr, sec)
+            sectors[:len(counted)] = counted
+        # Shared: wavefronts and the conflict-free ideal per request.
+        is_shared = np.isin(a["kind"], _SHARED_KINDS)
+        wavefronts = np.zeros(n_requests, np.int64)
+        ideal = np.zeros(n_requests, np.int64)
+        if is_shared.any():
+            s = np.flatnonzero(is_shared)
+            wavefronts_s, ideal_s = _wavefronts_per_request(request[s], lane[s], a["array"][s], a["address"][s],
+                                                            a["nbytes"][s])
+            for r, (w, i) in zip(np.unique(request[s]), zip(wavefronts_s, ideal_s)):
+                wavefronts[r], ideal[r] = w, i
+        self._requests = {"block": req_block, "warp": req_warp, "site": req_site, "kind": req_kind,
+                         "lanes": req_lanes, "sectors": sectors, "wavefronts": wavefronts, "ideal": ideal,
+                         "weight": req_weight}
+        access_weight = self._weight_of(a["block"], warp) if len(warp) else np.zeros(0)
+        metrics = {}
+        for kind in _GLOBAL_KINDS:
+            name = KIND_NAMES[kind]
+            mine = req_kind == kind
+            req = float(req_weight[mine].sum())
+            sec = float((req_weight * sectors)[mine].sum())
+            bytes_requested = float((access_weight * a["nbytes"])[a["kind"] == kind].sum())
+            metrics[f"l1tex__t_requests_pipe_lsu_mem_{name}.sum"] = req
+            metrics[f"l1tex__t_sectors_pipe_lsu_mem_{name}.sum"] = sec
+            metrics[f"l1tex__average_t_sectors_per_request_pipe_lsu_mem_{name}.ratio"] = sec / req if req else 0.0
+            metrics[f"model__bytes_requested_mem_{name}.sum"] = bytes_requested
+            if kind != GLOBAL_ATOM:
+                metrics[f"smsp__sass_average_data_bytes_per_sector_mem_{name}.pct"] = \
+                    100.0 * bytes_requested / (SECTOR * sec) if sec else 0.0
+        for kind in _SHARED_KINDS:
+            name = KIND_NAMES[kind]
+            mine = req_kind == kind
+            req = float(req_weight[mine].sum())
+            wav = float((req_weight * wavefronts)[mine].sum())
+            metrics[f"smsp__sass_inst_executed_op_{name.replace('_op_', '_')}.sum"] = req
+            if kind != SHARED_ATOM:
+                metrics[f"l1tex__data_pipe_lsu_wavefronts_mem_{name}.sum"] = wav
+                metrics[f"l1tex__data_bank_conflicts_pipe_lsu_mem_{name}.sum"] = \
+                    float((req_weight * (wavefronts - ideal))[mine].sum())
+        unique = self._unique_sectors()
+        metrics["model__unique_sectors_global_op_ld"] = unique[0]
+        metrics["model__unique_sectors_global_op_st"] = unique[1]
+        metrics["model__dram_bytes_min"] = SECTOR * (unique[0] + unique[1] + unique[2])
+        metrics["model__dram_bytes_no_reuse"] = SECTOR * (
+            metrics["l1tex__t_sectors_pipe_lsu_mem_global_op_ld.sum"]
+            + metrics["l1tex__t_sectors_pipe_lsu_mem_global_op_st.sum"]
+            + metrics["l1tex__t_sectors_pipe_lsu_mem_global_op_atom.sum"])
+        metrics["launch__grid_size"] = float(np.prod(self.grid))
+        metrics["launch__block_size"] = float(np.prod(self.block))
+        self._metrics = {k: (int(v) if float(v).is_integer() and not k.endswith((".ratio", ".pct")) else v)
+                        for k, v in metrics.items()}
+        self._per_thread_counts = self._per_thread(a)
+
+    def _unique_sectors(self):
+        """Distinct sectors loaded, stored and touched by atomics over the launch: what DRAM
+        must move at least if L2 keeps everything (each sector read once, written once).
+        Exact without sampling. Sampled: per array, each sampled block's distinct sectors,
+        scaled up by the share of its warps that ran and by the blocks it stands for, capped
+        at the array's size (blocks that share data, like weights every block reads, hit
+        the cap; blocks that read their own tiles add up)."""
+        a = self._accesses
+        out = []
+        for kind in _GLOBAL_KINDS:
+            mine = a["kind"] == kind
+            if not mine.any():
+                out.append(0.0)
+                continue
+            total = 0.0
+            for array_id in np.unique(a["array"][mine]):
+                rows = mine & (a["array"] == array_id)
+                lo = a["address"][rows] // SECTOR
+                hi = (a["address"][rows] + a["nbytes"][rows] - 1) // SECTOR
+                if not self.sampled:
+                    total += len(np.unique(np.concatenate([lo, hi])))
+                    continue
+                estimate = 0.0
+                blocks = a["block"][rows]
+                for block in np.unique(blocks).tolist():
+                    in_block = blocks == block
+                    distinct = len(np.unique(np.concatenate([lo[in_block], hi[in_block]])))
+                    block_weight, warp_sample = self._block_samples[block]
+                    warp_scale = sum(w for _, w in warp_sample) / len(warp_sample)
+                    estimate += distinct * block_weight * warp_scale
+                total += min(estimate, -(-self.arrays[array_id].nbytes // SECTOR))
+            out.append(total)
+        return out
+
+    def _per_thread(self, a):
+        """GPU-Puzzles' score: the most global and shared loads and stores any one thread made."""
+        out = {}
+        thread_key = a["block"] * (1 << 20) + a["thread"]
+        for kind, label in ((GLOBAL_LD, "global_loads"), (GLOBAL_ST, "global_stores"),
+                            (SHARED_LD, "shared_loads"), (SHARED_ST, "shared_stores")):
+            mine = thread_key[a["kind"] == kind]
+            out[label] = int(np.unique(mine, return_counts=True)[1].max()) if len(mine) else 0
+        out["local_loads"] = self.local["loads_max"]
+        out["local_stores"] = self.local["stores_max"]
+        return out
+
+    # -- reading it
+    def summary(self):
+        """A few lines for a person: the figures that matter, in words."""
+        m = self.metrics
+        lines = [f"{self.name}: grid {self.grid}, block {self.block}"
+                 + (f", sampled ({len(self.blocks_run)} blocks run, counts scaled)" if self.sampled else "")]
+        for op, label in (("ld", "loads"), ("st", "stores")):
+            req = m[f"l1tex__t_requests_pipe_lsu_mem_global_op_{op}.sum"]
+            if req:
+                lines.append(f"  global {label}: {req:g} requests, "
+                             f"{m[f'l1tex__t_sectors_pipe_lsu_mem_global_op_{op}.sum']:g} sectors "
+                             f"({m[f'l1tex__average_t_sectors_per_request_pipe_lsu_mem_global_op_{op}.ratio']:.2f} "
+                             f"per request), "
+                             f"{m[f'smsp__sass_average_data_bytes_per_sector_mem_global_op_{op}.pct']:.0f}% of the "
+                             f"bytes moved used")
+        for op, label in (("ld", "loads"), ("st", "stores")):
+            req = m[f"smsp__sass_inst_executed_op_shared_{op}.sum"]
+            if req:
+                lines.append(f"  shared {label}: {req:g} requests, "
+                             f"{m[f'l1tex__data_pipe_lsu_wavefronts_mem_shared_op_{op}.sum']:g} wavefronts, "
+                             f"{m[f'l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_{op}.sum']:g} bank conflicts")
+        p = self.per_thread
+        lines.append(f"  per thread (most): global {p['global_loads']} loads / {p['global_stores']} stores, "
+                     f"shared {p['shared_loads']} / {p['shared_stores']}")
+        lines.append(f"  distinct bytes: {m['model__dram_bytes_min'] / 1e6:.3g} MB "
+                     f"(vs {m['model__dram_bytes_no_reuse'] / 1e6:.3g} MB of sectors requested)")
+        return "\n".join(lines)
+
+    def site_table(self):
+        """Per site: kind, source location, requests, and sectors or wavefronts per request."""
+        r = self.requests
+        rows = []
+        for site in np.unique(r["site"]):
+            mine = r["site"] == site
+            kind = int(r["kind"][mine][0])
+            w = r["weight"][mine]
+            req = float(w.sum())
+            per = (float((w * r["sectors"][mine]).sum()) if kind in _GLOBAL_KINDS
+                   else float((w * r["wavefronts"][mine]).sum())) / req
+            file, line, function = self.sites[site].frames[0]
+            rows.append(dict(site=int(site), kind=KIND_NAMES[kind], where=f"{os.path.basename(file)}:{line}",
+                             function=function, requests=req,
+                             per_request=per, unit="sectors" if kind in _GLOBAL_KINDS else "wavefronts"))
+        return rows
+
+
+def _wavefronts_per_request(request, lane, array_id, address, nbytes):
+    """shared_wavefronts for every request at once (sorted by request id)."""
+    ids = np.unique(request)
+    # Different shared arrays never share a word: give each its own address range.
+    spread = address + array_id * (1 << 40)
+    order = np.argsort(request, kind="stable")
+    bounds = np.searchsorted(request[order], ids, side="left").tolist() + [len(order)]
+    wavefronts, ideal = [], []
+    uniform = (nbytes == BANK_BYTES).all()
+    for k in range(len(ids)):
+        rows = order[bounds[k]:bounds[k + 1]]
+        if uniform:    # the common case, quickly: one group, one word per access
+            words = np.unique(spread[rows] // BANK_BYTES)
+            wavefronts.append(int(np.bincount(words % BANKS).max()))
+            ideal.append(1)
+        else:
+            w, i = shared_wavefronts(lane[rows], spread[rows], nbytes[rows])
+            wavefronts.append(w)
+            ideal.append(i)
+    return wavefronts, ideal
+
+
+def _merge_vectors(a, sites, widths):
+    """Merge each thread's runs of contiguous, aligned accesses of one site into single
+    vector accesses where the compiler emitted vector instructions for the site's kernel
+    line (widths: {(kernel_line, kind): bytes}). Occurrences are renumbered per thread and
+    site afterwards, so that the k-th vector access of every lane forms one request."""
+    if not len(a["site"]):
+        return a
+    allowed = np.zeros(len(a["site"]), np.int64)
+    for i, site in enumerate(sites):
+        for kind in (GLOBAL_LD, GLOBAL_ST, SHARED_LD, SHARED_ST):
+            width = widths.get((site.kernel_line, kind))
+            if width:
+                allowed[(a["site"] == i) & (a["kind"] == kind)] = width
+    if not (allowed > a["nbytes"]).any():
+        return a
+    order = np.lexsort((a["occurrence"], a["site"], a["thread"], a["block"]))
+    a = {k: v[order] for k, v in a.items()}
+    allowed = allowed[order]
+    n = len(allowed)
+    keep = np.ones(n, bool)
+    nbytes = a["nbytes"].copy()
+    same_stream = lambda i, j: ((a["block"][i] == a["block"][j]) & (a["thread"][i] == a["thread"][j])
+                                & (a["site"][i] == a["site"][j]) & (a["array"][i] == a["array"][j]))
+    covered = np.zeros(n, bool)
+    for width in sorted(set(allowed[allowed > 0].tolist()), reverse=True):
+        candidates = np.flatnonzero((allowed == width) & ~covered & (a["address"] % width == 0)
+                                    & (a["nbytes"] < width) & (width % a["nbytes"] == 0))
+        if not len(candidates):
+            continue
+        item = a["nbytes"][candidates]
+        count = width // item
+        ok = np.ones(len(candidates), bool)
+        for step in range(1, int(count.max())):
+            j = candidates + step
+            inside = (step < count)
+            valid = j < n
+            jj = np.where(valid, j, 0)
+            good = valid & same_stream(candidates, jj) & (a["address"][jj] == a["address"][candidates] + step * item) \
+                & ~covered[jj]
+            ok &= ~inside | good
+        starts = candidates[ok]
+        # A start inside another run already taken is not a start.
+        taken = np.zeros(n, bool)
+        for s, c in zip(starts.tolist(), (width // a["nbytes"][starts]).tolist()):
+            if taken[s]:
+                continue
+            taken[s:s + c] = True
+            keep[s + 1:s + c] = False
+            nbytes[s] = width
+            covered[s:s + c] = True
+    a["nbytes"] = nbytes
+    a = {k: v[keep] for k, v in a.items()}
+    # Renumber occurrences per (block, thread, site) in program order.
+    stream = _group_ids(a["block"], a["thread"], a["site"])
+    order = np.lexsort((a["occurrence"], stream))
+    renumbered = np.empty(len(stream), np.int64)
+    sorted_stream = stream[order]
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(sorted_stream)) + 1])
+    positions = np.arange(len(order)) - np.repeat(starts, np.diff(np.concatenate([starts, [len(order)]])))
+    renumbered[order] = positions
+    a["occurrence"] = renumbered
+    return a
+
+
+# ------------------------------------------------------------- what the compiler vectorised
+_PTX_MEMORY = None
+
+
+def ptx_vector_widths(ptx):
+    """{(kernel line, kind): widest access in bytes} for the vector loads and stores of a
+    PTX listing compiled with line information (``.loc`` directives): e.g. a line whose
+    shared loads were merged into ld.shared.v4.f32 gives {(line, SHARED_LD): 16}."""
+    import re
+    global _PTX_MEMORY
+    if _PTX_MEMORY is None:
+        _PTX_MEMORY = re.compile(r"^(ld|st)\.(shared|global)(?:\.\w+)*?(?:\.v(\d))?\.(?:[subf])(\d+)\b")
+    widths = {}
+    line = None
+    for text in ptx.splitlines():
+        text = text.strip()
+        if text.startswith(".loc"):
+            parts = text.split()
+            line = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else None
+            continue
+        m = _PTX_MEMORY.match(text)
+        if not m or line is None or m.group(3) is None:
+            continue
+        op, space, lanes, bits = m.groups()
+        kind = {("ld", "shared"): SHARED_LD, ("st", "shared"): SHARED_ST,
+                ("ld", "global"): GLOBAL_LD, ("st", "global"): GLOBAL_ST}[(op, space)]
+        width = int(lanes) * int(bits) // 8
+        widths[(line, kind)] = max(widths.get((line, kind), 0), width)
+    return widths
+
+
+def _signature_spec(args):
+    """The argument types of a launch, as plain data another process can rebuild."""
+    spec = []
+    for a in args:
+        if isinstance(a, TracedArray):
+            a = a._data
+        if hasattr(a, "_ary"):
+            a = a._ary
+        if isinstance(a, np.ndarray) and a.ndim > 0:
+            layout = "C" if a.flags.c_contiguous else ("F" if a.flags.f_contiguous else "A")
+            spec.append(["array", a.dtype.str, a.ndim, layout])
+        elif isinstance(a, (bool, np.bool_)):
+            spec.append(["scalar", "bool"])
+        elif isinstance(a, np.generic):
+            spec.append(["scalar", a.dtype.str])
+        elif isinstance(a, int):
+            spec.append(["scalar", "<i8"])
+        elif isinstance(a, float):
+            spec.append(["scalar", "<f8"])
+        else:
+            return None
+    return spec
+
+
+_widths_cache = {}
+
+
+def kernel_identity(fn):
+    """How another process finds kernel function ``fn``: its module (with the sizing it was
+    loaded with, see gpu_shaped) and its name; None for a kernel defined where no import
+    reaches (``__main__``, a function's local scope)."""
+    from .gpu_shaped import as_sized
+    module = getattr(fn, "__module__", None)
+    if module == "__main__":     # run as python -m package.module: importable by that name
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        module = spec.name if spec is not None else module
+    if module:
+        module = as_sized(module)
+    if not module or module == "__main__" or "<locals>" in getattr(fn, "__qualname__", "<locals>"):
+        # Kernels made by a factory (conv2d's implicit_gemm) have local qualnames but are
+        # registered by name: the other process finds them in the module's registry.
+        if module and module != "__main__":
+            return {"module": module, "name": fn.__name__}
+        return None
+    return {"module": module, "name": fn.__qualname__}
+
+
+def vector_widths(requests):
+    """{key: widths or None}: ptx_vector_widths for each kernel of ``requests`` (a dict
+    key -> {"module", "name", "signature"}), compiled for sm_90 in ONE child process
+    without the simulator (the simulator cannot compile). Cached per process."""
+    todo = {k: v for k, v in requests.items() if json.dumps(v, sort_keys=True) not in _widths_cache}
+    if todo:
+        env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+        try:
+            proc = subprocess.run([sys.executable, "-m", "dcgan_cuda.kernels.access_profiler", "--vector-widths"],
+                                  input=json.dumps(list(todo.values())), capture_output=True, text=True, env=env,
+                                  timeout=600)
+            answers = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None
+        except (subprocess.SubprocessError, ValueError, IndexError):
+            answers = None
+        for (key, request), answer in zip(todo.items(), answers or [None] * len(todo)):
+            _widths_cache[json.dumps(request, sort_keys=True)] = (
+                None if answer is None else {(int(line), int(kind)): int(w) for line, kind, w in answer})
+    return {k: _widths_cache.get(json.dumps(v, sort_keys=True)) for k, v in requests.items()}
+
+
+def _compile_vector_widths(request):
+    """In the child process: find the kernel, compile it to PTX with line info, read widths."""
+    import importlib
+    from types import SimpleNamespace
+
+    from numba import cuda, types
+    from numba.np import numpy_support
+
+    from . import gpu_shaped
+    module_name = request["module"]
+    module = gpu_shaped.import_module(module_name) if gpu_shaped.is_shaped(module_name) else \
+        importlib.import_module(module_name)
+    fn = None
+    registry = getattr(module, "REGISTRY", None) or []
+    from . import jit
+    for k in list(jit.REGISTRY) + list(registry) + list(gpu_shaped.registered()):
+        if getattr(k.py_func, "__module__", None) == module_name and k.py_func.__name__ == request["name"]:
+            fn = k.py_func
+            break
+    if fn is None:
+        target = module
+        for part in request["name"].split("."):
+            target = getattr(target, part)
+        fn = getattr(target, "py_func", target)
+    argtypes = []
+    for entry in request["signature"]:
+        if entry[0] == "array":
+            _, dtype, ndim, layout = entry
+            argtypes.append(types.Array(numpy_support.from_dtype(np.dtype(dtype)), ndim, layout))
+        elif entry[1] == "bool":
+            argtypes.append(types.boolean)
+        else:
+            argtypes.append(numpy_support.from_dtype(np.dtype(entry[1])))
+    import numba.cuda.dispatcher as dispatcher_module
+    real = dispatcher_module.get_current_device
+    dispatcher_module.get_current_device = lambda: SimpleNamespace(compute_capability=(9, 0))
+    try:
+        ptx, _ = cuda.compile_ptx(fn, tuple(argtypes), cc=(9, 0), lineinfo=True)
+    finally:
+        dispatcher_module.get_current_device = real
+    return [[line, kind, width] for (line, kind), width in ptx_vector_widths(ptx).items()]
+
+
+# ----------------------------------------------------------------------------- entry points
+class _Session:
+    """What tracing() collects: a Profile per launch, in launch order."""
+
+    def __init__(self, blocks, warps, vectors, dry):
+        self.blocks, self.warps, self.vectors, self.dry = blocks, warps, vectors, dry
+        self.launches = []
+
+
+_session = None
+
+
+def _launch_name(fn):
+    module = getattr(fn, "__module__", "") or ""
+    if module == "__main__":
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        module = spec.name if spec is not None else module
+    return f"{module.rsplit('.', 1)[-1]}.{fn.__name__}" if module else fn.__name__
+
+
+def _profile_launch(fn, grid, block, args, dynshared=0, blocks=None, warps=None, vectors=True):
+    launch, ran = _run(fn, grid, block, args, dynshared, blocks, warps)
+    request, status = None, "not asked: accesses counted as written"
+    if vectors:
+        identity = kernel_identity(fn)
+        spec = _signature_spec(args)
+        if identity is None or spec is None:
+            status = "kernel not importable by another process: accesses counted as written"
+        else:
+            request, status = dict(identity, signature=spec), "to be read from PTX"
+    return Profile(_launch_name(fn), launch, ran, request, status)
+
+
+def resolve(profiles):
+    """Ask the compiler about the vector widths of all these profiles in one child process
+    (each would otherwise start its own when first read)."""
+    requests = {i: p.vector_request for i, p in enumerate(profiles)
+                if isinstance(p, Profile) and p.vector_request is not None and not p._counted}
+    if requests:
+        vector_widths(requests)
+    return profiles
+
+
+def trace_launch(kernel, grid, block, *args, blocks=None, warps=None, vectors=True, dynshared=0):
+    """Run one launch ``kernel[grid, block](*args)`` under the simulator with every access
+    recorded, and return its Profile.
+
+    kernel: a ``numba.cuda.jit`` kernel, a kernels/jit.py Kernel, or the plain function.
+    blocks: None (all), an int n (stratified sample: edges and n interior per grid axis)
+    or a list of block indices; warps: likewise within each block.
+    vectors: merge accesses the compiler vectorised (needs a child process and a few
+    seconds to compile; False counts every access as written)."""
+    return _profile_launch(_kernel_function(kernel), grid, block, args, dynshared, blocks, warps, vectors)
+
+
+def _kernel_function(kernel):
+    py_func = getattr(kernel, "py_func", None)
+    if py_func is not None:
+        return getattr(py_func, "py_func", py_func)
+    fn = getattr(kernel, "fn", None)
+    return fn if fn is not None else kernel
+
+
+@contextlib.contextmanager
+def tracing(blocks=None, warps=None, vectors=True, dry=False):
+    """``with tracing() as launches:`` — every simulated launch made inside is traced, and
+    its Profile appended to ``launches``. With dry=True launches are recorded as
+    (name, grid, block) and not run at all (a launcher's plan, for free)."""
+    global _session
+    kernel_mod, _ = _simulator()
+    if _session is not None:
+        raise RuntimeError("already tracing")
+    original = kernel_mod.FakeCUDAKernel.__call__
+
+    def traced_call(self, *args):
+        if self._device or kernel_mod._get_kernel_context() is not None:
+            return original(self, *args)
+        session = _session
+        if session.dry:
+            grid, block = _dims3(self.grid_dim), _dims3(self.block_dim)
+            session.launches.append((_launch_name(self.fn), grid, block))
+            return None
+        session.launches.append(_profile_launch(self.fn, self.grid_dim, self.block_dim, args, self.dynshared_size,
+                                                session.blocks, session.warps, session.vectors))
+        return None
+
+    session = _session = _Session(blocks, warps, vectors, dry)
+    kernel_mod.FakeCUDAKernel.__call__ = traced_call
+    try:
+        yield session.launches
+    finally:
+        kernel_mod.FakeCUDAKernel.__call__ = original
+        _session = None
+    if not dry:
+        resolve(session.launches)
+
+
+def combine(profiles):
+    """The metrics of several launches added up (ratios recomputed from the sums)."""
+    total = {}
+    for p in profiles:
+        for k, v in p.metrics.items():
+            if k.endswith((".ratio", ".pct")) or k.startswith("launch__"):
+                continue
+            total[k] = total.get(k, 0) + v
+    for name in ("global_op_ld", "global_op_st", "global_op_atom"):
+        req = total.get(f"l1tex__t_requests_pipe_lsu_mem_{name}.sum", 0)
+        sec = total.get(f"l1tex__t_sectors_pipe_lsu_mem_{name}.sum", 0)
+        total[f"l1tex__average_t_sectors_per_request_pipe_lsu_mem_{name}.ratio"] = sec / req if req else 0.0
+        if name != "global_op_atom":
+            total[f"smsp__sass_average_data_bytes_per_sector_mem_{name}.pct"] = \
+                100.0 * total.get(f"model__bytes_requested_mem_{name}.sum", 0) / (SECTOR * sec) if sec else 0.0
+    total["launches"] = len(profiles)
+    return total
+
+
+# ----------------------------------------------------------------------------- pictures
+def _layout_2d(shape):
+    """An array drawn as a grid: its last axis across, everything else down."""
+    shape = tuple(shape) or (1,)
+    cols = shape[-1]
+    rows = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+    return rows, cols
+
+
+def draw_threads(profile, path, block=0, warp=None, max_cells=4096):
+    """A PNG per array: each element the block's threads touched (loads, stores), coloured
+    by the thread that touched it first (the lane, within one warp if ``warp`` is given).
+    ``block`` is an ordinal among the blocks that ran. Returns the paths written."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    a = profile.accesses
+    chosen = a["block"] == block
+    if warp is not None:
+        chosen &= a["thread"] // WARP == warp
+    written = []
+    base, ext = os.path.splitext(path)
+    for array_id, info in enumerate(profile.arrays):
+        mine = chosen & (a["array"] == array_id)
+        if not mine.any():
+            continue
+        rows, cols = _layout_2d(info.shape)
+        element = a["address"][mine] // info.itemsize
+        panels = [(kinds, title) for kinds, title in (((GLOBAL_LD, SHARED_LD), "loads"),
+                                                      ((GLOBAL_ST, SHARED_ST), "stores"),
+                                                      ((GLOBAL_ATOM, SHARED_ATOM), "atomics"))
+                  if np.isin(a["kind"][mine], kinds).any()]
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
+        for ax, (kinds, title) in zip(axes[0], panels):
+            sel = np.isin(a["kind"][mine], kinds)
+            grid = np.full(rows * cols, np.nan)
+            elem = element[sel]
+            who = (a["thread"][mine][sel] % WARP) if warp is not None else a["thread"][mine][sel]
+            order = np.argsort(a["occurrence"][mine][sel], kind="stable")[::-1]   # first touch drawn last
+            inside = elem[order] < rows * cols
+            grid[elem[order][inside]] = who[order][inside]
+            grid = grid.reshape(rows, cols)
+            touched_rows = np.flatnonzero(~np.isnan(grid).all(axis=1))
+            top = touched_rows[0] if len(touched_rows) else 0
+            bottom = touched_rows[-1] + 1 if len(touched_rows) else 1
+            if (bottom - top) * cols > max_cells:
+                bottom = top + max(1, max_cells // cols)
+            grid = grid[top:bottom]
+            image = ax.imshow(grid, cmap="viridis", interpolation="nearest", aspect="auto",
+                              extent=(-0.5, cols - 0.5, bottom - 0.5, top - 0.5))
+            if info.space == "global" and cols <= 256:      # where one 32-byte sector ends
+                for edge in range(0, cols + 1, max(1, SECTOR // info.itemsize)):
+                    ax.axvline(edge - 0.5, color="white", linewidth=0.6)
+            ax.set_title(f"{info.space} {info.name} {tuple(info.shape)}: {title}")
+            ax.set_xlabel("last axis")
+            ax.set_ylabel("row (other axes flattened)")
+            fig.colorbar(image, ax=ax, label="lane" if warp is not None else "thread in block")
+        fig.suptitle(f"{profile.name}, block {profile.blocks_run[block]}"
+                     + (f", warp {warp}" if warp is not None else "") + ": who touches what")
+        fig.tight_layout()
+        out = f"{base}_{info.space}_{info.name}{ext or '.png'}"
+        fig.savefig(out, dpi=90)
+        plt.close(fig)
+        written.append(out)
+    return written
+
+
+def draw_banks(profile, path, block=0, warp=0, max_sites=24):
+    """A PNG of one warp's shared-memory traffic: one row per shared load or store site
+    (its worst request), one column per bank, each cell the number of distinct 4-byte words
+    the request asked of that bank: 1 everywhere used = no conflict, k = a k-way conflict
+    (the request takes k wavefronts); lanes reading one word count once (broadcast)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    a = profile.accesses
+    mine = (a["block"] == block) & (a["thread"] // WARP == warp) & np.isin(a["kind"], _SHARED_KINDS)
+    if not mine.any():
+        return []
+    site, occurrence = a["site"][mine], a["occurrence"][mine]
+    address = a["address"][mine] + a["array"][mine] * (1 << 40)
+    nbytes, lanes, kinds = a["nbytes"][mine], a["thread"][mine] % WARP, a["kind"][mine]
+    rows, labels = [], []
+    for s in sorted(set(site.tolist()), key=lambda s: np.flatnonzero(site == s)[0])[:max_sites]:
+        worst = None
+        occurrences = np.unique(occurrence[site == s])
+        for occ in occurrences:
+            sel = (site == s) & (occurrence == occ)
+            w, _ = shared_wavefronts(lanes[sel], address[sel], nbytes[sel])
+            if worst is None or w > worst[0]:
+                worst = (w, sel)
+        w, sel = worst
+        words = np.unique(np.concatenate([(address[sel] + e) // BANK_BYTES
+                                          for e in range(0, int(nbytes[sel].max()), BANK_BYTES)]))
+        rows.append(np.bincount(words % BANKS, minlength=BANKS))
+        where = profile.sites[s].frames[0]
+        kind = KIND_NAMES[int(kinds[sel][0])].split("_op_")[1]
+        width = int(nbytes[sel].max())
+        labels.append(f"{kind} {os.path.basename(where[0])}:{where[1]} ({width} B/lane, "
+                      f"{len(occurrences)} request{'s' if len(occurrences) > 1 else ''}): "
+                      f"{w} wavefront{'s' if w > 1 else ''}")
+    grid = np.array(rows, dtype=float)
+    fig, ax = plt.subplots(figsize=(12, 0.5 * len(rows) + 1.8))
+    image = ax.imshow(grid, cmap="magma_r", interpolation="nearest", aspect="auto", vmin=0,
+                      vmax=max(2, grid.max()))
+    for r in range(grid.shape[0]):
+        for b in range(BANKS):
+            if grid[r, b] > 1:
+                ax.text(b, r, int(grid[r, b]), ha="center", va="center", color="white", fontsize=7)
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    ax.set_xticks(range(0, BANKS, 4))
+    ax.set_xlabel("bank = (byte address // 4) % 32")
+    fig.colorbar(image, ax=ax, label="distinct words asked of the bank (worst request of the site)")
+    ax.set_title(f"{profile.name}, block {profile.blocks_run[block]}, warp {warp}: shared-memory banks")
+    fig.tight_layout()
+    out = path if path.endswith(".png") else path + ".png"
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return [out]
+
+
+def _main(argv):
+    if argv[:1] == ["--vector-widths"]:
+        requests = json.loads(sys.stdin.read())
+        answers = []
+        for request in requests:
+            try:
+                answers.append(_compile_vector_widths(request))
+            except Exception as error:  # one kernel that does not compile must not hide the others
+                print(f"{request}: {type(error).__name__}: {error}", file=sys.stderr)
+                answers.append(None)
+        print(json.dumps(answers))
+        return 0
+    print(__doc__)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
