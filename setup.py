@@ -14,8 +14,10 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=["dcgan_cuda", "dcgan_cuda.kernels", "dcgan_cuda.experiments"],
-    package_dir={"dcgan_cuda": "dcgan_cuda", "dcgan_cuda.kernels": "kernels"},
+    # A kernel family written as a folder (one file per version) is a subpackage of its own.
+    packages=["dcgan_cuda", "dcgan_cuda.kernels", "dcgan_cuda.kernels.linear", "dcgan_cuda.experiments"],
+    package_dir={"dcgan_cuda": "dcgan_cuda", "dcgan_cuda.kernels": "kernels",
+                 "dcgan_cuda.kernels.linear": "kernels/linear"},
     install_requires=[
         "numpy>=1.24",
         "numba>=0.59",

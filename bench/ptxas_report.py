@@ -41,11 +41,14 @@ def find_ptxas():
 
 
 def all_kernels():
+    """Every registered kernel of every family: a file of kernels/ or a folder of them
+    (one file per version, imported by the folder's __init__.py)."""
     import dcgan_cuda.kernels as package
-    skip = {"__init__", "jit", "harness"}
-    for path in sorted(pathlib.Path(package.__file__).parent.glob("*.py")):
-        if path.stem not in skip:
-            importlib.import_module(f"dcgan_cuda.kernels.{path.stem}")
+    skip = {"__init__", "jit", "harness", "exercises"}
+    root = pathlib.Path(package.__file__).parent
+    names = [p.stem for p in root.glob("*.py")] + [p.parent.name for p in root.glob("*/__init__.py")]
+    for name in sorted(set(names) - skip):
+        importlib.import_module(f"dcgan_cuda.kernels.{name}")
     from dcgan_cuda.kernels.jit import REGISTRY
     return sorted({k.name: k for k in REGISTRY}.values(), key=lambda k: k.name)
 

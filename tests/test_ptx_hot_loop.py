@@ -49,6 +49,21 @@ def test_hot_loop_counts_the_innermost_loop():
     assert ptx_hot_loop.hot_loop("\tadd.s64 \t%rd1, %rd1, 1;\n") is None
 
 
+def test_gemm_ladder_hot_loops_climb_toward_fma():
+    """linear's rungs, as their docstrings count them: each from shared-memory tiles (v3) on
+    raises the FMA share of the hot loop; unsigned indices (v6) leave loads and FMAs with
+    almost nothing else, two k per trip; vector loads (v7) bring 4 floats per load."""
+    rows = {row["kernel"]: row for row in ptx_hot_loop.report(cc=90, prefixes=("linear.",))}
+    share = [rows[f"linear.gemm_v{v}"]["fma_share"] for v in range(3, 8)]
+    assert share == sorted(share) and len(set(share)) == len(share), share
+    v5, v6, v7 = (rows[f"linear.gemm_v{v}"] for v in (5, 6, 7))
+    assert v5["other"] > v5["shared_loads"], v5             # the wraparound and loop control of signed indices
+    assert v6["fma"] == 2 * v5["fma"] and v6["other"] <= 16, v6
+    assert v7["fma"] == v6["fma"] and v7["shared_floats"] == v6["shared_floats"], v7
+    assert v7["vector_loads"] == v7["shared_loads"] == v7["shared_floats"] // 4, v7
+    assert v7["fma_share"] >= 0.8, v7
+
+
 @pytest.fixture(scope="module")
 def loops():
     return {row["kernel"]: row for row in ptx_hot_loop.report(cc=90, prefixes=("conv2d.",))}
