@@ -17,7 +17,7 @@ import re
 import subprocess
 import sys
 
-DISTRIBUTIONS = ("numpy", "numba", "numba-cuda", "llvmlite", "cuda-core", "cuda-bindings", "cuda-pathfinder",
+DISTRIBUTIONS = ("numpy", "numba", "numba-cuda", "llvmlite", "cuda-core", "cuda-bindings", "cuda-pathfinder", "nvidia-nvvm",
                  "cupy-cuda13x", "cupy-cuda12x", "torch", "pytest", "hypothesis")
 NO_GPU = 3
 
@@ -33,11 +33,12 @@ def installed_versions():
 
 
 def nvvm_location():
-    """Where libNVVM is loaded from: the nvidia-nvvm wheel, or a CUDA toolkit (CUDA_HOME)."""
+    """Where libNVVM is loaded from: the nvidia-nvvm wheel (its version is printed with the
+    others), or a CUDA toolkit (CUDA_HOME; the resolved path names the toolkit's version)."""
     try:
         from cuda.pathfinder import load_nvidia_dynamic_lib
         lib = load_nvidia_dynamic_lib("nvvm")
-        return f"{lib.abs_path} (found via {lib.found_via})"
+        return f"{os.path.realpath(lib.abs_path)} (found via {lib.found_via})"
     except Exception as exc:      # noqa: BLE001  (an old cuda-pathfinder, or no NVVM at all)
         return f"not found ({type(exc).__name__}: {exc})"
 

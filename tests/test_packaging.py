@@ -28,3 +28,13 @@ def test_kernels_install_as_a_subpackage_not_a_top_level_package():
     assert '"dcgan_cuda.kernels": "kernels"' in setup
     import dcgan_cuda.kernels
     assert Path(dcgan_cuda.kernels.__file__).resolve().parent == ROOT / "kernels"
+
+
+def test_pip_builds_through_setuptools_pep517_hooks_not_the_legacy_develop():
+    """Without a declared build system, pip installs an editable checkout with the legacy
+    `setup.py develop` whenever `wheel` is installed (a GPU machine has it; the test extra
+    brings it), and that path ignores package_dir: dcgan_cuda.kernels cannot be imported."""
+    import tomllib
+    build = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]
+    assert build["build-backend"] == "setuptools.build_meta"
+    assert any(r.replace(" ", "").startswith("setuptools>=64") for r in build["requires"])  # PEP 660 editables
