@@ -237,19 +237,36 @@ def _check_arrays(tensors, path, what):
                               "checkpoint")
 
 
-def _network_part(tensors, meta, net, path, prefix):
-    """(the net's own tensors, its configuration) from a model file or, under prefix, from
-    a training state."""
+def _file_config(meta, kind, path):
+    """The checked configuration of the ``kind`` network in a file of ours: a model file
+    (whose kind tag must be ``kind``) or a training state (which holds both networks)."""
     if meta.get("format") == FORMAT_STATE:
-        prefix = prefix or ("netG." if hasattr(net, "nz") else "netD.")
+        return network_config(meta.get("netG_config" if kind == "generator" else "netD_config"),
+                              kind, path)
+    if meta.get("kind") != kind:
+        flag, name = ("--netG", "netG") if kind == "generator" else ("--netD", "netD")
+        raise CheckpointError(f"{path} holds a {meta.get('kind', 'network')!s}, but {flag} needs a {kind}: "
+                              f"pass a {name}_epoch_N.safetensors file or checkpoint.safetensors")
+    return network_config(meta, kind, path)
+
+
+def _network_part(tensors, meta, net, path, prefix):
+    """(the net's own tensors, its checked configuration) from a model file or, under
+    prefix, from a training state. A file without our format tag (a PyTorch state_dict
+    saved with safetensors) has no configuration: its tensors must fit by name and shape."""
+    kind = "generator" if hasattr(net, "nz") else "discriminator"
+    fmt = meta.get("format")
+    if fmt == FORMAT_STATE:
+        prefix = prefix or ("netG." if kind == "generator" else "netD.")
         tensors = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        meta = meta.get(prefix[:-1] + "_config", {})
-    return tensors, meta
+    if fmt in (FORMAT_STATE, FORMAT_MODEL):
+        return tensors, _file_config(meta, kind, path)
+    return tensors, {}
 
 
 def _load_into(net, tensors, meta, path, prefix=None):
-    tensors, meta = _network_part(tensors, meta, net, path, prefix)
-    check_fits(meta, net, path)
+    tensors, config = _network_part(tensors, meta, net, path, prefix)
+    check_fits(config, net, path)
     mine = net.state_dict()
     kinds = [k for k in mine if k in tensors and (tensors[k].dtype.kind == "f") != (mine[k].dtype.kind == "f")]
     if kinds:
@@ -260,7 +277,7 @@ def _load_into(net, tensors, meta, path, prefix=None):
         net.load_state_dict(tensors)
     except ValueError as exc:
         raise CheckpointError(f"{path} does not fit this {type(net).__name__}: {exc}") from None
-    return meta
+    return config
 
 
 def load_model_into(net, path, prefix=None):
@@ -276,20 +293,11 @@ def load_network(path, kind):
     from .models import Discriminator, Generator
     tensors, meta = read_tensors(path)
     fmt = meta.get("format")
-    flag = "--netG" if kind == "generator" else "--netD"
-    if fmt == FORMAT_STATE:
-        config = network_config(meta.get("netG_config" if kind == "generator" else "netD_config"),
-                                kind, path)
-    elif fmt == FORMAT_MODEL:
-        if meta.get("kind") != kind:
-            raise CheckpointError(f"{path} holds a {meta.get('kind', 'network')!s}, not a {kind}: "
-                                  f"{flag} takes a {'netG' if kind == 'generator' else 'netD'}"
-                                  "_epoch_N.safetensors file or checkpoint.safetensors")
-        config = network_config(meta, kind, path)
-    else:
+    if fmt not in (FORMAT_STATE, FORMAT_MODEL):
         raise CheckpointError(f"{path} is not a checkpoint written by dcgan_cuda.train (format tag "
                               f"{fmt!r}); pass a netG_/netD_epoch_N.safetensors or "
                               "checkpoint.safetensors file")
+    config = _file_config(meta, kind, path)
     if kind == "generator":
         net = Generator(config["nz"], config["ngf"], config["nc"], config["image_size"], config["arch"])
     else:
@@ -333,6 +341,10 @@ def _check_optimizer_state(state, path, name):
     if step is None or step.ndim != 0 or step.dtype.kind not in "iu" or int(step) < 0:
         raise CheckpointError(f"{path}: optimizer state {name} has no valid step count "
                               f"(got {None if step is None else f'{step.dtype} {step.shape}'})")
+    moments = [k for k, v in state.items() if k.startswith("exp_avg") and v.dtype.kind != "f"]
+    if moments:
+        raise CheckpointError(f"{path}: optimizer state {name} {moments[0]} holds "
+                              f"{state[moments[0]].dtype} values, not floating-point moments")
     _check_arrays(state, path, f"optimizer state {name}")
     negative = [k for k, v in state.items() if k.startswith("exp_avg_sq.") and (v < 0).any()]
     if negative:

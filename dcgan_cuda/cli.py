@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 
 # Upper limits on sizes. Below them a model or a batch may still not fit a machine's
 # memory (then the tools say so); above them it fits none: at ngf 1024 and 64x64 images
@@ -37,6 +38,15 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         raise UsageError(f"{message} (see {self.prog} --help)")
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        # argparse drops a value of "--" given as --flag=-- and sets the flag to [] without
+        # calling its type: refuse it here instead.
+        for arg in args:
+            if arg.startswith("-") and arg.endswith("=--"):
+                self.error(f"argument {arg[:-3]}: expected a value, got '--'")
+        return super().parse_known_args(args, namespace)
 
 
 def _describe(minimum, maximum, low_open=False, high_open=False):

@@ -414,7 +414,8 @@ def generate(netG, n, seed=SAMPLE_SEED, batch_size=64, bn_mode="train"):
     rng = np.random.default_rng([seed, 0x5A3B1E])
     chunks = np.array_split(np.arange(n), math.ceil(n / batch_size))
     out = []
-    with _state_preserved(netG), no_grad():
+    # Overflow warnings off: the check below reports non-finite images in one line.
+    with _state_preserved(netG), no_grad(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         netG.train(bn_mode == "train")
         for chunk in chunks:
             z = netG.sample_noise(len(chunk), rng)

@@ -323,7 +323,7 @@ def test_cli_errors_exit_2(cache, tiny_run, tmp_path, capsys):
     garbage.write_bytes(b"not a checkpoint at all")
     cases = [(tmp_path / "missing.safetensors", "does not exist"),
              (garbage, "cannot read"),
-             (tiny_run / "netD_epoch_0.safetensors", "not a generator")]
+             (tiny_run / "netD_epoch_0.safetensors", "needs a generator")]
     for path, message in cases:
         assert evaluate.main(["--netG", str(path), "--device", "cpu"]) == 2
         err = capsys.readouterr().err

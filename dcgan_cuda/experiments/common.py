@@ -138,6 +138,12 @@ def load_discriminator(path, backend):
     return load_network(path, "discriminator")[0].to(backend)
 
 
+def quiet_overflow():
+    """NumPy's overflow warnings off while a network runs: check_finite then says what
+    happened in one line, instead of a page of RuntimeWarnings before it."""
+    return np.errstate(over="ignore", invalid="ignore", divide="ignore")
+
+
 def check_finite(array, what):
     """Refuse to draw or measure NaN/Inf: finite weights far outside any trained range can
     still overflow (inf - inf in batchnorm), and a picture or a figure of that is nonsense."""
@@ -170,7 +176,7 @@ def generate(netG, z, backend, batch_size=256):
     In batches, so memory stays bounded; with eval batchnorm the split changes nothing.
     """
     out = []
-    with no_grad():
+    with no_grad(), quiet_overflow():
         for i in range(0, len(z), batch_size):
             out.append(check_finite(netG(to_tensor(z[i:i + batch_size], backend)).numpy(),
                                     "the generator's images"))

@@ -47,8 +47,8 @@ from ..autograd import no_grad
 from ..cli import MAX_SCALE, integer, path
 from .common import (MAX_PICTURES, NOISE_STREAM, ExperimentError, add_common_args, backend_for,
                      check_finite, grid_picture, load_generator, make_parser, numbered_sheet,
-                     parse_index_list, prepare_outf, rng_for, run_main, save_png, sheet_noise,
-                     set_bn_mode, to_tensor, write_summary)
+                     parse_index_list, prepare_outf, quiet_overflow, rng_for, run_main, save_png,
+                     sheet_noise, set_bn_mode, to_tensor, write_summary)
 
 SECTION = "6.3.1"
 
@@ -77,7 +77,7 @@ def run_generator(netG, z, backend, drop=(), record=False, batch_size=256):
     at = drop_layer_index(netG)
     drop = list(drop)
     images, acts = [], []
-    with no_grad():
+    with no_grad(), quiet_overflow():
         for i in range(0, len(z), batch_size):
             zb = z[i:i + batch_size]
             shape = (len(zb), netG.nz, 1, 1) if netG.arch == "pytorch" else (len(zb), netG.nz)
@@ -153,7 +153,7 @@ def fit_maps(acts, labels, seed=0):
     x = np.concatenate([acts[i].reshape(acts.shape[1], -1).T for i in labels])
     y = np.concatenate([labels[i].reshape(-1) for i in labels]).astype(int)
     if y.min() == y.max():
-        raise ExperimentError("the boxes cover " + ("every" if y.min() else "no") +
+        raise ExperimentError("--boxes: the boxes cover " + ("every" if y.min() else "no") +
                               " position of that layer: draw boxes around part of a sample")
     model = LogisticRegression(class_weight="balanced", max_iter=5000, random_state=seed).fit(x, y)
     w = model.coef_[0]

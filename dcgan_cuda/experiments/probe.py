@@ -58,7 +58,8 @@ from ..cli import MAX_COUNT, integer, number_list, path, real
 from ..data import load_dataset, to_channels
 from ..models import Discriminator, init_weights
 from .common import (ExperimentError, add_common_args, backend_for, check_finite, load_discriminator,
-                     make_parser, prepare_outf, run_main, set_bn_mode, to_tensor, write_summary)
+                     make_parser, prepare_outf, quiet_overflow, run_main, set_bn_mode, to_tensor,
+                     write_summary)
 
 SECTIONS = "5.1 and 5.2"
 PAPER_NUMBERS = {
@@ -85,7 +86,7 @@ def d_features(netD, images, backend, pool=4, batch_size=128):
     in layer order."""
     layers = feature_layer_count(netD)
     rows = []
-    with no_grad():
+    with no_grad(), quiet_overflow():
         for i in range(0, len(images), batch_size):
             x = to_tensor(images[i:i + batch_size], backend)
             feats = netD.features(x)[:layers]

@@ -35,7 +35,7 @@ from ..cli import MAX_COUNT, MAX_SCALE, integer, path
 from ..data import DATASETS, load_dataset
 from .common import (MAX_PICTURES, ExperimentError, add_common_args, backend_for, check_finite,
                      grid_picture, load_discriminator, make_parser, parse_index_list, prepare_outf,
-                     run_main, save_png, to_tensor, write_summary)
+                     quiet_overflow, run_main, save_png, to_tensor, write_summary)
 from .probe import RANDOM_D_SEED, random_discriminator
 
 SECTION = "6.2"
@@ -88,7 +88,7 @@ def guided_forward(netD, x, layer):
 def layer_activations(netD, images, backend, layer, batch_size=128):
     """The activation after the layer-th convolution, on the host, without a tape."""
     out = []
-    with no_grad():
+    with no_grad(), quiet_overflow():
         for i in range(0, len(images), batch_size):
             out.append(guided_forward(netD, to_tensor(images[i:i + batch_size], backend), layer).numpy())
     return check_finite(np.concatenate(out), "the discriminator's activations")
@@ -103,17 +103,18 @@ def guided_backprop(netD, images, backend, layer, channels):
     """
     netD.eval().requires_grad_(False)  # only the input's gradient is wanted
     x = to_tensor(images, backend, requires_grad=True)
-    act = guided_forward(netD, x, layer)
-    bad = [c for c in channels if not 0 <= c < act.shape[1]]
-    if bad:
-        raise ExperimentError(f"--maps {bad}: layer {layer} has {act.shape[1]} feature maps")
-    grads = []
-    for c in channels:
-        seed = np.zeros(act.shape, np.float32)
-        seed[:, c] = 1.0
-        x.grad = None
-        act.backward(backend.asarray(seed))
-        grads.append(backend.to_numpy(x.grad))
+    with quiet_overflow():
+        act = guided_forward(netD, x, layer)
+        bad = [c for c in channels if not 0 <= c < act.shape[1]]
+        if bad:
+            raise ExperimentError(f"--maps {bad}: layer {layer} has {act.shape[1]} feature maps")
+        grads = []
+        for c in channels:
+            seed = np.zeros(act.shape, np.float32)
+            seed[:, c] = 1.0
+            x.grad = None
+            act.backward(backend.asarray(seed))
+            grads.append(backend.to_numpy(x.grad))
     return check_finite(np.stack(grads), "the guided gradients")
 
 
@@ -175,8 +176,12 @@ def _body(args):
         raise ExperimentError(f"need 1 <= --n <= --pool, got --n {args.n} --pool {args.pool}")
     backend = backend_for(args)
     netD = load_discriminator(args.netD, backend).eval()
-    layer = activation_layers(netD)[-1] if args.layer is None else args.layer
-    maps = parse_index_list(args.maps, "--maps")
+    layers = activation_layers(netD)
+    layer = layers[-1] if args.layer is None else args.layer
+    if layer not in layers:
+        raise ExperimentError(f"--layer {layer}: D's layers with an activation are {layers}")
+    channels = [m for m in netD.main if isinstance(m, nn.Conv2d)][layer].shape[0]
+    maps = parse_index_list(args.maps, f"--maps (layer {layer} has {channels} feature maps)", channels)
     randD = random_discriminator(netD, [args.manualSeed, RANDOM_D_SEED], backend)
     outf = prepare_outf(args.outf)
     split = "all" if args.dataset == "folder" else "test"
