@@ -49,10 +49,23 @@ SM, full occupancy), each writing one partial sum into scratch memory, then sums
 channel's partials in a fixed order in a second, tiny kernel: two launches, still
 deterministic.
 
+Version 4 keeps version 2's blocks and changes only how a block adds up its partial sums.
+block_sum's tree takes log2(THREADS) = 8 steps of a shared-memory load, an add, a store
+and a barrier of the whole block (10 barriers in all), and in its last five steps only
+warp 0 works, whose 32 lanes execute together anyway. A warp shuffle lets a lane read
+another lane's register directly (warp_sum): each warp sums its own 32 values in 5
+shuffles with no barrier, lane 0 of each warp writes one float to shared memory, and after
+the block's only barrier warp 0 sums the 8 warp sums the same way. The additions happen
+in a different order from version 2's, but a fixed one: bitwise reproducible, and equal
+to version 2's up to rounding. PREDICTED, not measured: each thread first reads at least
+MIN_ITEMS = 8 values from global memory, which dominates, so the gain is at most a few
+percent at the DCGAN shapes, largest where blocks are shortest (512 channels of 4x4).
+
 Versions:
     1  block-per-channel  one block per channel: strided private sums, then a shared-memory tree
     2  split-channel  each channel split over many blocks; partials summed in fixed order by a second kernel
     3  atomic  blocks of version 2 atomicAdd into out: NOT deterministic, never on the training path
+    4  warp-shuffle  version 2 with each block's tree in warp shuffles: one barrier instead of log2(THREADS) + 2
 Run:
     python -m dcgan_cuda.kernels.reduction --sim     validate on the CPU
     python -m dcgan_cuda.kernels.reduction           validate and time on a GPU
@@ -185,8 +198,9 @@ def channel_sum_v1(x, out, channels):
 
 # ------------------------------------------------------------------------ version 2
 @cuda.jit(device=True)
-def chunk_sum(x, partial, c, j, splits, channels, tid):
-    """Block (c, j)'s sum of chunk j of channel c, returned to every thread.
+def chunk_thread_sum(x, c, j, splits, channels, tid, threads):
+    """Thread tid's private sum of its values in chunk j of channel c, for a block of
+    ``threads`` threads: values tid, tid + threads, ... of the chunk, in that order.
 
     Chunk j is the contiguous range [j*chunk, (j+1)*chunk) of the channel's value numbers
     i = n*run + s, so a block still reads whole stretches of runs, coalesced."""
@@ -195,13 +209,19 @@ def chunk_sum(x, partial, c, j, splits, channels, tid):
     chunk = (count + splits - 1) // splits
     i, end = j * chunk + tid, min((j + 1) * chunk, count)
     n, s = i // run, i % run
-    dn, ds = THREADS // run, THREADS % run
+    dn, ds = threads // run, threads % run
     acc = float32(0.0)
     while i < end:
         acc += x[n * channels + c, s]
         n, s = advance(n, s, dn, ds, run)
-        i += THREADS
-    partial[tid] = acc
+        i += threads
+    return acc
+
+
+@cuda.jit(device=True)
+def chunk_sum(x, partial, c, j, splits, channels, tid):
+    """Block (c, j)'s sum of chunk j of channel c, returned to every thread."""
+    partial[tid] = chunk_thread_sum(x, c, j, splits, channels, tid, THREADS)
     return block_sum(partial, tid)
 
 
@@ -227,11 +247,11 @@ def sum_partials_v2(partials, out):
         out[c] = acc
 
 
-def splits_for(channels, count):
-    """Blocks per channel for version 2: enough blocks in all to fill the GPU, but at least
-    MIN_ITEMS values per thread."""
+def splits_for(channels, count, threads=THREADS):
+    """Blocks per channel for versions 2-4: enough blocks in all to fill the GPU, but at
+    least MIN_ITEMS values per thread of a block of ``threads``."""
     wanted = -(-TARGET_BLOCKS // max(channels, 1))
-    worth = -(-count // (THREADS * MIN_ITEMS))
+    worth = -(-count // (threads * MIN_ITEMS))
     return max(1, min(wanted, worth))
 
 
@@ -274,6 +294,72 @@ def _channel_sum_atomic(x2, out, channels):
     channel_sum_atomic_v3[(channels, splits), THREADS](x2, out, channels, splits)
 
 
+# ------------------------------------------------------------------------ version 4
+# A warp's 32 threads can read each other's registers: cuda.shfl_down_sync(mask, v, d)
+# hands lane t the v of lane t + d (its own v where t + d > 31), with no shared memory and
+# no barrier, since the 32 lanes of a warp execute together. The last five steps of
+# block_sum's tree (halves 16, 8, 4, 2, 1) all happen inside warp 0, so they can be
+# shuffles; and if every warp first sums its own 32 values that way, the block only needs
+# shared memory (and a barrier) to hand each warp's sum to warp 0.
+FULL_MASK = 0xFFFFFFFF
+WARP = 32
+# Threads per block of version 4: two warps under the simulator, so that the step across
+# warps runs there too; on a GPU the same THREADS as the others.
+SHUFFLE_THREADS = 2 * WARP if SIMULATOR else THREADS
+WARPS = SHUFFLE_THREADS // WARP
+
+
+@cuda.jit(device=True)
+def warp_sum(value):
+    """The sum of ``value`` over the 32 lanes of a warp, in lane 0 (the other lanes end with
+    partial sums). Lane t adds lane t + 16's value, then t + 8's, ..., t + 1's: a tree of
+    the same shape as block_sum's, in registers. Every lane of the warp must call it."""
+    offset = WARP // 2
+    while offset > 0:
+        value += cuda.shfl_down_sync(FULL_MASK, value, offset)
+        offset //= 2
+    return value
+
+
+@cuda.jit(device=True)
+def block_sum_shuffled(value, warp_sums, tid):
+    """The sum over the block of every thread's ``value``, in thread 0. The block must have
+    SHUFFLE_THREADS threads (whole warps), all of which call it. Order: each warp's tree,
+    then warp 0's tree over the warp sums in warp order: fixed, so bitwise reproducible.
+    One barrier, against block_sum's log2(THREADS) + 2."""
+    lane, warp = tid % WARP, tid // WARP
+    value = warp_sum(value)
+    if lane == 0:
+        warp_sums[warp] = value
+    cuda.syncthreads()       # every warp's sum is in shared memory before warp 0 reads them
+    total = float32(0.0)
+    if warp == 0:
+        if lane < WARPS:
+            total = warp_sums[lane]
+        total = warp_sum(total)
+    return total
+
+
+@kernel((f32_2d, f32_2d, i64))
+def channel_partial_sums_v4(x, partials, channels):
+    """partials[c, j] = sum of chunk j of channel c, as version 2, with block_sum_shuffled;
+    block (c, j) of a (C, splits) grid of SHUFFLE_THREADS threads, (=)."""
+    warp_sums = cuda.shared.array(WARPS, float32)
+    c, j, tid = cuda.blockIdx.x, cuda.blockIdx.y, cuda.threadIdx.x
+    acc = chunk_thread_sum(x, c, j, partials.shape[1], channels, tid, SHUFFLE_THREADS)
+    total = block_sum_shuffled(acc, warp_sums, tid)
+    if tid == 0:
+        partials[c, j] = total
+
+
+def _channel_sum_shuffled(x2, out, channels):
+    count = (x2.shape[0] // channels) * x2.shape[1]
+    splits = splits_for(channels, count, SHUFFLE_THREADS)
+    partials = workspace(out, (channels, splits), "channel_sum.partials")
+    channel_partial_sums_v4[(channels, splits), SHUFFLE_THREADS](x2, partials, channels)
+    sum_partials_v2[grid_1d(channels)](partials, out)
+
+
 VERSIONS = {
     1: Version("block-per-channel",
                "one block per channel: strided private sums, then a shared-memory tree",
@@ -284,6 +370,9 @@ VERSIONS = {
     3: Version("atomic",
                "blocks of version 2 atomicAdd into out: NOT deterministic, never on the training path",
                {"channel_sum": _channel_sum_atomic}),
+    4: Version("warp-shuffle",
+               "version 2 with each block's tree in warp shuffles: one barrier instead of log2(THREADS) + 2",
+               {"channel_sum": _channel_sum_shuffled}),
 }
 # Versions whose result may differ in the last bits from run to run.
 NONDETERMINISTIC = {3}

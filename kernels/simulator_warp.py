@@ -64,6 +64,11 @@ _installed = False
 _registry_lock = threading.Lock()   # creates each block's warp state once
 
 
+class _LaneStopped(Exception):
+    """Raised in a lane that waits for lanes of a block that has already failed: the lane
+    ends quietly, so that the simulator reports the error that stopped the block."""
+
+
 class _Meeting:
     """One meeting of the lanes named by ``mask`` at a primitive ``kind``."""
 
@@ -210,7 +215,7 @@ def _meet(kind, mask, argument):
                 while meeting.results is None:
                     state.condition.wait(POLL_SECONDS)
                     if thread.abort:
-                        raise RuntimeError(f"{kind}: another thread of the block failed")
+                        raise _LaneStopped()
                     if meeting.results is None:
                         _raise_if_stuck(state, warp, meeting)
             finally:
@@ -218,12 +223,24 @@ def _meet(kind, mask, argument):
         return meeting.results[lane]
 
 
-def _lane_state(state, thread_id, can_complete):
+def _barriers_open_through(state):
+    """The number of the last syncthreads barrier known to be open: the most barriers any
+    thread not waiting at one has entered (it got through them all). A thread flagged as
+    waiting at a barrier up to this number is being let through by the simulator, which
+    releases a barrier's threads one by one."""
+    return max((t.barriers_entered for t in state.roster.values() if not t.syncthreads_blocked), default=0)
+
+
+def _waits_at_closed_barrier(thread, open_through):
+    return thread is not None and thread.syncthreads_blocked and thread.barriers_entered > open_through
+
+
+def _lane_state(state, thread_id, can_complete, open_through):
     """Whether the lane may still arrive somewhere, and if not, why not."""
-    if thread_id in state.exited:
-        return False, "has exited"
     thread = state.roster.get(thread_id)
-    if thread is not None and thread.syncthreads_blocked:
+    if thread_id in state.exited:
+        return False, "failed" if thread.exception is not None else "has exited"
+    if _waits_at_closed_barrier(thread, open_through):
         return False, "waits at syncthreads"
     meeting = state.waiting.get(thread_id)
     if meeting is not None and meeting.results is None and not can_complete.get(id(meeting), False):
@@ -237,6 +254,7 @@ def _raise_if_stuck(state, warp, mine):
     counts as stuck). A lane that has exited or waits at syncthreads never arrives: the
     barrier cannot open while this lane waits here. Called with the condition held."""
     base = warp * WARP_SIZE
+    open_through = _barriers_open_through(state)
     meetings = [m for (w, _), m in state.pending.items() if w == warp]
     can_complete = {}
     changed = True
@@ -244,12 +262,14 @@ def _raise_if_stuck(state, warp, mine):
         changed = False
         for m in meetings:
             if not can_complete.get(id(m)) and all(
-                    _lane_state(state, base + lane, can_complete)[0]
+                    _lane_state(state, base + lane, can_complete, open_through)[0]
                     for lane in _lanes(m.mask) if lane not in m.arguments):
                 can_complete[id(m)] = changed = True
     if can_complete.get(id(mine)):
         return
-    reasons = [f"lane {lane} {_lane_state(state, base + lane, can_complete)[1]}"
+    if any(state.roster[t].exception is not None for t in state.exited):
+        raise _LaneStopped()    # the block failed elsewhere: that error is the one to report
+    reasons = [f"lane {lane} {_lane_state(state, base + lane, can_complete, open_through)[1]}"
                for lane in _lanes(mine.mask) if lane not in mine.arguments]
     raise RuntimeError(f"{mine.kind} in warp {warp} with mask {mine.mask:#010x} can never complete: "
                        + "; ".join(reasons))
@@ -323,7 +343,7 @@ def activemask(self):
                 else:
                     state.condition.wait(POLL_SECONDS / 50)
                     if thread.abort:
-                        raise RuntimeError("activemask: another thread of the block failed")
+                        raise _LaneStopped()
             return state.at_activemask[thread.thread_id]
         finally:
             del state.at_activemask[thread.thread_id]
@@ -336,8 +356,7 @@ def _settled(state, thread_id):
     meeting = state.waiting.get(thread_id)
     if meeting is not None and meeting.results is None:
         return True
-    thread = state.roster.get(thread_id)
-    return thread is not None and thread.syncthreads_blocked
+    return _waits_at_closed_barrier(state.roster.get(thread_id), _barriers_open_through(state))
 
 
 def lanemask_lt(self):
@@ -358,13 +377,20 @@ def install():
 
         def __init__(self, f, manager, *args, **kwargs):
             super().__init__(f, manager, *args, **kwargs)
+            self.barriers_entered = 0     # syncthreads calls so far (each block-wide barrier has a number)
             self._warp_state = _block_warps(manager)
             with self._warp_state.condition:
                 self._warp_state.roster[self.thread_id] = self
 
+        def syncthreads(self):
+            self.barriers_entered += 1
+            super().syncthreads()
+
         def run(self):
             try:
                 super().run()
+                if self.exception is not None and isinstance(self.exception[0], _LaneStopped):
+                    self.exception = None
             finally:
                 with self._warp_state.condition:
                     self._warp_state.exited.add(self.thread_id)

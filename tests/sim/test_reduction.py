@@ -19,8 +19,9 @@ shapes_2d = st.tuples(st.integers(1, 3 * red.THREADS), st.integers(1, 4))
 def sum_depth(m):
     """Longest chain of float32 additions that any one value of a channel's m goes through:
     a thread's sequential sum (ceil(m/THREADS) terms, or fewer in version 2's chunks), the
-    log2(THREADS) levels of the tree, and version 2's fixed-order merge of the chunks."""
-    return -(-m // red.THREADS) + int(np.log2(red.THREADS)) + red.TARGET_BLOCKS + 1
+    log2(threads) levels of the tree (version 4's blocks may be larger), and version 2's
+    fixed-order merge of the chunks."""
+    return -(-m // red.THREADS) + int(np.log2(max(red.THREADS, red.SHUFFLE_THREADS))) + red.TARGET_BLOCKS + 1
 
 
 def sum_tolerance(x):
@@ -118,3 +119,55 @@ def test_gpu_workspaces_are_per_role_and_reused(monkeypatch):
     assert a is not b and not np.shares_memory(a, b)
     assert red.workspace(device_array, (3, 2), "test.a") is a
     assert red.workspace(device_array, (4,), "test.a") is not a
+
+
+def warp_sum_in_order(values):
+    """NumPy's float32 replay of warp_sum: lane t adds lane t + d's value for d = 16, ..., 1
+    (a lane past 31 reads its own value); lane 0's result."""
+    v = [np.float32(a) for a in values]
+    offset = 16
+    while offset:
+        v = [v[t] + (v[t + offset] if t + offset < 32 else v[t]) for t in range(32)]
+        offset //= 2
+    return v[0]
+
+
+def shuffled_channel_sum_in_order(x):
+    """Version 4's order of additions, replayed in float32 with NumPy: each thread's strided
+    sum over its block's chunk, each warp's shuffle tree, warp 0's tree over the warp sums,
+    then the chunks' sums left to right."""
+    threads, warps = red.SHUFFLE_THREADS, red.WARPS
+    channels = x.shape[1]
+    flat = np.moveaxis(x.reshape(x.shape[0], channels, -1), 1, 0).reshape(channels, -1)   # (C, N*H*W), i = n*run + s
+    count = flat.shape[1]
+    splits = red.splits_for(channels, count, threads)
+    chunk = -(-count // splits)
+    out = []
+    for c in range(channels):
+        total = np.float32(0.0)
+        for j in range(splits):
+            lo, hi = j * chunk, min((j + 1) * chunk, count)
+            own = []
+            for tid in range(threads):
+                acc = np.float32(0.0)
+                for i in range(lo + tid, hi, threads):
+                    acc = acc + flat[c, i]
+                own.append(acc)
+            warp_sums = [warp_sum_in_order(own[w * 32:(w + 1) * 32]) for w in range(warps)]
+            total = total + warp_sum_in_order(warp_sums + [np.float32(0.0)] * (32 - warps))
+        out.append(total)
+    return np.array(out, np.float32)
+
+
+@settings(max_examples=6, deadline=None)
+@given(shape=shapes_4d, seed=st.integers(0, 2**16))
+def test_warp_shuffle_version_adds_in_the_order_it_states(shape, seed):
+    """Version 4 is bitwise equal to a NumPy replay of its stated order of additions: the
+    shuffles read the lanes they should, in the order they should (the simulator's warps
+    have two of them, so the step across warps runs)."""
+    assert red.WARPS >= 2
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * 10).astype(np.float32)
+    out = nan_like(shape[1])
+    red.channel_sum(x, out, 4)
+    assert out.tobytes() == shuffled_channel_sum_in_order(x).tobytes(), (out, shuffled_channel_sum_in_order(x))

@@ -187,3 +187,33 @@ def different_primitives(out):
 def test_what_the_gpu_leaves_undefined_is_an_error_not_a_hang(kernel, message):
     with pytest.raises(RuntimeError, match=message):
         kernel[1, 32](np.zeros(32, np.int64))
+
+
+@cuda.jit
+def shuffles_between_barriers(out):
+    t = cuda.threadIdx.x
+    v = t
+    for _ in range(3):
+        v = cuda.shfl_xor_sync(FULL, v, 1)
+        cuda.syncthreads()
+    out[t] = v
+
+
+def test_shuffles_right_after_a_barrier():
+    """The simulator lets a barrier's threads go one at a time: a lane already through must
+    not take one still flagged as waiting there for a lane that will never arrive."""
+    out = np.full(64, -1, np.int64)
+    shuffles_between_barriers[1, 64](out)
+    assert out.tolist() == [t ^ 1 for t in range(64)]       # three swaps: swapped once
+
+
+@cuda.jit
+def out_of_bounds_before_a_shuffle(values, out):
+    t = cuda.threadIdx.x
+    v = values[40 if t == 5 else t]          # lane 5 reads past the end of a 32-element array
+    out[t] = cuda.shfl_down_sync(FULL, v, 1)
+
+
+def test_a_lane_that_fails_is_the_error_reported():
+    with pytest.raises(IndexError):
+        out_of_bounds_before_a_shuffle[1, 32](np.zeros(32, np.int64), np.zeros(32, np.int64))
