@@ -33,6 +33,7 @@ arguments; its message says what is wrong and what to do.
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import gzip
 import io
@@ -42,6 +43,7 @@ import posixpath
 import stat
 import struct
 import tarfile
+import threading
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -50,6 +52,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from . import faults
 
 __all__ = [
     "DATASETS", "DEFAULT_CHANNELS", "SPLITS", "IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS",
@@ -73,6 +77,21 @@ IMAGE_EXTENSIONS = (
 # reject earlier, at 2**26 = 67 M pixels (8192 x 8192; a 48-megapixel photo still fits),
 # and skip the file like any other unreadable one instead of aborting the whole load.
 MAX_IMAGE_PIXELS = 1 << 26
+
+# Memory for decoding. An image is resampled to the target size in the mode it was decoded
+# in (colour over alpha premultiplied first, so averaging then compositing over black is
+# compositing then averaging), and converted to 8 bits only then: at full size a file
+# costs its decoded pixels plus one copy, at most 4 + 4 bytes a pixel (Pillow keeps RGB in
+# 4 bytes) and 1 + 1 for grey, which _decode_bytes states. The worker threads together
+# hold at most DECODE_MEMORY_BUDGET: enough for the largest image MAX_IMAGE_PIXELS lets
+# through (an 8192 x 8192 RGBA PNG: 512 MiB), which then decodes alone, while ordinary
+# photos (decoded at 1/2 to 1/8 scale by JPEG's draft mode) go 8 at a time. A decode also
+# holds DECODE_OVERHEAD of the decoder's buffers, a band of rows and the resampled image.
+DECODE_OVERHEAD = 4 << 20
+DECODE_MEMORY_BUDGET = 8 * MAX_IMAGE_PIXELS + DECODE_OVERHEAD
+# Decodes queued or running at once, per worker thread: enough to keep the threads busy,
+# few enough that a Ctrl-C (or having enough images, with max_images) drops the rest at once.
+DECODES_IN_FLIGHT = 2
 
 # Digits (and fake) train/test split: a fixed permutation, independent of the training seed, so the
 # held-out images stay held out whatever seed a run uses. 1511 is the arXiv number of the
@@ -362,40 +381,89 @@ def _square_resize(im: Image.Image, size: int) -> Image.Image:
                      reducing_gap=3.0)
 
 
-def _composite_over_black(im: Image.Image) -> Image.Image:
-    """RGBA -> RGB, LA -> L: composite over black, colour * alpha / 255 rounded.
-
-    Why not just drop alpha (what ``convert("RGB")`` does): the colour under a transparent
-    pixel is arbitrary (often black, sometimes white or leftover paint), so dropping alpha
-    can reveal garbage. Compositing shows what the picture looks like on a black
-    background, which is well defined, and black is -1, the generator's "empty" value.
-    """
-    grey = im.mode == "LA"
-    arr = np.asarray(im, dtype=np.uint32)
-    colour, alpha = arr[..., :-1], arr[..., -1:]
-    # round(c * a / 255) exactly, in integers: floor((2 c a + 255) / 510).
-    out = ((2 * colour * alpha + 255) // 510).astype(np.uint8)
-    return Image.fromarray(out[..., 0] if grey else out, "L" if grey else "RGB")
+def _decode_bytes(mode: str, pixels: int) -> int:
+    """The most memory _decode_file holds at once for an image of ``pixels`` pixels decoded
+    in ``mode``: the decoded image and one full-size copy (an EXIF rotation, or one of the
+    conversions of _resizable), each at most 4 bytes a pixel (1 for grey)."""
+    return pixels * (2 if mode in ("1", "L") else 8) + DECODE_OVERHEAD
 
 
-def _to_8bit(im: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to 8-bit "L" or "RGB", keeping grey images grey."""
-    mode = im.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        # 16-bit grey (and "I", in which older Pillow opens 16-bit PNGs). convert("L")
-        # would clip every value above 255 to white, so scale 0..65535 to 0..255 ourselves,
-        # rounding half up: v * 255 / 65535 = v / 257, and floor((2v + 257) / 514) is
-        # round(v / 257) in integers. Values of "I" outside 0..65535 are clipped.
+class _MemoryBudget:
+    """Bytes that decoding threads may hold at once: a thread waits for its share, so a
+    few huge images decode one or two at a time while small ones share the pool."""
+
+    def __init__(self, limit: int):
+        self.limit, self.in_use, self.peak = limit, 0, 0
+        self._changed = threading.Condition()
+
+    def acquire(self, nbytes: int) -> int:
+        nbytes = min(nbytes, self.limit)   # one that alone exceeds the budget runs alone
+        with self._changed:
+            while self.in_use + nbytes > self.limit:
+                self._changed.wait()
+            self.in_use += nbytes
+            self.peak = max(self.peak, self.in_use)
+        return nbytes
+
+    def release(self, nbytes: int) -> None:
+        with self._changed:
+            self.in_use -= nbytes
+            self._changed.notify_all()
+
+
+_PREMULTIPLIED = {"RGBA": "RGBa", "LA": "La"}
+_BAND_ROWS = 64
+
+
+def _rows_to_8bit(im: Image.Image, convert: Callable[[np.ndarray], np.ndarray]) -> Image.Image:
+    """An 8-bit "L" or "RGB" image made by ``convert`` (pixels of some rows -> uint8 rows),
+    a band of rows at a time: beyond the result, no full-size temporary is ever made."""
+    w, h = im.size
+    out = None
+    for top in range(0, h, _BAND_ROWS):
+        band = im.crop((0, top, w, min(h, top + _BAND_ROWS)))
         try:
-            arr = np.asarray(im).astype(np.int64)
-        except Exception:
-            arr = np.asarray(im.convert("I")).astype(np.int64)
-        arr = np.clip(arr, 0, 65535)
-        return Image.fromarray(((arr * 2 + 257) // 514).astype(np.uint8), "L")
-    if mode == "F":
-        # 32-bit float images (TIFF): assume the usual [0, 1] convention.
-        arr = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0)
-        return Image.fromarray(np.rint(np.clip(arr, 0.0, 1.0) * 255).astype(np.uint8), "L")
+            rows = np.asarray(band)
+        except Exception:   # big-endian 16-bit and other layouts NumPy cannot take directly
+            rows = np.asarray(band.convert("I"))
+        rows = convert(rows)
+        if out is None:
+            out = np.empty((h,) + rows.shape[1:], np.uint8)
+        out[top:top + len(rows)] = rows
+    return Image.fromarray(out, "L" if out.ndim == 2 else "RGB")
+
+
+def _sixteen_bits_to_8(rows: np.ndarray) -> np.ndarray:
+    # 16-bit grey (and "I", in which older Pillow opens 16-bit PNGs). convert("L") would
+    # clip every value above 255 to white, so scale 0..65535 to 0..255 ourselves, rounding
+    # half up: v * 255 / 65535 = v / 257, and floor((2v + 257) / 514) is round(v / 257) in
+    # integers. Values of "I" outside 0..65535 are clipped.
+    arr = np.clip(rows.astype(np.int64), 0, 65535)
+    return ((arr * 2 + 257) // 514).astype(np.uint8)
+
+
+def _float_to_8(rows: np.ndarray) -> np.ndarray:
+    # 32-bit float images (TIFF): assume the usual [0, 1] convention; NaN is black.
+    arr = np.nan_to_num(rows.astype(np.float64), nan=0.0)
+    return np.rint(np.clip(arr, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def _premultiplied_to_grey(rows: np.ndarray) -> np.ndarray:
+    # The luminance of the composite over black, as convert("L") of that RGB image gives it.
+    return to_channels(np.ascontiguousarray(rows[..., :3].transpose(2, 0, 1)[None]), 1)[0, 0]
+
+
+def _resizable(im: Image.Image) -> Image.Image:
+    """The conversions that come before resampling: to "L", "RGB", or, with alpha, "RGBa"
+    or "La" (Pillow's premultiplied modes), each in at most one more full-size image.
+
+    Alpha is composited over black: the colour under a transparent pixel is arbitrary
+    (often black, sometimes white or leftover paint), so dropping alpha could reveal
+    garbage, while black is well defined, and it is -1, the generator's "empty" value.
+    Premultiplied colour (colour * alpha / 255, rounded, as "RGBa" holds it) is exactly
+    that composite, and resampling it averages what the composite shows.
+    """
+    mode = im.mode
     if mode == "1":
         return im.convert("L")  # 0 / 255
     if mode == "P":
@@ -404,23 +472,41 @@ def _to_8bit(im: Image.Image) -> Image.Image:
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     elif mode == "PA":
         im = im.convert("RGBA")
-    elif mode in ("L", "RGB"):
+    if im.mode in _PREMULTIPLIED:
+        return im.convert(_PREMULTIPLIED[im.mode])
+    if im.mode in ("L", "RGB", "RGBa", "La"):
         return im
-    elif mode in ("RGBa", "La"):  # premultiplied alpha: un-premultiply, then composite
-        im = im.convert("RGBA" if mode == "RGBa" else "LA")
-    if im.mode in ("RGBA", "LA"):
-        return _composite_over_black(im)
-    if im.mode in ("L", "RGB"):
-        return im
+    if im.mode.startswith("I") or im.mode == "F":
+        return _to_8bit(im)
     # CMYK, YCbCr, LAB, HSV, RGBX, ...: Pillow's own conversion to RGB.
     return im.convert("RGB")
 
 
-def _decode_file(path: str, image_size: int, nc: int) -> np.ndarray:
+def _small_to_8bit(im: Image.Image) -> Image.Image:
+    """A resampled image of _resizable's modes as 8-bit "L" or "RGB"."""
+    if im.mode in ("RGBa", "La"):
+        arr = np.asarray(im)   # premultiplied: the colour channels are the composite
+        return Image.fromarray(np.ascontiguousarray(arr[..., :3] if im.mode == "RGBa" else arr[..., 0]),
+                               "RGB" if im.mode == "RGBa" else "L")
+    return im
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit "L" or "RGB", keeping grey images grey."""
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        return _rows_to_8bit(im, _sixteen_bits_to_8)
+    if im.mode == "F":
+        return _rows_to_8bit(im, _float_to_8)
+    return _small_to_8bit(_resizable(im))
+
+
+def _decode_file(path: str, image_size: int, nc: int,
+                 budget: _MemoryBudget | None = None) -> np.ndarray:
     """Decode one file into a uint8 (nc, S, S) array, or raise _Unreadable with the reason.
 
     Any exception from Pillow becomes _Unreadable: a folder of real-world images contains
     every kind of broken file, and one of them must not stop training on the others.
+    budget: shared by the loader's threads; this decode waits for its share of it.
     """
     try:
         st = os.stat(path)  # follows symlinks: a dangling link fails here
@@ -431,31 +517,43 @@ def _decode_file(path: str, image_size: int, nc: int) -> np.ndarray:
         raise _Unreadable("not a regular file")
     if st.st_size == 0:
         raise _Unreadable("empty file")
+    held = 0
+    im = None
     try:
-        with Image.open(path) as im:
-            w, h = im.size  # from the header; nothing is decoded yet
-            if w * h > MAX_IMAGE_PIXELS:
-                raise _Unreadable(f"{w}x{h} pixels is more than the limit of "
-                                  f"{MAX_IMAGE_PIXELS} (possible decompression bomb)")
-            if im.format == "JPEG":
-                # Let libjpeg decode at 1/2, 1/4 or 1/8 scale (its DCT can do that almost
-                # for free) while both sides stay >= image_size: big photos decode many
-                # times faster. Grey output asks it to decode only the luminance plane.
-                im.draft("L" if nc == 1 and im.mode == "RGB" else None,
-                         (image_size, image_size))
-            im.load()
-            try:
-                # Phone photos store "rotate me" in EXIF instead of rotating the pixels;
-                # apply it so the crop is the picture the user sees.
-                im = ImageOps.exif_transpose(im)
-            except Exception:
-                pass  # bad EXIF does not make the pixels unreadable
-            im = _to_8bit(im)
-            if nc == 1 and im.mode == "RGB":
-                im = im.convert("L")
-            elif nc == 3 and im.mode == "L":
-                im = im.convert("RGB")
-            out = np.asarray(_square_resize(im, image_size))
+        im = Image.open(path)
+        w, h = im.size  # from the header; nothing is decoded yet
+        if w * h > MAX_IMAGE_PIXELS:
+            raise _Unreadable(f"{w}x{h} pixels is more than the limit of "
+                              f"{MAX_IMAGE_PIXELS} (possible decompression bomb)")
+        if im.format == "JPEG":
+            # Let libjpeg decode at 1/2, 1/4 or 1/8 scale (its DCT can do that almost
+            # for free) while both sides stay >= image_size: big photos decode many
+            # times faster. Grey output asks it to decode only the luminance plane.
+            im.draft("L" if nc == 1 and im.mode == "RGB" else None, (image_size, image_size))
+        if budget is not None:
+            held = budget.acquire(_decode_bytes(im.mode, im.size[0] * im.size[1]))
+        im.load()
+        try:
+            # Phone photos store "rotate me" in EXIF instead of rotating the pixels;
+            # apply it so the crop is the picture the user sees (in place: no extra copy
+            # is kept).
+            ImageOps.exif_transpose(im, in_place=True)
+        except Exception:
+            pass  # bad EXIF does not make the pixels unreadable
+        im = _resizable(im)
+        # Colour to grey before resampling (as grey files are resampled); grey to colour
+        # after, which gives the same pixels in a third of the memory.
+        if nc == 1 and im.mode == "RGB":
+            im = im.convert("L")
+        elif nc == 1 and im.mode == "RGBa":
+            im = _rows_to_8bit(im, _premultiplied_to_grey)
+        small = _small_to_8bit(_square_resize(im, image_size))
+        im = None
+        if nc == 1 and small.mode == "RGB":
+            small = small.convert("L")
+        elif nc == 3 and small.mode == "L":
+            small = small.convert("RGB")   # grey repeated: the same after resampling as before
+        out = np.asarray(small)
     except _Unreadable:
         raise
     except Exception as e:
@@ -463,6 +561,12 @@ def _decode_file(path: str, image_size: int, nc: int) -> np.ndarray:
         if "Permission denied" in reason or isinstance(e, PermissionError):
             reason = "permission denied"
         raise _Unreadable(f"{type(e).__name__}: {reason}"[:200]) from None
+    finally:
+        if im is not None:
+            im.close()
+        if held:
+            budget.release(held)
+    faults.reached("decode")
     return out[None] if nc == 1 else out.transpose(2, 0, 1)
 
 
@@ -541,7 +645,7 @@ def _load_folder(dataroot, image_size, nc, split, max_images, seed, warn) -> Dat
     want = len(paths) if max_images is None else min(max_images, len(paths))
     loaded: dict[int, np.ndarray] = {}
     failures: list[tuple[str, str]] = []
-    pos = 0
+    pos = tried = 0
     with warnings.catch_warnings():
         # We enforce our own pixel limit (MAX_IMAGE_PIXELS); Pillow's warning for images
         # between its two thresholds would only be noise. The filters are set here, once,
@@ -550,22 +654,33 @@ def _load_folder(dataroot, image_size, nc, split, max_images, seed, warn) -> Dat
         # Pillow also warns about damage it works around ("Corrupt EXIF data", ...), once
         # per file: in a folder of 100k photos that would drown the one summary we print.
         warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
-        with concurrent.futures.ThreadPoolExecutor(_workers()) as pool:
-            while len(loaded) < want and pos < len(order):
-                # Decode in parallel (Pillow releases the GIL while decoding and resizing);
-                # chunked so that with max_images we stop soon after having enough.
-                chunk = order[pos:pos + max(4 * _workers(), 2 * (want - len(loaded)))]
-                pos += len(chunk)
-                futures = [pool.submit(_decode_file, str(root / paths[i]), image_size, nc)
-                           for i in chunk]
-                for i, fut in zip(chunk, futures):
-                    try:
-                        image = fut.result()
-                    except _Unreadable as e:
-                        failures.append((paths[i], str(e)))
-                        continue
-                    if len(loaded) < want:
-                        loaded[int(i)] = image
+        # Decode in parallel (Pillow releases the GIL while decoding and resizing), a few
+        # files queued ahead of the threads, never all of them: what is queued is what a
+        # Ctrl-C, or having enough images with max_images, drops at once. Results are
+        # taken in `order`, so the images kept do not depend on the threads' timing.
+        pool = concurrent.futures.ThreadPoolExecutor(_workers())
+        budget = _MemoryBudget(DECODE_MEMORY_BUDGET)
+        in_flight: collections.deque = collections.deque()
+        try:
+            while len(loaded) < want:
+                while pos < len(order) and len(in_flight) < DECODES_IN_FLIGHT * _workers() \
+                        and len(loaded) + len(in_flight) < want:
+                    i = int(order[pos])
+                    pos += 1
+                    in_flight.append((i, pool.submit(_decode_file, str(root / paths[i]), image_size,
+                                                     nc, budget)))
+                if not in_flight:
+                    break
+                i, fut = in_flight.popleft()
+                tried += 1
+                try:
+                    loaded[i] = fut.result()
+                except _Unreadable as e:
+                    failures.append((paths[i], str(e)))
+        finally:
+            # However the loop ended (done, a Ctrl-C, an error), queued decodes are dropped
+            # and the running ones end with their image.
+            pool.shutdown(wait=True, cancel_futures=True)
 
     if not loaded:
         if not paths:
@@ -579,7 +694,7 @@ def _load_folder(dataroot, image_size, nc, split, max_images, seed, warn) -> Dat
     if failures:
         examples = "; ".join(f"{p} ({r})" for p, r in failures[:3])
         warn(f"folder dataset: skipped {len(failures)} unreadable image files of "
-             f"{pos} tried in {root}, e.g. {examples}")
+             f"{tried} tried in {root}, e.g. {examples}")
 
     keep = sorted(loaded)
     images = np.stack([loaded[i] for i in keep])

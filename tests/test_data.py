@@ -5,9 +5,12 @@ nothing is downloaded and the expected values are known by construction.
 """
 import gzip
 import io
+import json
 import os
 import pickle
 import struct
+import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -421,6 +424,77 @@ def test_folder_pixel_limit(tmp_path, monkeypatch):
     ds = load_dataset("folder", tmp_path, image_size=8, warn=messages.append)
     assert (len(ds), ds.skipped) == (1, 1)
     assert "large.png" in messages[0] and "200x100" in messages[0]
+
+
+# Decodes one crafted PNG (a few KB declaring 2048 x 2048 pixels) in a fresh process and
+# prints the growth of its peak resident memory (Linux's VmHWM, reset just before) and the
+# bound data._decode_bytes states for it.
+_PEAK_MEMORY_OF_A_DECODE = """
+import json, struct, sys, zlib
+from dcgan_cuda import data
+path, mode, side = sys.argv[1], sys.argv[2], int(sys.argv[3])
+colour_type, bands = {"RGBA": (6, 4), "L": (0, 1)}[mode]
+def chunk(kind, payload):
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+packer = zlib.compressobj(9)
+row = bytes([0]) + bytes([200]) * (side * bands)
+body = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+with open(path, "wb") as f:
+    f.write(b"\\x89PNG\\r\\n\\x1a\\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, colour_type, 0, 0, 0))
+            + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+def status(key):
+    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(key))
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")   # resets VmHWM to the present resident size
+before = status("VmRSS:")
+image = data._decode_file(path, 64, 3)
+assert image.shape == (3, 64, 64) and (image == 200 if mode == "L" else image == 157).all()
+print(json.dumps({"peak": status("VmHWM:") - before, "bound": data._decode_bytes(mode, side * side)}))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="measures memory through Linux's /proc")
+@pytest.mark.parametrize("mode", ["RGBA", "L"])
+def test_decoding_a_huge_declared_image_takes_bounded_memory(tmp_path, mode):
+    """A PNG of a few KB can declare millions of pixels. Decoding it takes at most what
+    _decode_bytes says: the pixels and one copy, 8 bytes a pixel with alpha (the RGBA
+    composite used to take 46) and 2 in grey, plus DECODE_OVERHEAD."""
+    side = 2048
+    proc = subprocess.run([sys.executable, "-c", _PEAK_MEMORY_OF_A_DECODE, str(tmp_path / "big.png"), mode,
+                           str(side)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    measured = json.loads(proc.stdout)
+    per_pixel = 8 if mode == "RGBA" else 2
+    assert measured["bound"] == per_pixel * side * side + data.DECODE_OVERHEAD
+    assert 0 < measured["peak"] <= measured["bound"]
+
+
+def test_decoding_threads_share_a_memory_budget(tmp_path, monkeypatch):
+    """With a budget that fits one image's decode, no two decodes hold memory at once,
+    however many threads there are; every image still loads."""
+    rng = np.random.default_rng(4)
+    for k in range(6):
+        save(tmp_path / f"{k}.png", Image.fromarray(rng.integers(0, 256, (96, 96, 4), dtype=np.uint8), "RGBA"))
+    one = data._decode_bytes("RGBA", 96 * 96)
+    budgets = []
+
+    class Recorded(data._MemoryBudget):
+        def __init__(self, limit):
+            super().__init__(limit)
+            self.shares = []
+            budgets.append(self)
+
+        def acquire(self, nbytes):
+            share = super().acquire(nbytes)
+            self.shares.append(share)
+            return share
+    monkeypatch.setattr(data, "_MemoryBudget", Recorded)
+    monkeypatch.setattr(data, "DECODE_MEMORY_BUDGET", one * 3 // 2)
+    monkeypatch.setattr(data, "_workers", lambda: 3)
+    ds = load_dataset("folder", tmp_path, image_size=8)
+    (budget,) = budgets
+    assert len(ds) == 6 and budget.shares == [one] * 6
+    assert budget.peak == one and budget.in_use == 0
 
 
 def test_folder_nc1_is_luminance(tmp_path):
