@@ -94,6 +94,11 @@ SECTOR = 32            # bytes per global-memory sector
 BANKS = 32             # shared-memory banks ...
 BANK_BYTES = 4         # ... each 4 bytes wide
 WAVEFRONT_BYTES = BANKS * BANK_BYTES   # what shared memory delivers per pass: 128 bytes
+# How long Python lets one simulated thread run before switching (seconds); see _run.
+# Whether cuda.local.array accesses are counted (a thread's loads and stores of them):
+# each costs a Python call, about doubling a register-blocked GEMM's simulated time.
+COUNT_LOCAL = True
+SWITCH_INTERVAL = float(os.environ.get("DCGAN_CUDA_TRACE_SWITCH", "1e-3"))
 
 # What an access was. Global = an array argument of the kernel; shared = cuda.shared.array;
 # local = cuda.local.array (registers or local memory: the compiler decides, see ptxas).
@@ -129,8 +134,9 @@ class _ThreadLog:
 
     def record(self, array_id, address, nbytes, kind, frame):
         site = self.launch.site_of(frame)
-        occurrence = self.occurrences.get(site, 0)
-        self.occurrences[site] = occurrence + 1
+        counter = site * 8 + kind        # `a[i] += v` loads and stores at one source position
+        occurrence = self.occurrences.get(counter, 0)
+        self.occurrences[counter] = occurrence + 1
         self.records.extend((site, occurrence, array_id, address, nbytes, kind))
 
 
@@ -367,7 +373,10 @@ def _module_classes():
         def array(self, shape, dtype, alignment=None):
             if isinstance(dtype, numba_types.Type):
                 dtype = numpy_support.as_dtype(dtype)
-            return TracedArray(np.empty(shape, dtype), threading.current_thread().log, -1, 0, (None, None, None))
+            data = np.empty(shape, dtype)
+            if not COUNT_LOCAL:
+                return data
+            return TracedArray(data, threading.current_thread().log, -1, 0, (None, None, None))
 
     class TracedAtomic(kernelapi.FakeCUDAAtomic):
         """cuda.atomic.*: one atomic access (not a load and a store) on the traced array."""
@@ -611,7 +620,27 @@ def _run(fn, grid, block, args, dynshared=0, blocks=None, warps=None):
     ran = []
     warp_module = _warp_module()
     old_switch = sys.getswitchinterval()
-    sys.setswitchinterval(min(old_switch, 1e-4))
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    # Device functions: the simulator swaps the fake `cuda` into a device function's module
+    # on every call, under two locks, which dominates a kernel that calls small device
+    # functions in its inner loop. During this launch each module is swapped once instead.
+    previous_call = kernel_mod.FakeCUDAKernel.__call__
+    swapped = {}
+    swap_lock = threading.Lock()
+
+    def device_call(self, *call_args):
+        if kernel_mod._get_kernel_context() is not module:
+            return previous_call(self, *call_args)
+        key = id(self.fn.__globals__)
+        if key not in swapped:
+            with swap_lock:
+                if key not in swapped:
+                    entered = kernelapi.swapped_cuda_module(self.fn, module)
+                    entered.__enter__()
+                    swapped[key] = entered
+        return self.fn(*call_args)
+
+    kernel_mod.FakeCUDAKernel.__call__ = device_call
     try:
         with kernel_mod._push_kernel_context(module), kernelapi.swapped_cuda_module(fn, module):
             for ordinal, (block_index, weight) in enumerate(blocks):
@@ -637,6 +666,9 @@ def _run(fn, grid, block, args, dynshared=0, blocks=None, warps=None):
                 launch.logs.extend((ordinal, t.log) for t in threads)
                 ran.append((ordinal, block_index, weight, warp_sample))
     finally:
+        for entered in swapped.values():
+            entered.__exit__(None, None, None)
+        kernel_mod.FakeCUDAKernel.__call__ = previous_call
         sys.setswitchinterval(old_switch)
     return launch, ran
 
@@ -670,37 +702,71 @@ def _distinct_per_group(groups, *columns):
     return np.bincount(keys[:, 0], minlength=int(groups.max()) + 1)
 
 
-def shared_wavefronts(lanes, addresses, nbytes):
-    """(wavefronts, ideal) of ONE shared-memory request: lanes (0-31), byte addresses and
-    access sizes of its active threads.
+def request_key(block, thread, site, occurrence, kind):
+    """The columns that make accesses one request: the same warp (threads by linear index,
+    32 at a time) of the same block executing the same site for the same time."""
+    return block, thread // WARP, site, occurrence, kind
 
-    The rule: a request moves at most 128 bytes (32 banks x 4 bytes) per pass. Accesses of
-    8 or 16 bytes per thread ask for up to 256 or 512 bytes, so the hardware splits the warp
-    into groups of 16 or 8 consecutive lanes (128 bytes each) and serves each group on its
-    own (NVIDIA's Robert Crovella, "How to understand the bank conflict of shared_mem",
-    forums.developer.nvidia.com/t/how-to-understand-the-bank-conflict-of-shared-mem/260900:
-    beyond 128 bytes warp-wide the request is broken into transactions, each checked for
-    conflicts on its own). Within a group, each bank serves its distinct 4-byte words one
-    per pass; threads reading the same word share it (broadcast). A group needs as many
-    passes as its busiest bank has distinct words. ``ideal`` is the passes with no conflict:
-    one per group that has an active lane."""
-    lanes = np.asarray(lanes)
-    addresses = np.asarray(addresses)
-    nbytes = np.asarray(nbytes)
-    group = lanes // (WAVEFRONT_BYTES // np.maximum(nbytes, BANK_BYTES))
-    words = []
-    groups = []
-    for extra in range(0, int(nbytes.max()), BANK_BYTES):
+
+def lane_group(lanes, nbytes):
+    """Which pass-group a lane falls in: a request moves at most 128 bytes (32 banks x 4
+    bytes) at once, so lanes asking for 8 or 16 bytes each are served 16 or 8 at a time.
+
+    NVIDIA's Robert Crovella, "How to understand the bank conflict of shared_mem"
+    (forums.developer.nvidia.com/t/how-to-understand-the-bank-conflict-of-shared-mem/260900):
+    when a warp requests more than 128 bytes in one instruction, the memory controller
+    breaks it into transactions of at most 128 bytes, and bank conflicts are judged within
+    each. Consecutive lanes go together (lanes 0-15 and 16-31 for 8 bytes; 0-7, ..., 24-31
+    for 16), as in the quarter-warp phases of the CUDA programming guide's 128-bit case."""
+    return lanes // (WAVEFRONT_BYTES // np.maximum(nbytes, BANK_BYTES))
+
+
+def bank_of(word):
+    """The bank of a 4-byte word (word = byte address // 4)."""
+    return word % BANKS
+
+
+def distinct_rows(rows):
+    """The distinct rows of a 2-D integer array: lanes that ask for the same word of the same
+    request get it in one pass (a broadcast), so duplicates count once."""
+    return np.unique(rows, axis=0) if len(rows) else rows
+
+
+def wavefronts_per_request(request, lanes, array_id, address, nbytes, requests=None):
+    """(wavefronts, ideal) per request id (arrays of length ``requests``) of shared-memory
+    accesses: within each lane group, each bank serves its distinct words one per pass, so
+    a group takes as many passes as its busiest bank has distinct words; ``ideal`` is one
+    pass per group with an active lane (no conflict). Bank conflicts = wavefronts - ideal."""
+    request = np.asarray(request, np.int64)
+    n = int(requests if requests is not None else (request.max() + 1 if len(request) else 0))
+    if not len(request):
+        return np.zeros(n, np.int64), np.zeros(n, np.int64)
+    nbytes = np.asarray(nbytes, np.int64)
+    # Different shared arrays never share a word: give each its own address range.
+    spread = np.asarray(address, np.int64) + np.asarray(array_id, np.int64) * (1 << 40)
+    group = lane_group(np.asarray(lanes, np.int64), nbytes)
+    parts = []
+    for extra in range(0, int(nbytes.max()), BANK_BYTES):    # every word of a wide access
         mask = extra < nbytes
-        words.append((addresses[mask] + extra) // BANK_BYTES)
-        groups.append(group[mask])
-    words, groups = np.concatenate(words), np.concatenate(groups)
-    distinct = np.unique(np.stack([groups, words], axis=1), axis=0)
-    wavefronts = 0
-    for g in np.unique(distinct[:, 0]):
-        banks = distinct[distinct[:, 0] == g, 1] % BANKS
-        wavefronts += int(np.bincount(banks).max())
-    return wavefronts, len(np.unique(group))
+        parts.append(np.stack([request[mask], group[mask], (spread[mask] + extra) // BANK_BYTES], axis=1))
+    words = distinct_rows(np.concatenate(parts))
+    banks = np.stack([words[:, 0], words[:, 1], bank_of(words[:, 2])], axis=1)
+    per_bank, depth = np.unique(banks, axis=0, return_counts=True)   # distinct words per (request, group, bank)
+    groups, group_index = np.unique(per_bank[:, :2], axis=0, return_inverse=True)
+    busiest = np.zeros(len(groups), np.int64)
+    np.maximum.at(busiest, group_index.reshape(-1), depth)
+    wavefronts = np.bincount(groups[:, 0], weights=busiest, minlength=n).astype(np.int64)
+    ideal = np.bincount(groups[:, 0], minlength=n).astype(np.int64)
+    return wavefronts, ideal
+
+
+def shared_wavefronts(lanes, addresses, nbytes):
+    """(wavefronts, ideal) of ONE shared-memory request (lanes 0-31, byte addresses and
+    access sizes of its active threads): wavefronts_per_request for a single request."""
+    lanes = np.asarray(lanes)
+    w, i = wavefronts_per_request(np.zeros(len(lanes), np.int64), lanes, np.zeros(len(lanes), np.int64),
+                                  addresses, nbytes, 1)
+    return int(w[0]), int(i[0])
 
 
 class Profile:
@@ -800,8 +866,8 @@ class Profile:
         a = self._accesses
         warp = a["thread"] // WARP
         lane = a["thread"] % WARP
-        request = _group_ids(a["block"], warp, a["site"], a["occurrence"], a["kind"]) if len(warp) else \
-            np.zeros(0, np.int64)
+        request = _group_ids(*request_key(a["block"], a["thread"], a["site"], a["occurrence"], a["kind"])) \
+            if len(warp) else np.zeros(0, np.int64)
         n_requests = int(request.max()) + 1 if len(request) else 0
         first = np.full(n_requests, -1, np.int64)
         if n_requests:
@@ -830,14 +896,9 @@ class Profile:
             sectors[:len(counted)] = counted
         # Shared: wavefronts and the conflict-free ideal per request.
         is_shared = np.isin(a["kind"], _SHARED_KINDS)
-        wavefronts = np.zeros(n_requests, np.int64)
-        ideal = np.zeros(n_requests, np.int64)
-        if is_shared.any():
-            s = np.flatnonzero(is_shared)
-            wavefronts_s, ideal_s = _wavefronts_per_request(request[s], lane[s], a["array"][s], a["address"][s],
-                                                            a["nbytes"][s])
-            for r, (w, i) in zip(np.unique(request[s]), zip(wavefronts_s, ideal_s)):
-                wavefronts[r], ideal[r] = w, i
+        s = np.flatnonzero(np.isin(a["kind"], _SHARED_KINDS))
+        wavefronts, ideal = wavefronts_per_request(request[s], lane[s], a["array"][s], a["address"][s],
+                                                   a["nbytes"][s], n_requests)
         self._requests = {"block": req_block, "warp": req_warp, "site": req_site, "kind": req_kind,
                          "lanes": req_lanes, "sectors": sectors, "wavefronts": wavefronts, "ideal": ideal,
                          "weight": req_weight}
@@ -955,12 +1016,11 @@ class Profile:
         return "\n".join(lines)
 
     def site_table(self):
-        """Per site: kind, source location, requests, and sectors or wavefronts per request."""
+        """Per site and kind: source location, requests, and sectors or wavefronts per request."""
         r = self.requests
         rows = []
-        for site in np.unique(r["site"]):
-            mine = r["site"] == site
-            kind = int(r["kind"][mine][0])
+        for site, kind in sorted(set(zip(r["site"].tolist(), r["kind"].tolist()))):
+            mine = (r["site"] == site) & (r["kind"] == kind)
             w = r["weight"][mine]
             req = float(w.sum())
             per = (float((w * r["sectors"][mine]).sum()) if kind in _GLOBAL_KINDS
@@ -970,28 +1030,6 @@ class Profile:
                              function=function, requests=req,
                              per_request=per, unit="sectors" if kind in _GLOBAL_KINDS else "wavefronts"))
         return rows
-
-
-def _wavefronts_per_request(request, lane, array_id, address, nbytes):
-    """shared_wavefronts for every request at once (sorted by request id)."""
-    ids = np.unique(request)
-    # Different shared arrays never share a word: give each its own address range.
-    spread = address + array_id * (1 << 40)
-    order = np.argsort(request, kind="stable")
-    bounds = np.searchsorted(request[order], ids, side="left").tolist() + [len(order)]
-    wavefronts, ideal = [], []
-    uniform = (nbytes == BANK_BYTES).all()
-    for k in range(len(ids)):
-        rows = order[bounds[k]:bounds[k + 1]]
-        if uniform:    # the common case, quickly: one group, one word per access
-            words = np.unique(spread[rows] // BANK_BYTES)
-            wavefronts.append(int(np.bincount(words % BANKS).max()))
-            ideal.append(1)
-        else:
-            w, i = shared_wavefronts(lane[rows], spread[rows], nbytes[rows])
-            wavefronts.append(w)
-            ideal.append(i)
-    return wavefronts, ideal
 
 
 def _merge_vectors(a, sites, widths):
@@ -1116,44 +1154,137 @@ def _signature_spec(args):
 _widths_cache = {}
 
 
+def _registered_kernel(fn):
+    """The kernels/jit.py Kernel whose function is ``fn`` (project kernels), or None."""
+    from . import gpu_shaped, jit
+    for k in itertools.chain(jit.REGISTRY, gpu_shaped.registered()):
+        if k.py_func is fn:
+            return k
+    return None
+
+
 def kernel_identity(fn):
-    """How another process finds kernel function ``fn``: its module (with the sizing it was
-    loaded with, see gpu_shaped) and its name; None for a kernel defined where no import
-    reaches (``__main__``, a function's local scope)."""
+    """How another process finds kernel function ``fn``: its module (with the sizes it was
+    loaded with, see gpu_shaped.as_sized) and its name; None for a kernel defined where no
+    import reaches (a script's ``__main__``, a function's local scope). Kernels made by a
+    factory (conv2d's implicit_gemm) have local names but are registered: the other
+    process finds them in the registry by module and name."""
     from .gpu_shaped import as_sized
     module = getattr(fn, "__module__", None)
     if module == "__main__":     # run as python -m package.module: importable by that name
         spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-        module = spec.name if spec is not None else module
-    if module:
-        module = as_sized(module)
-    if not module or module == "__main__" or "<locals>" in getattr(fn, "__qualname__", "<locals>"):
-        # Kernels made by a factory (conv2d's implicit_gemm) have local qualnames but are
-        # registered by name: the other process finds them in the module's registry.
-        if module and module != "__main__":
-            return {"module": module, "name": fn.__name__}
+        module = spec.name if spec is not None else None
+    if not module:
+        return None
+    module = as_sized(module)
+    if _registered_kernel(fn) is not None:
+        return {"module": module, "name": fn.__name__}
+    if "<locals>" in getattr(fn, "__qualname__", "<locals>"):
         return None
     return {"module": module, "name": fn.__qualname__}
 
 
+def vector_request(fn, args):
+    """What to ask the compiler about ``fn`` launched with ``args`` (see vector_widths), or
+    None where another process cannot find the kernel. A registered Kernel is compiled for
+    its own (first) signature, so that every launch of it shares one answer."""
+    identity = kernel_identity(fn)
+    if identity is None:
+        return None
+    if _registered_kernel(fn) is not None:
+        return dict(identity, signature=None)
+    spec = _signature_spec(args)
+    return None if spec is None else dict(identity, signature=spec)
+
+
+def _fingerprint(module_name):
+    """A hash of the source a module's kernels are compiled from: the module's own file and,
+    for the project's kernels, every file of the kernels folder (they import each other)."""
+    import hashlib
+    import importlib.util
+    digest = hashlib.sha1()
+    paths = []
+    try:
+        spec = importlib.util.find_spec(module_name)
+        if spec is not None and spec.origin:
+            paths.append(spec.origin)
+    except (ImportError, ValueError):
+        pass
+    here = os.path.dirname(os.path.abspath(__file__))
+    if module_name.startswith((__package__ or "dcgan_cuda.kernels") + ".") or not paths:
+        for root, _, files in os.walk(here):
+            paths += [os.path.join(root, f) for f in sorted(files) if f.endswith(".py")]
+    for path in sorted(set(paths)):
+        try:
+            with open(path, "rb") as f:
+                digest.update(f.read())
+        except OSError:
+            pass
+    return digest.hexdigest()[:16]
+
+
+def _cache_path():
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "dcgan_cuda", "vector_widths.json")
+
+
+def _load_disk_cache():
+    try:
+        with open(_cache_path()) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_disk_cache(entries):
+    path = _cache_path()
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        current = _load_disk_cache()
+        current.update(entries)
+        partial = f"{path}.{os.getpid()}.partial"
+        with open(partial, "w") as f:
+            json.dump(current, f)
+        os.replace(partial, path)
+    except OSError:
+        pass       # a cache that cannot be written only costs time
+
+
 def vector_widths(requests):
-    """{key: widths or None}: ptx_vector_widths for each kernel of ``requests`` (a dict
-    key -> {"module", "name", "signature"}), compiled for sm_90 in ONE child process
-    without the simulator (the simulator cannot compile). Cached per process."""
-    todo = {k: v for k, v in requests.items() if json.dumps(v, sort_keys=True) not in _widths_cache}
+    """{key: widths or None} for ``requests`` ({key: vector_request(...)}): for each kernel,
+    ptx_vector_widths of its PTX for sm_90 with line information. Compiled in ONE child
+    process without the simulator (the simulator cannot compile), for every kernel not
+    yet known; answers are kept per process and on disk (~/.cache/dcgan_cuda), keyed by
+    a hash of the kernel's source files, so a kernel is compiled once until it changes."""
+    keys = {k: json.dumps(dict(v, source=_fingerprint(v["module"])), sort_keys=True) for k, v in requests.items()}
+    if any(key not in _widths_cache for key in keys.values()):
+        for key, answer in _load_disk_cache().items():
+            _widths_cache.setdefault(key, answer)
+    todo = {}
+    for k, key in keys.items():
+        if key not in _widths_cache:
+            todo[key] = requests[k]
     if todo:
         env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
         try:
             proc = subprocess.run([sys.executable, "-m", "dcgan_cuda.kernels.access_profiler", "--vector-widths"],
                                   input=json.dumps(list(todo.values())), capture_output=True, text=True, env=env,
-                                  timeout=600)
+                                  timeout=900)
             answers = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None
         except (subprocess.SubprocessError, ValueError, IndexError):
             answers = None
-        for (key, request), answer in zip(todo.items(), answers or [None] * len(todo)):
-            _widths_cache[json.dumps(request, sort_keys=True)] = (
-                None if answer is None else {(int(line), int(kind)): int(w) for line, kind, w in answer})
-    return {k: _widths_cache.get(json.dumps(v, sort_keys=True)) for k, v in requests.items()}
+        fresh = {}
+        for key, answer in zip(todo, answers or [None] * len(todo)):
+            _widths_cache[key] = answer
+            if answer is not None:
+                fresh[key] = answer
+        if fresh:
+            _save_disk_cache(fresh)
+    out = {}
+    for k, key in keys.items():
+        answer = _widths_cache.get(key)
+        out[k] = None if answer is None else {(int(line), int(kind)): int(w) for line, kind, w in answer}
+    return out
 
 
 def _compile_vector_widths(request):
@@ -1164,39 +1295,51 @@ def _compile_vector_widths(request):
     from numba import cuda, types
     from numba.np import numpy_support
 
-    from . import gpu_shaped
+    from . import gpu_shaped, jit
     module_name = request["module"]
     module = gpu_shaped.import_module(module_name) if gpu_shaped.is_shaped(module_name) else \
         importlib.import_module(module_name)
-    fn = None
-    registry = getattr(module, "REGISTRY", None) or []
-    from . import jit
-    for k in list(jit.REGISTRY) + list(registry) + list(gpu_shaped.registered()):
+    fn, signature = None, None
+    for k in itertools.chain(jit.REGISTRY, gpu_shaped.registered()):
         if getattr(k.py_func, "__module__", None) == module_name and k.py_func.__name__ == request["name"]:
-            fn = k.py_func
+            fn, signature = k.py_func, k.signatures[0]
             break
     if fn is None:
         target = module
         for part in request["name"].split("."):
             target = getattr(target, part)
         fn = getattr(target, "py_func", target)
-    argtypes = []
-    for entry in request["signature"]:
-        if entry[0] == "array":
-            _, dtype, ndim, layout = entry
-            argtypes.append(types.Array(numpy_support.from_dtype(np.dtype(dtype)), ndim, layout))
-        elif entry[1] == "bool":
-            argtypes.append(types.boolean)
-        else:
-            argtypes.append(numpy_support.from_dtype(np.dtype(entry[1])))
+    if request["signature"] is not None:
+        argtypes = []
+        for entry in request["signature"]:
+            if entry[0] == "array":
+                _, dtype, ndim, layout = entry
+                argtypes.append(types.Array(numpy_support.from_dtype(np.dtype(dtype)), ndim, layout))
+            elif entry[1] == "bool":
+                argtypes.append(types.boolean)
+            else:
+                argtypes.append(numpy_support.from_dtype(np.dtype(entry[1])))
+        signature = tuple(argtypes)
     import numba.cuda.dispatcher as dispatcher_module
     real = dispatcher_module.get_current_device
     dispatcher_module.get_current_device = lambda: SimpleNamespace(compute_capability=(9, 0))
     try:
-        ptx, _ = cuda.compile_ptx(fn, tuple(argtypes), cc=(9, 0), lineinfo=True)
+        ptx, _ = cuda.compile_ptx(fn, signature, cc=(9, 0), lineinfo=True)
     finally:
         dispatcher_module.get_current_device = real
     return [[line, kind, width] for (line, kind), width in ptx_vector_widths(ptx).items()]
+
+
+def prefetch_vector_widths(kernels):
+    """Compile every one of ``kernels`` (kernels/jit.py Kernels) for its vector widths in one
+    child process now, so that the traced launches of them find the answers cached."""
+    requests = {}
+    for i, k in enumerate(kernels):
+        request = vector_request(k.py_func, ())
+        if request is not None:
+            requests[i] = request
+    if requests:
+        vector_widths(requests)
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -1212,6 +1355,9 @@ _session = None
 
 
 def _launch_name(fn):
+    registered = _registered_kernel(fn)
+    if registered is not None:
+        return registered.name
     module = getattr(fn, "__module__", "") or ""
     if module == "__main__":
         spec = getattr(sys.modules.get("__main__"), "__spec__", None)
@@ -1223,12 +1369,9 @@ def _profile_launch(fn, grid, block, args, dynshared=0, blocks=None, warps=None,
     launch, ran = _run(fn, grid, block, args, dynshared, blocks, warps)
     request, status = None, "not asked: accesses counted as written"
     if vectors:
-        identity = kernel_identity(fn)
-        spec = _signature_spec(args)
-        if identity is None or spec is None:
-            status = "kernel not importable by another process: accesses counted as written"
-        else:
-            request, status = dict(identity, signature=spec), "to be read from PTX"
+        request = vector_request(fn, args)
+        status = ("kernel not importable by another process: accesses counted as written" if request is None
+                  else "to be read from PTX")
     return Profile(_launch_name(fn), launch, ran, request, status)
 
 
