@@ -139,3 +139,23 @@ def write_json(path, payload):
         json.dump(payload, f, indent=2)
         f.write("\n")
     os.replace(partial, path)
+
+
+def compute_capability(text):
+    """argparse type of --cc: a compute capability written as one number (90 = sm_90) that
+    the installed CUDA compiler builds for. Numba would quietly build for the nearest one
+    it knows, and the report would carry a label its code does not have."""
+    import argparse
+    try:
+        cc = int(str(text).strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a compute capability such as 90, got {text!r}") from None
+    try:
+        from numba.cuda.cudadrv.nvrtc import get_supported_ccs
+        known = [major * 10 + minor for major, minor in get_supported_ccs()]
+    except Exception:        # no NVRTC, or a numba-cuda without this function: the usual range
+        known = [75, 80, 86, 87, 89, 90, 100, 103, 110, 120, 121]
+    if cc not in known:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a compute capability the CUDA compiler "
+                                         f"here builds for: {', '.join(map(str, known))}")
+    return cc

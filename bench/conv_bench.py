@@ -32,6 +32,8 @@ import common  # noqa: E402
 
 from dcgan_cuda import nn as our_nn  # noqa: E402
 from dcgan_cuda import reference  # noqa: E402
+from dcgan_cuda.cli import (MAX_COUNT, MAX_LATENT, MAX_WIDTH, Parser, integer, output_file,  # noqa: E402
+                            real, reports_errors)
 from dcgan_cuda.models import build_models  # noqa: E402
 
 DIRECTIONS = ("fwd", "bwd-data", "bwd-weight")
@@ -302,26 +304,31 @@ def run_cpu(args, layers, versions):
     return {"machine": common.cpu_description(), "numpy_results": rows, "simulator_validation": sim}
 
 
+@reports_errors()
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--nc", type=int, default=3)
-    p.add_argument("--nz", type=int, default=100)
-    p.add_argument("--ngf", type=int, default=64)
-    p.add_argument("--ndf", type=int, default=64)
+    from dcgan_cuda.kernels import conv2d
+    from dcgan_cuda.models import IMAGE_SIZES
+    p = Parser(prog="python bench/conv_bench.py", description=__doc__.split("\n")[0],
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--batch", type=integer(1, MAX_COUNT), default=128)
+    p.add_argument("--image-size", type=int, default=64, choices=IMAGE_SIZES)
+    p.add_argument("--nc", type=int, default=3, choices=(1, 3))
+    p.add_argument("--nz", type=integer(1, MAX_LATENT), default=100)
+    p.add_argument("--ngf", type=integer(1, MAX_WIDTH), default=64)
+    p.add_argument("--ndf", type=integer(1, MAX_WIDTH), default=64)
     p.add_argument("--arch", default="pytorch", choices=("pytorch", "paper"))
     p.add_argument("--layers", nargs="*", default=None, help="e.g. G2 D3 (default: all)")
     p.add_argument("--directions", nargs="*", default=list(DIRECTIONS), choices=DIRECTIONS)
-    p.add_argument("--versions", nargs="*", type=int, default=None, help="default: all")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--reps", type=int, default=20)
-    p.add_argument("--budget-ms", type=float, default=500.0,
+    p.add_argument("--versions", nargs="*", type=int, default=None, choices=sorted(conv2d.VERSIONS),
+                   help="default: all")
+    p.add_argument("--warmup", type=integer(0, MAX_COUNT), default=3)
+    p.add_argument("--reps", type=integer(1, MAX_COUNT), default=20)
+    p.add_argument("--budget-ms", type=real(0, 1e9, low_open=True), default=500.0,
                    help="GPU time per measurement: slow versions get fewer calls (at least 5)")
-    p.add_argument("--cpu-reps", type=int, default=3, help="repetitions of the NumPy timing (no GPU)")
+    p.add_argument("--cpu-reps", type=integer(1, MAX_COUNT), default=3,
+                   help="repetitions of the NumPy timing (no GPU)")
     p.add_argument("--no-sim", action="store_true", help="without a GPU: skip the simulator validation")
-    p.add_argument("--json", default=None)
+    p.add_argument("--json", type=output_file, default=None)
     args = p.parse_args(argv)
     layers = dcgan_convolutions(args.arch, args.batch, args.image_size, args.nc, args.nz, args.ngf, args.ndf)
     if args.layers:
@@ -331,7 +338,6 @@ def main(argv=None):
         layers = [layer for layer in layers if layer["name"] in args.layers]
     from dcgan_cuda.backend import gpu_status
     ok, args.why = gpu_status()
-    from dcgan_cuda.kernels import conv2d
     versions = args.versions or sorted(conv2d.VERSIONS)
     print(f"DCGAN ({args.arch}) convolutions at batch {args.batch}, {args.nc}x{args.image_size}x{args.image_size}, "
           f"ngf {args.ngf}, ndf {args.ndf}")

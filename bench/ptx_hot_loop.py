@@ -24,10 +24,11 @@ signed index into a shared array makes Numba emit Python's negative-index wrapar
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
+
+from dcgan_cuda.cli import Parser, output_file, reports_errors
 
 LABEL = re.compile(r"^\$(\w+):")
 BACK_BRANCH = re.compile(r"\bbra(?:\.uni)?\s+\$(\w+);")
@@ -110,15 +111,24 @@ def report(cc=90, prefixes=GEMM_FAMILIES):
     return rows
 
 
+@reports_errors()
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("names", nargs="*", help="only kernels whose name starts with one of these, e.g. conv2d.forward")
-    p.add_argument("--cc", type=int, default=90, help="compute capability, e.g. 90 for H100")
-    p.add_argument("--json", default=None)
-    args = p.parse_args(argv)
-    rows = report(args.cc, args.names or GEMM_FAMILIES)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import common
+    p = Parser(prog="python bench/ptx_hot_loop.py", description=__doc__.split("\n")[0])
+    p.add_argument("names", nargs="*", help="only kernels whose name starts with one of these, e.g. conv2d.forward")
+    p.add_argument("--cc", type=common.compute_capability, default=90,
+                   help="compute capability, e.g. 90 for H100")
+    p.add_argument("--json", type=output_file, default=None)
+    args = p.parse_args(argv)
+    if args.names:     # a name that matches no kernel would give an empty table, not an error
+        from ptxas_report import all_kernels
+        known = [k.name for k in all_kernels()]
+        unknown = [n for n in args.names if not any(k.startswith(n) for k in known)]
+        if unknown:
+            p.error(f"no kernel's name starts with {', '.join(map(repr, unknown))} "
+                    f"(kernels are named like {known[0]})")
+    rows = report(args.cc, args.names or GEMM_FAMILIES)
     print(f"hottest loop per kernel, one trip, PTX for sm_{args.cc}")
     print(common.table(rows, [("kernel", "kernel", "{}"), ("fma", "FMA", "{}"),
                               ("shared_loads", "shared loads", "{}"), ("vector_loads", "vector", "{}"),

@@ -15,7 +15,6 @@ to use another one.
 """
 from __future__ import annotations
 
-import argparse
 import glob
 import importlib
 import os
@@ -26,6 +25,8 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+
+from dcgan_cuda.cli import Parser, UsageError, output_file, reports_errors
 
 
 def find_ptxas():
@@ -85,18 +86,24 @@ def report(cc=90, ptxas=None):
     return ptxas, rows
 
 
+@reports_errors()
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--cc", type=int, default=90, help="compute capability, e.g. 90 for H100")
-    p.add_argument("--json", default=None)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import common
+    p = Parser(prog="python bench/ptxas_report.py", description=__doc__.split("\n")[0])
+    p.add_argument("--cc", type=common.compute_capability, default=90,
+                   help="compute capability, e.g. 90 for H100")
+    p.add_argument("--json", type=output_file, default=None)
     args = p.parse_args(argv)
+    chosen = os.environ.get("PTXAS")
+    if chosen and not (os.path.isfile(chosen) and os.access(chosen, os.X_OK)):
+        raise UsageError(f"PTXAS={chosen!r} is not an executable file (leave it unset to use the "
+                         "nvidia-cuda-nvcc wheel's ptxas)")
     try:
         ptxas, rows = report(args.cc)
     except FileNotFoundError as exc:
-        print(exc, file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import common
     print(f"ptxas: {ptxas} (sm_{args.cc})")
     print(common.table(rows, [("kernel", "kernel", "{}"), ("registers", "regs", "{}"),
                               ("smem", "smem B", "{}"), ("stack", "stack B", "{}"),

@@ -31,7 +31,9 @@ from torch_twin import torch_forward, torch_twin  # noqa: E402
 
 from dcgan_cuda import nn as our_nn  # noqa: E402
 from dcgan_cuda.autograd import Tensor  # noqa: E402
-from dcgan_cuda.backend import get_backend  # noqa: E402
+from dcgan_cuda.backend import BackendUnavailable, get_backend  # noqa: E402
+from dcgan_cuda.cli import (MAX_COUNT, MAX_LATENT, MAX_WIDTH, Parser, integer, output_file,  # noqa: E402
+                            reports_errors)
 from dcgan_cuda.host_memory import keep_freed_memory  # noqa: E402
 from dcgan_cuda.models import build_models  # noqa: E402
 from dcgan_cuda.optim import Adam  # noqa: E402
@@ -191,19 +193,23 @@ def host_cost_of_one_launch(backend, launches=2000):
     return host_us
 
 
+@reports_errors(BackendUnavailable)
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from dcgan_cuda.models import IMAGE_SIZES
+    p = Parser(prog="python bench/train_bench.py", description=__doc__.split("\n")[0],
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "sim"))
-    p.add_argument("--batch", type=int, default=None, help="default: 64 on cpu, 128 on cuda, 2 on sim")
-    p.add_argument("--image-size", type=int, default=None, help="default: 32 on cpu, 64 on cuda, 16 on sim")
-    p.add_argument("--ngf", type=int, default=None, help="default 64 (4 on sim)")
-    p.add_argument("--ndf", type=int, default=None, help="default 64 (4 on sim)")
-    p.add_argument("--nc", type=int, default=3)
-    p.add_argument("--nz", type=int, default=100)
+    p.add_argument("--batch", type=integer(1, MAX_COUNT), default=None,
+                   help="default: 64 on cpu, 128 on cuda, 2 on sim")
+    p.add_argument("--image-size", type=int, default=None, choices=IMAGE_SIZES,
+                   help="default: 32 on cpu, 64 on cuda, 16 on sim")
+    p.add_argument("--ngf", type=integer(1, MAX_WIDTH), default=None, help="default 64 (4 on sim)")
+    p.add_argument("--ndf", type=integer(1, MAX_WIDTH), default=None, help="default 64 (4 on sim)")
+    p.add_argument("--nc", type=int, default=3, choices=(1, 3))
+    p.add_argument("--nz", type=integer(1, MAX_LATENT), default=100)
     p.add_argument("--arch", default="pytorch", choices=("pytorch", "paper"))
-    p.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--steps", type=integer(1, MAX_COUNT), default=10, help="timed steps (median reported)")
+    p.add_argument("--warmup", type=integer(0, MAX_COUNT), default=3)
     p.add_argument("--no-torch", action="store_true", help="do not run the PyTorch comparison")
     p.add_argument("--no-fuse", action="store_true",
                    help="run batchnorm and the activation after it as two layers (for comparison)")
@@ -213,8 +219,10 @@ def main(argv=None):
                         "(e.g. newest conv2d=2)")
     p.add_argument("--no-graph", action="store_true",
                    help="on cuda, do not also time the step captured into a CUDA graph")
-    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--json", type=output_file, default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
+    if args.device == "cpu" and args.versions != ["default"]:
+        p.error("--versions picks versions of our CUDA kernels: it needs --device cuda or sim")
     sim = args.device == "sim"
     gpu = args.device == "cuda"
     batch = args.batch or (2 if sim else 128 if gpu else 64)

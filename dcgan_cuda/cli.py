@@ -12,6 +12,7 @@ status 2; a Python traceback means a bug in the project, never a bad input.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import sys
@@ -130,3 +131,23 @@ def out_of_memory(exc, what="the sizes asked for"):
     """The one line for a MemoryError (host or GPU): which sizes to make smaller."""
     detail = str(exc).strip() or type(exc).__name__
     return f"out of memory with {what} ({detail}); choose smaller sizes"
+
+
+def reports_errors(*known):
+    """Decorator for a script's main(argv): a UsageError, a MemoryError or an error of the
+    ``known`` types (the script's own bad-input errors) ends it with one line on stderr and
+    exit status 2. Anything else is a bug and keeps its traceback."""
+    def wrap(main):
+        @functools.wraps(main)
+        def run(argv=None):
+            try:
+                check_environment()
+                return main(argv)
+            except (UsageError, *known) as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            except MemoryError as exc:
+                print("error: " + out_of_memory(exc), file=sys.stderr)
+                return 2
+        return run
+    return wrap

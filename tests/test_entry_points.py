@@ -38,6 +38,13 @@ from dcgan_cuda.models import ARCHS, IMAGE_SIZES
 from dcgan_cuda.run_folder import LOCK_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+import common as bench_common  # noqa: E402  (bench/common.py)
+import conv_bench  # noqa: E402
+import ptx_hot_loop  # noqa: E402
+import ptxas_report  # noqa: E402
+import train_bench  # noqa: E402
+
 SIZE, NZ, NGF, NDF = 16, 8, 4, 4
 TRAIN_TINY = ["--device", "cpu", "--imageSize", str(SIZE), "--ngf", str(NGF), "--ndf", str(NDF),
               "--nz", str(NZ), "--batchSize", "8", "--max-images", "16", "--manualSeed", "2",
@@ -77,7 +84,7 @@ def run_main(main, argv, env=None):
     return status, out.getvalue(), "".join(line + "\n" for line in shown) + err.getvalue()
 
 
-def assert_refused(status, out, err, names, outf):
+def assert_refused(status, out, err, names, outf, untouched=()):
     lines = [line for line in err.splitlines() if line.strip()]
     assert "Traceback" not in out + err, err
     assert status == 2, f"exit status {status}; stderr: {err!r}"
@@ -88,6 +95,8 @@ def assert_refused(status, out, err, names, outf):
         # process); it is not a file of the run.
         left = [name for name in os.listdir(outf) if name != LOCK_FILE]
         assert left == [], f"files left in the output folder: {left}"
+    for folder in untouched:
+        assert os.listdir(folder) == [], f"files left in {folder}: {os.listdir(folder)}"
 
 
 # ================================================================ files the tools are given
@@ -138,6 +147,7 @@ class Spoiled:
     argv: list
     names: tuple
     env: dict = field(default_factory=dict)
+    untouched: tuple = ()       # folders that must still be empty afterwards
 
 
 # ============================================================== the ingredients, drawn
@@ -199,7 +209,7 @@ def bad_path(flag, kinds=("missing", "folder", "empty", "garbage", "text"), extr
             Path(path).write_bytes(data.draw(st.binary(min_size=1, max_size=64)))
         elif kind == "text":
             Path(path).write_text("netG weights\n")
-        return Spoiled([f"{flag}={path}"] + list(extra), (path,))
+        return Spoiled([f"{flag}={path}"] + list(extra), (path,), untouched=(path,) if kind == "folder" else ())
     return draw
 
 
@@ -500,6 +510,86 @@ ENTRIES["train"] = (train.main, TRAIN_TINY, {
                                               "progress.noise_rng", "progress.config"]),
 }, "--outf")
 
+def not_a_compute_capability(data, ctx):
+    def valid(text):
+        try:
+            bench_common.compute_capability(text)
+            return True
+        except Exception:
+            return False
+    value = data.draw(st.one_of(st.integers(-10**6, 10**6).map(str), st.sampled_from(["sm_90", "9.0", "abc", ""]))
+                      .filter(lambda v: not valid(v)))
+    return Spoiled([f"--cc={value}"], (value,))
+
+
+def bad_assembler(data, ctx):
+    kind = data.draw(st.sampled_from(["missing", "folder", "not executable"]))
+    path = os.path.join(ctx["tmp"], "ptxas_" + data.draw(TEXT))
+    if kind == "folder":
+        os.mkdir(path)
+    elif kind == "not executable":
+        Path(path).write_text("#!/bin/sh\n")
+    return Spoiled([], ("PTXAS",), {"PTXAS": path})
+
+
+def kernel_prefix(data, ctx):
+    name = "zz" + data.draw(TEXT)       # no kernel's name starts with "zz"
+    return Spoiled([name], (name,))
+
+
+BENCH_COMMON = {"unknown_flag": unknown_flag, "environment": bad_environment,
+                "json_is_a_folder": bad_path("--json", ("folder",))}
+ENTRIES["bench/conv_bench.py"] = (conv_bench.main, [
+    "--batch", "2", "--image-size", "16", "--ngf", "4", "--ndf", "4", "--nz", "8", "--no-sim",
+    "--cpu-reps", "1", "--layers", "G1"], {
+    **BENCH_COMMON,
+    "batch": number_flag("--batch", 1, cli.MAX_COUNT),
+    "image_size": choice_flag("--image-size", IMAGE_SIZES),
+    "nc": choice_flag("--nc", (1, 3)),
+    "nz": number_flag("--nz", 1, cli.MAX_LATENT),
+    "ngf": number_flag("--ngf", 1, cli.MAX_WIDTH),
+    "ndf": number_flag("--ndf", 1, cli.MAX_WIDTH),
+    "arch": choice_flag("--arch", ARCHS),
+    "layers": choice_flag("--layers", ("G1", "G2", "G3", "G4", "G5", "D1", "D2", "D3", "D4", "D5")),
+    "directions": choice_flag("--directions", conv_bench.DIRECTIONS),
+    "versions": choice_flag("--versions", tuple(range(1, 8))),
+    "warmup": number_flag("--warmup", 0, cli.MAX_COUNT),
+    "reps": number_flag("--reps", 1, cli.MAX_COUNT),
+    "budget_ms": number_flag("--budget-ms", 0, 1e9, whole=False, low_open=True),
+    "cpu_reps": number_flag("--cpu-reps", 1, cli.MAX_COUNT),
+    "value_missing": value_missing("--batch"),
+}, None)
+ENTRIES["bench/train_bench.py"] = (train_bench.main, [
+    "--device", "cpu", "--batch", "2", "--image-size", "16", "--ngf", "4", "--ndf", "4", "--nz", "8",
+    "--steps", "1", "--warmup", "0", "--no-torch"], {
+    **BENCH_COMMON,
+    "device": choice_flag("--device", ("cpu", "cuda", "sim")),
+    "device_sim_without_simulator": literal(["--device=sim"], ("NUMBA_ENABLE_CUDASIM",)),
+    "batch": number_flag("--batch", 1, cli.MAX_COUNT),
+    "image_size": choice_flag("--image-size", IMAGE_SIZES),
+    "nc": choice_flag("--nc", (1, 3)),
+    "nz": number_flag("--nz", 1, cli.MAX_LATENT),
+    "ngf": number_flag("--ngf", 1, cli.MAX_WIDTH),
+    "ndf": number_flag("--ndf", 1, cli.MAX_WIDTH),
+    "arch": choice_flag("--arch", ARCHS),
+    "steps": number_flag("--steps", 1, cli.MAX_COUNT),
+    "warmup": number_flag("--warmup", 0, cli.MAX_COUNT),
+    "versions_on_numpy": literal(["--versions", "newest"], ("--versions",)),
+    "value_missing": value_missing("--steps"),
+}, None)
+ENTRIES["bench/ptxas_report.py"] = (ptxas_report.main, [], {
+    **BENCH_COMMON,
+    "cc": not_a_compute_capability,
+    "assembler": bad_assembler,
+    "value_missing": value_missing("--cc"),
+}, None)
+ENTRIES["bench/ptx_hot_loop.py"] = (ptx_hot_loop.main, [], {
+    **BENCH_COMMON,
+    "cc": not_a_compute_capability,
+    "kernel_names": kernel_prefix,
+    "value_missing": value_missing("--cc"),
+}, None)
+
 CASES = [(entry, ingredient) for entry, (_, _, ingredients, _) in ENTRIES.items() for ingredient in ingredients]
 
 
@@ -516,6 +606,6 @@ def test_bad_input_is_refused_in_one_line(files, entry, ingredient, data):
         argv = [a.format(**ctx["files"]) for a in base] + ([outf_flag, outf] if outf_flag else []) + spoiled.argv
         names = tuple(n.format(**ctx["files"]) for n in spoiled.names)
         status, out, err = run_main(main, argv, spoiled.env)
-        assert_refused(status, out, err, names, outf)
+        assert_refused(status, out, err, names, outf, spoiled.untouched)
     finally:
         shutil.rmtree(tmp)
