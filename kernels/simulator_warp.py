@@ -228,11 +228,17 @@ def _barriers_open_through(state):
     thread not waiting at one has entered (it got through them all). A thread flagged as
     waiting at a barrier up to this number is being let through by the simulator, which
     releases a barrier's threads one by one."""
-    return max((t.barriers_entered for t in state.roster.values() if not t.syncthreads_blocked), default=0)
+    return max((_barriers_entered(t) for t in state.roster.values() if not t.syncthreads_blocked), default=0)
+
+
+def _barriers_entered(thread):
+    # A thread class that does not count its barriers (another tool's stand-in for the
+    # simulator's) counts as never past one: its lanes at a barrier are never taken for stuck.
+    return getattr(thread, "barriers_entered", 0)
 
 
 def _waits_at_closed_barrier(thread, open_through):
-    return thread is not None and thread.syncthreads_blocked and thread.barriers_entered > open_through
+    return thread is not None and thread.syncthreads_blocked and _barriers_entered(thread) > open_through
 
 
 def _lane_state(state, thread_id, can_complete, open_through):
