@@ -361,8 +361,9 @@ def _module_classes():
                                                                        count=count)
                 else:
                     found = self._allocations.get(key)
-                    if found is None:
-                        found = self._allocations[key] = np.zeros(shape, dtype)
+                    if found is None:    # NaN until written: a read of an unwritten float shows
+                        found = self._allocations[key] = (np.full(shape, np.nan, dtype)
+                                                          if np.dtype(dtype).kind == "f" else np.zeros(shape, dtype))
             array_id = self._launch.shared_array_id(key, found, caller)
             log = threading.current_thread().log
             return TracedArray(found, log, array_id, 0, (SHARED_LD, SHARED_ST, SHARED_ATOM))
