@@ -195,6 +195,18 @@ def read_run_config(path):
     return checked_run_config(progress.get("config") if isinstance(progress, dict) else None, path)
 
 
+def check_counters(progress, batches, where):
+    """A checkpoint's position must be one the run can reach: batch 0..batches of the epoch
+    (batches itself when it was saved on the epoch's last batch), and the iteration count
+    that many batches make. Counters that disagree (a crafted or damaged file) would make
+    the run skip its epochs or report iterations it never ran."""
+    epoch, batch, iteration = progress["epoch"], progress["batch"], progress["iteration"]
+    if batch > batches or iteration != epoch * batches + batch:
+        raise CheckpointError(f"{where}: its position (epoch {epoch}, batch {batch}, iteration "
+                              f"{iteration}) is not one a run of {batches} batches per epoch reaches "
+                              "(the file is damaged or was edited)")
+
+
 def apply_resume_config(args, saved):
     """Take the run's shape from the checkpoint; refuse flags that contradict it."""
     for k in RESUME_KEYS:
@@ -324,6 +336,7 @@ class Run:
                     f"--resume: the run had {images} images in its dataset, which now holds "
                     f"{len(self.data)}: its epochs and batches cannot continue as they were. Start a "
                     f"new run from its weights instead: --netG {args.resume} --netD {args.resume}")
+            check_counters(progress, math.ceil(len(self.data) / args.batchSize), args.resume)
             log(f"[dcgan_cuda] resuming {args.resume} at epoch {self.epoch + 1}, "
                 f"batch {self.batch}, iteration {self.iteration}")
         self.fixed_noise = Tensor(self.backend.asarray(fixed_noise(self.netG, args.manualSeed)), self.backend)

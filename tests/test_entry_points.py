@@ -272,6 +272,17 @@ def tampered(flag, source, fields, tensors=None, junk_only=(), values=None):
     return draw
 
 
+def bad_step_count(data, ctx):
+    """A training state whose optimizer step count is negative, fractional or not a scalar."""
+    arrays, raw = read_raw(ctx["files"]["state"])
+    name = data.draw(st.sampled_from(["optG.step", "optD.step"]))
+    arrays[name] = data.draw(st.sampled_from([np.asarray(-1, np.int64), np.asarray(1.5, np.float32),
+                                              np.asarray([1, 2], np.int64), np.asarray(True)]))
+    path = os.path.join(ctx["tmp"], "step.safetensors")
+    write_raw(path, arrays, raw)
+    return Spoiled([f"--resume={path}"], (path,))
+
+
 def overflowing(flag, source):
     """A network's weights at float32's limit: finite, but what it computes (G's images,
     D's features) comes out NaN/Inf."""
@@ -351,9 +362,11 @@ def network_file_ingredients(flag, kind):
     prefix = "netG." if kind == "G" else "netD."
     return {
         "file_unusable": bad_path(flag),
-        "model_file_tampered": tampered(flag, kind, model_fields(kind), tensors=""),
-        "state_file_tampered": tampered(flag, "state", ["format"] + [f"{config}.{k}" for k in
-                                                                   model_fields(kind)[2:]], tensors=prefix),
+        "model_file_metadata": tampered(flag, kind, model_fields(kind)),
+        "model_file_weights": tampered(flag, kind, [], tensors=""),
+        "state_file_metadata": tampered(flag, "state", ["format"] + [f"{config}.{k}" for k in
+                                                                   model_fields(kind)[2:]]),
+        "state_file_weights": tampered(flag, "state", [], tensors=prefix),
         "wrong_network": literal([f"{flag}={{{'D' if kind == 'G' else 'G'}}}"], ("needs a",)),
     }
 
@@ -497,17 +510,22 @@ ENTRIES["train"] = (train.main, TRAIN_TINY, {
     "cuda_graph_on_numpy": literal(["--cuda-graph"], ("--cuda-graph",)),
     "netG_unusable": bad_path("--netG"),
     "netD_unusable": bad_path("--netD"),
-    "netG_tampered": tampered("--netG", "G", model_fields("G")[1:], tensors=""),
-    "netD_tampered": tampered("--netD", "D", model_fields("D")[1:], tensors=""),
+    "netG_metadata": tampered("--netG", "G", model_fields("G")[1:]),
+    "netG_weights": tampered("--netG", "G", [], tensors=""),
+    "netD_metadata": tampered("--netD", "D", model_fields("D")[1:]),
+    "netD_weights": tampered("--netD", "D", [], tensors=""),
     "netG_is_a_discriminator": literal(["--netG={D}"], ("{D}",)),
     "resume_unusable": bad_path("--resume"),
     "resume_model_file": literal(["--resume={G}"], ("{G}",)),
-    "resume_tampered": tampered(
-        "--resume", "state",
-        ["format"] + [f"{net}_config.{k}" for net, kind in (("netG", "G"), ("netD", "D"))
-                      for k in model_fields(kind)[2:]],
-        tensors="", junk_only=STATE_CONFIG + ["progress.epoch", "progress.batch", "progress.iteration",
-                                              "progress.noise_rng", "progress.config"]),
+    "resume_format": tampered("--resume", "state", ["format"]),
+    "resume_counters": tampered("--resume", "state", ["progress.epoch", "progress.batch", "progress.iteration"]),
+    "resume_noise_state": tampered("--resume", "state", [], junk_only=["progress.noise_rng"]),
+    "resume_run_config": tampered("--resume", "state", [], junk_only=STATE_CONFIG + ["progress.config"]),
+    "resume_network_config": tampered("--resume", "state", [
+        f"{net}_config.{k}" for net, kind in (("netG", "G"), ("netD", "D")) for k in model_fields(kind)[2:]]),
+    "resume_network_weights": tampered("--resume", "state", [], tensors="net"),
+    "resume_optimizer_state": tampered("--resume", "state", [], tensors="opt"),
+    "resume_optimizer_step": bad_step_count,
 }, "--outf")
 
 def not_a_compute_capability(data, ctx):
