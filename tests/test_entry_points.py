@@ -272,6 +272,26 @@ def tampered(flag, source, fields, tensors=None, junk_only=(), values=None):
     return draw
 
 
+def empty_dataset(data, ctx):
+    """Well-formed dataset files that hold no image: MNIST IDX files of 0 images, or
+    CIFAR-10 batches of 0 rows."""
+    name = data.draw(st.sampled_from(["mnist", "cifar10"]))
+    root = Path(ctx["tmp"]) / "empty_dataset"
+    root.mkdir()
+    if name == "mnist":
+        for stem, dims in (("images-idx3-ubyte", (0, 28, 28)), ("labels-idx1-ubyte", (0,))):
+            for split in ("train", "t10k"):
+                header = (0x0800 | len(dims)).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims)
+                (root / f"{split}-{stem}").write_bytes(header)
+    else:
+        import pickle
+        batches = root / "cifar-10-batches-py"
+        batches.mkdir()
+        for batch in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+            (batches / batch).write_bytes(pickle.dumps({"data": np.zeros((0, 3072), np.uint8), "labels": []}))
+    return Spoiled([f"--dataset={name}", f"--dataroot={root}"], ("no images",))
+
+
 def bad_step_count(data, ctx):
     """A training state whose optimizer step count is negative, fractional or not a scalar."""
     arrays, raw = read_raw(ctx["files"]["state"])
@@ -414,6 +434,7 @@ TOOLS = {
         "dataroot_unusable": bad_path("--dataroot", ("missing", "empty", "text"), ["--dataset=mnist"]),
         "dataroot_empty_text": literal(["--dataroot="], ("--dataroot",)),
         "mnist_without_files": literal(["--dataset=mnist", "--dataroot={root}"], ("MNIST",)),
+        "dataset_of_no_images": empty_dataset,
         "overflowing_generator": overflowing("--netG", "G"),
     }),
     "forget": (forget.main, ["--netG", "{G}", "--sheet-size", "8", "--n", "4"], {
@@ -504,6 +525,7 @@ ENTRIES["train"] = (train.main, TRAIN_TINY, {
     "folder_without_dataroot": literal(["--dataset=folder"], ("--dataroot",)),
     "folder_dataroot_unusable": literal(["--dataset=folder", "--dataroot={G}"], ("{G}",)),
     "mnist_without_files": literal(["--dataset=mnist", "--dataroot={root}"], ("MNIST",)),
+    "dataset_of_no_images": empty_dataset,
     "cifar10_without_files": literal(["--dataset=cifar10", "--dataroot={root}"], ("CIFAR-10",)),
     "eval_every_off_digits": literal(["--dataset=fake", "--eval-every=1"], ("--eval-every",)),
     "kernels_on_numpy": literal(["--kernels", "newest"], ("--kernels",)),
