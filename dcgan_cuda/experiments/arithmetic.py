@@ -142,8 +142,9 @@ def _body(args):
     if given and len(given) != 3:
         raise ExperimentError("give all three groups --A, --B and --C (or none, for the sheet only)")
     groups = {g: parse_index_list(getattr(args, g), f"--{g}", args.sheet_size) for g in given}
+    netG = load_generator(args.netG)   # a bad file is refused before any device work
     backend = backend_for(args)
-    netG = set_bn_mode(load_generator(args.netG, backend), args.bn_mode)
+    netG = set_bn_mode(netG.to(backend), args.bn_mode)
     outf = prepare_outf(args.outf)
     sheet_z, sheet = sample_sheet(netG, backend, args, args.sheet_size)
     save_png(os.path.join(outf, "sheet.png"), numbered_sheet(sheet, scale=max(1, args.scale + 1)))

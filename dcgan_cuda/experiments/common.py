@@ -129,13 +129,17 @@ def rng_for(args, stream):
 
 
 # -------------------------------------------------------------------------- loading
-def load_generator(path, backend):
-    """A Generator rebuilt from the checkpoint's metadata, with its weights, on backend."""
-    return load_network(path, "generator")[0].to(backend)
+def load_generator(path, backend=None):
+    """A Generator rebuilt from the checkpoint's metadata, with its weights, on backend
+    (default: the NumPy backend; the tools load first and pick the device after, so that a
+    bad file is refused before any device work)."""
+    net = load_network(path, "generator")[0]
+    return net if backend is None else net.to(backend)
 
 
-def load_discriminator(path, backend):
-    return load_network(path, "discriminator")[0].to(backend)
+def load_discriminator(path, backend=None):
+    net = load_network(path, "discriminator")[0]
+    return net if backend is None else net.to(backend)
 
 
 def quiet_overflow():

@@ -235,8 +235,9 @@ def _maps_from_boxes(args, netG, backend, sheet_z, sheet, acts, boxes):
 def _body(args):
     if args.maps is not None and args.boxes is not None:
         raise ExperimentError("give --maps or --boxes, not both")
+    netG = load_generator(args.netG)   # a bad file is refused before any device work
     backend = backend_for(args)
-    netG = set_bn_mode(load_generator(args.netG, backend), args.bn_mode)
+    netG = set_bn_mode(netG.to(backend), args.bn_mode)
     outf = prepare_outf(args.outf)
     at = drop_layer_index(netG)
     sheet_z = sheet_noise(netG, args, args.sheet_size)

@@ -82,8 +82,9 @@ def build_parser():
 
 
 def _body(args):
+    netG = load_generator(args.netG)   # a bad file is refused before any device work
     backend = backend_for(args)
-    netG = set_bn_mode(load_generator(args.netG, backend), args.bn_mode)
+    netG = set_bn_mode(netG.to(backend), args.bn_mode)
     outf = prepare_outf(args.outf)
     s, nc = netG.image_size, netG.nc
     train = load_dataset(args.dataset, args.dataroot, s, nc, split="train",

@@ -316,8 +316,9 @@ def _body(args):
         [(n, r) for n, r in (("cifar10", args.cifar10), ("svhn", args.svhn)) if r]
     if not datasets:
         raise ExperimentError("nothing to probe: --skip-digits without --cifar10 or --svhn")
+    netD = load_discriminator(args.netD)   # a bad file is refused before any device work
     backend = backend_for(args)
-    netD = set_bn_mode(load_discriminator(args.netD, backend), args.bn_mode)
+    netD = set_bn_mode(netD.to(backend), args.bn_mode)
     randD = random_discriminator(netD, [args.manualSeed, RANDOM_D_SEED], backend)
     outf = prepare_outf(args.outf)
     # Every dataset is read before any is probed: a missing or damaged file is reported at

@@ -174,8 +174,9 @@ def build_parser():
 def _body(args):
     if args.n < 1 or args.pool < args.n:
         raise ExperimentError(f"need 1 <= --n <= --pool, got --n {args.n} --pool {args.pool}")
+    netD = load_discriminator(args.netD)   # a bad file is refused before any device work
     backend = backend_for(args)
-    netD = load_discriminator(args.netD, backend).eval()
+    netD = netD.to(backend).eval()
     layers = activation_layers(netD)
     layer = layers[-1] if args.layer is None else args.layer
     if layer not in layers:

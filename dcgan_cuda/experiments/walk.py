@@ -110,8 +110,9 @@ def _body(args):
     if images > MAX_PICTURES:
         raise ExperimentError(f"--rows {args.rows} --points {args.points} --steps {args.steps} make "
                               f"{images} images, more than the {MAX_PICTURES} one grid can hold")
+    netG = load_generator(args.netG)   # a bad file is refused before any device work
     backend = backend_for(args)
-    netG = set_bn_mode(load_generator(args.netG, backend), args.bn_mode)
+    netG = set_bn_mode(netG.to(backend), args.bn_mode)
     outf = prepare_outf(args.outf)
     mode = "slerp" if args.slerp else "lerp"
     ends, z, images = run(netG, backend, rng_for(args, NOISE_STREAM), args.rows, args.points,
