@@ -10,26 +10,33 @@ What it computes, element by element (i runs over every element of a flat array)
     channel_bias y[n,c,h,w] = x[n,c,h,w] + b[c]
 Every other kernel writes its output (=).
 
-How threads map to data: a 1-D grid-stride loop. Thread t of a grid of T threads handles
-elements t, t + T, t + 2T, ...: consecutive threads touch consecutive addresses, so each
-warp's 32 loads coalesce into one 128-byte transaction, and one launch shape (a few waves
-of blocks, see jit.grid_1d) covers any size.
-
-An element's channel without a division per element. channel_bias (and batchnorm's
-apply and dx) need the channel c of flat element i of an NCHW tensor: i = (n*C + c)*HW + s.
-Recovering (n, c, s) from i costs two integer divisions by runtime values: one PTX
-div or rem each, but a sequence of ~20 machine instructions (more at 64 bits), against
-the 35-60 PTX instructions that everything else about an element costs. But a thread's i only ever grows by the grid's constant stride, so the
-thread splits its first i and the stride into digits once (`digits`) and then adds digit by
-digit with carries (`carry_add`): two compares per element. In PTX for sm_90 this took
-batchnorm's apply from 91 instructions an element (4 of them div/rem) to 43, its dx from
-118 to 60, channel_bias from 80 to 35 (tests/test_ptx_hot_loop.py keeps divisions out).
+How threads map to data: a 1-D grid-stride loop (lesson0_threads.py, version 5). Thread t
+of a grid of T threads handles elements t, t + T, t + 2T, ...: consecutive threads touch
+consecutive addresses, so each warp's 32 loads of 4 bytes are 4 sectors of 32 bytes (the
+access is coalesced), and one launch shape (a few waves of blocks, see jit.grid_1d)
+covers any size. Read relu_forward_v1 first: it is that loop with one line in it, and
+every activation kernel below is the same loop with a different line.
 
 Napkin math. These kernels do ~1 FLOP per 8 bytes moved: purely memory-bound. The largest
 DCGAN activation (batch 128, 64x64, ngf=64: G's last hidden layer, 128x64x32x32 floats =
-33.5 MB) costs 67 MB of traffic for relu forward: ~20 us at an H100 SXM's 3.35 TB/s,
-less than the ~10-30 us it takes Python to launch a kernel. At DCGAN sizes launch
-overhead, not bandwidth, is what to fight (fusing these into neighbours: a later version).
+33.5 MB) costs 67 MB of traffic for relu forward: ~20 us at an H100 SXM's 3.35 TB/s, about
+two launches' worth of host time (~10 us a launch from Python, an estimate: see
+kernels/README.md); the other layers' activations are 2-8 times smaller and cost about
+their launch or less. At DCGAN sizes launch overhead, not bandwidth, is what to fight:
+batchnorm.py fuses the ReLU or LeakyReLU that follows each batchnorm into the batchnorm's
+own kernels, so those activations never get a launch of their own.
+
+After the plain kernels: an element's channel without a division per element.
+channel_bias (and batchnorm's apply and dx) need the channel c of flat element i of an
+NCHW tensor: i = (n*C + c)*HW + s. Recovering (n, c, s) from i costs two integer
+divisions by runtime values: one PTX instruction (div or rem) each, but a sequence of ~20
+machine instructions (more at 64 bits), against the 35-60 PTX instructions that
+everything else about an element costs. But a thread's i only ever grows by the grid's
+constant stride, so the thread splits its first i and the stride into digits once
+(`digits`) and then adds digit by digit with carries (`carry_add`): two compares per
+element. In PTX for sm_90 this took batchnorm's apply from 91 instructions an element (4
+of them div/rem) to 43, its dx from 118 to 60, channel_bias from 80 to 35
+(tests/test_ptx_hot_loop.py keeps divisions out).
 
 Versions:
     1  grid-stride  one thread per element per trip of a grid-stride loop
@@ -47,34 +54,6 @@ from numba import cuda, float32, uint64
 from dcgan_cuda import reference
 
 from .jit import Version, f32, f32_1d, f32_2d, grid_1d, i64, kernel, scalar
-
-
-@cuda.jit(device=True)
-def carry_add(hi, mid, lo, d_hi, d_mid, d_lo, mid_size, lo_size):
-    """(hi, mid, lo) + (d_hi, d_mid, d_lo) in the mixed radix (.., mid_size, lo_size).
-
-    A flat index walked by a constant step, kept as its digits: e.g. i = (n*C + c)*HW + s as
-    (n, c, s), or conv2d's k = (c*kh + i)*kw + j as (c, i, j). Needs d_mid < mid_size and
-    d_lo < lo_size (the step's own digits), so each carry is at most 1: two compares
-    instead of the divisions that recover the digits.
-    """
-    lo += d_lo
-    if lo >= lo_size:
-        lo -= lo_size
-        mid += 1
-    mid += d_mid
-    if mid >= mid_size:
-        mid -= mid_size
-        hi += 1
-    return hi + d_hi, mid, lo
-
-
-@cuda.jit(device=True)
-def digits(flat, mid_size, lo_size):
-    """flat as (hi, mid, lo) in the mixed radix (.., mid_size, lo_size)."""
-    lo = flat % lo_size
-    rest = flat // lo_size
-    return rest // mid_size, rest % mid_size, lo
 
 
 # ------------------------------------------------------------------------ version 1
@@ -150,6 +129,35 @@ def add_into_v1(dst, src, n):
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, n, stride):
         dst[i] += src[i]
+
+
+# An element's channel without a division per element (see the module docstring).
+@cuda.jit(device=True)
+def carry_add(hi, mid, lo, d_hi, d_mid, d_lo, mid_size, lo_size):
+    """(hi, mid, lo) + (d_hi, d_mid, d_lo) in the mixed radix (.., mid_size, lo_size).
+
+    A flat index walked by a constant step, kept as its digits: e.g. i = (n*C + c)*HW + s as
+    (n, c, s), or conv2d's k = (c*kh + i)*kw + j as (c, i, j). Needs d_mid < mid_size and
+    d_lo < lo_size (the step's own digits), so each carry is at most 1: two compares
+    instead of the divisions that recover the digits.
+    """
+    lo += d_lo
+    if lo >= lo_size:
+        lo -= lo_size
+        mid += 1
+    mid += d_mid
+    if mid >= mid_size:
+        mid -= mid_size
+        hi += 1
+    return hi + d_hi, mid, lo
+
+
+@cuda.jit(device=True)
+def digits(flat, mid_size, lo_size):
+    """flat as (hi, mid, lo) in the mixed radix (.., mid_size, lo_size)."""
+    lo = flat % lo_size
+    rest = flat // lo_size
+    return rest // mid_size, rest % mid_size, lo
 
 
 @kernel((f32_2d, f32_1d, f32_2d, i64))

@@ -25,8 +25,8 @@ backwards are elementwise: a grid-stride loop over the N logits (BCE) or over th
 
 Napkin math. D's logits at batch 128 are 128 floats (512 bytes) and a loss is ~20 FLOP per
 item: ~3 kFLOP, ~1 KB per launch, nothing to an H100 (67 TFLOP/s, 3.35 TB/s): these kernels
-cost their launch (~5 us), and a single block is the right size. A probe's softmax over
-(128, 10) logits is 5 KB.
+cost their launch (~10 us from Python, an estimate: see kernels/README.md), and a single
+block is the right size. A probe's softmax over (128, 10) logits is 5 KB.
 
 Versions:
     1  one-block  one block sums every item of the forward (private sums, then a tree); grid-stride backward
