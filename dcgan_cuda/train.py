@@ -9,7 +9,9 @@ Outputs in --outf: real_samples.png, fake_samples_epoch_NNN.png (from fixed nois
 netG_epoch_N.safetensors / netD_epoch_N.safetensors (PyTorch names; they load into the
 pytorch/examples networks), checkpoint.safetensors (everything needed to continue the
 run exactly: --resume), metrics.jsonl (one JSON line per iteration, plus one per evaluation
-with --eval-every) and loss_curve.png.
+with --eval-every) and loss_curve.png. A folder holds one run (run_folder.py: a used one
+needs --resume or --overwrite). A first Ctrl-C or SIGTERM finishes the iteration, saves and
+stops; a second stops at once.
 """
 from __future__ import annotations
 

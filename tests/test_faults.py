@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -373,3 +374,28 @@ def test_checkpoint_write_is_atomic_even_if_the_payload_write_fails(tmp_path, mo
         checkpoint.atomic_write_bytes(str(target), b"new content")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["state.safetensors"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_get_the_umask_s_permissions(tmp_path, umask):
+    """As any file a program opens for writing: 0o666 less the umask (not mkstemp's 0o600)."""
+    target = tmp_path / "state.safetensors"
+    previous = os.umask(umask)
+    try:
+        checkpoint.atomic_write_bytes(str(target), b"payload")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+
+
+def test_only_the_temporary_files_of_writers_that_are_gone_are_removed(tmp_path):
+    never_a_process = 2**31 - 1    # beyond every system's largest process id
+    stale = f".checkpoint.safetensors.dcgan_cuda-tmp-{never_a_process}-0123abcd"
+    kept = [f".metrics.jsonl.dcgan_cuda-tmp-{os.getpid()}-89abcdef",   # a write in progress: ours
+            ".tmp-checkpoint.safetensors.x1y2z3ab",                  # not a name we write
+            f"checkpoint.safetensors.dcgan_cuda-tmp-{never_a_process}-0123abcd",   # not hidden
+            "notes.txt"]
+    for name in [stale] + kept:
+        (tmp_path / name).write_bytes(b"x")
+    assert checkpoint.remove_stale_temporaries(str(tmp_path)) == [stale]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
