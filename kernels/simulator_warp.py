@@ -64,9 +64,13 @@ _installed = False
 _registry_lock = threading.Lock()   # creates each block's warp state once
 
 
-class _LaneStopped(Exception):
+class _LaneStopped(RuntimeError):
     """Raised in a lane that waits for lanes of a block that has already failed: the lane
-    ends quietly, so that the simulator reports the error that stopped the block."""
+    ends quietly, so that the simulator reports the error that stopped the block. (The
+    access profiler's threads keep it, with the words it uses for such echoes.)"""
+
+    def __init__(self, message="another thread of the block failed"):
+        super().__init__(message)
 
 
 class _Meeting:
@@ -223,6 +227,12 @@ def _meet(kind, mask, argument):
         return meeting.results[lane]
 
 
+def _failed(thread):
+    """Whether a thread's kernel function raised (the simulator's thread keeps the error as
+    ``exception``, the access profiler's as ``error``)."""
+    return getattr(thread, "exception", None) is not None or getattr(thread, "error", None) is not None
+
+
 def _barriers_open_through(state):
     """The number of the last syncthreads barrier known to be open: the most barriers any
     thread not waiting at one has entered (it got through them all). A thread flagged as
@@ -245,7 +255,7 @@ def _lane_state(state, thread_id, can_complete, open_through):
     """Whether the lane may still arrive somewhere, and if not, why not."""
     thread = state.roster.get(thread_id)
     if thread_id in state.exited:
-        return False, "failed" if thread.exception is not None else "has exited"
+        return False, "failed" if _failed(thread) else "has exited"
     if _waits_at_closed_barrier(thread, open_through):
         return False, "waits at syncthreads"
     meeting = state.waiting.get(thread_id)
@@ -273,7 +283,7 @@ def _raise_if_stuck(state, warp, mine):
                 can_complete[id(m)] = changed = True
     if can_complete.get(id(mine)):
         return
-    if any(state.roster[t].exception is not None for t in state.exited):
+    if any(_failed(state.roster[t]) for t in state.exited):
         raise _LaneStopped()    # the block failed elsewhere: that error is the one to report
     reasons = [f"lane {lane} {_lane_state(state, base + lane, can_complete, open_through)[1]}"
                for lane in _lanes(mine.mask) if lane not in mine.arguments]
