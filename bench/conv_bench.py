@@ -19,7 +19,6 @@ run stopped by a time limit keeps what it measured.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -308,8 +307,7 @@ def run_cpu(args, layers, versions):
 def main(argv=None):
     from dcgan_cuda.kernels import conv2d
     from dcgan_cuda.models import IMAGE_SIZES
-    p = Parser(prog="python bench/conv_bench.py", description=__doc__.split("\n")[0],
-               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(prog="python bench/conv_bench.py", description=__doc__.split("\n")[0])
     p.add_argument("--batch", type=integer(1, MAX_COUNT), default=128)
     p.add_argument("--image-size", type=int, default=64, choices=IMAGE_SIZES)
     p.add_argument("--nc", type=int, default=3, choices=(1, 3))

@@ -17,7 +17,6 @@ see what the fusion saves.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
@@ -196,8 +195,7 @@ def host_cost_of_one_launch(backend, launches=2000):
 @reports_errors(BackendUnavailable)
 def main(argv=None):
     from dcgan_cuda.models import IMAGE_SIZES
-    p = Parser(prog="python bench/train_bench.py", description=__doc__.split("\n")[0],
-               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(prog="python bench/train_bench.py", description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "sim"))
     p.add_argument("--batch", type=integer(1, MAX_COUNT), default=None,
                    help="default: 64 on cpu, 128 on cuda, 2 on sim")

@@ -15,6 +15,7 @@ import argparse
 import functools
 import math
 import os
+import re
 import sys
 
 # Upper limits on sizes. Below them a model or a batch may still not fit a machine's
@@ -33,9 +34,49 @@ class UsageError(ValueError):
     the message names it and the value."""
 
 
+# A help text that already states its default: "(default: 32 for digits, 64 otherwise)",
+# "(default 64)", "default: all", "kernels as pytorch/examples (default);".
+STATES_DEFAULT = re.compile(r"\(default\b|\bdefault:|\bdefault \d")
+
+
+def shown_default(action):
+    """The text of ``action``'s default for --help, or None where there is nothing true to
+    show: no default (None: the tool decides, and the help says how), an on/off flag, an
+    empty value, a required argument, or a help text that states the default itself."""
+    default, help_text = action.default, action.help or ""
+    if (help_text == argparse.SUPPRESS or default is None or default is argparse.SUPPRESS
+            or action.required or action.nargs == 0 or (not action.option_strings
+                                                        and action.nargs not in ("?", "*"))
+            or "%(default)" in help_text or STATES_DEFAULT.search(help_text)):
+        return None
+    if isinstance(default, (list, tuple)):
+        default = " ".join(map(str, default))
+    default = str(default)
+    return default if default.strip() else None
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every flag's default in --help once, as "(default: X)", and only where it is true:
+    argparse's ArgumentDefaultsHelpFormatter also prints "(default: None)" for a value the
+    tool works out later and repeats a default the help text already gives."""
+
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        default = shown_default(action)
+        if default is None:
+            return help_text
+        # argparse %-formats help texts: a literal % in the value must be doubled.
+        return (help_text + " " if help_text else "") + f"(default: {default.replace('%', '%%')})"
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, except that a mistake raises UsageError (one line, reported by the tool's
-    main like every other bad input) instead of printing the whole usage and exiting."""
+    main like every other bad input) instead of printing the whole usage and exiting; and
+    --help shows each default once (HelpFormatter)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         raise UsageError(f"{message} (see {self.prog} --help)")

@@ -51,7 +51,6 @@ Choices, and why:
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -597,8 +596,7 @@ def build_parser():
         description="Measure a digits generator's samples: Fréchet distance in the features of "
                     "a digits classifier trained by this project, classes covered, KL of the class "
                     "histogram from uniform, classifier confidence; beside the same figures for "
-                    "real and for untrained-generator images.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "real and for untrained-generator images.")
     p.add_argument("--netG", "--net-g", dest="netG", required=True,
                    help="generator to evaluate: a netG_epoch_N.safetensors file or checkpoint.safetensors")
     p.add_argument("--n-samples", "--nSamples", dest="n_samples", type=integer(2, MAX_SAMPLES), default=1000,

@@ -15,7 +15,6 @@ stops; a second stops at once.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -66,8 +65,7 @@ def build_parser():
         prog="python -m dcgan_cuda.train",
         description="Train a DCGAN (Radford et al., 2015) on our own kernels: the NumPy "
                     "reference on a CPU, hand-written Numba CUDA kernels on a GPU. Flags follow "
-                    "pytorch/examples' dcgan; each is also accepted in kebab-case.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "pytorch/examples' dcgan; each is also accepted in kebab-case.")
 
     def flag(name, *aliases, **kw):
         kebab = "--" + "".join("-" + c.lower() if c.isupper() else c for c in name).replace("_", "-")
@@ -80,24 +78,24 @@ def build_parser():
               "random noise for smoke tests (default: digits)")
     flag("dataroot", type=path, default=None, help="path to the dataset's files (not needed for digits/fake)")
     flag("workers", type=integer(0, 256), default=2, help="accepted for compatibility; data is held in memory")
-    flag("batchSize", type=integer(1, MAX_COUNT), default=None, help="input batch size (default 64)")
+    flag("batchSize", type=integer(1, MAX_COUNT), default=None, help="input batch size (default: 64)")
     flag("imageSize", type=int, default=None, choices=IMAGE_SIZES,
          help=f"height/width of the images, one of {IMAGE_SIZES} (default: 32 for digits, 64 otherwise)")
     flag("nc", type=int, default=None, choices=(1, 3),
          help="image channels (default: 1 for digits/mnist, 3 otherwise)")
-    flag("nz", type=integer(1, MAX_LATENT), default=None, help="size of the latent z vector (default 100)")
-    flag("ngf", type=integer(1, MAX_WIDTH), default=None, help="generator width (default 64)")
-    flag("ndf", type=integer(1, MAX_WIDTH), default=None, help="discriminator width (default 64)")
+    flag("nz", type=integer(1, MAX_LATENT), default=None, help="size of the latent z vector (default: 100)")
+    flag("ngf", type=integer(1, MAX_WIDTH), default=None, help="generator width (default: 64)")
+    flag("ndf", type=integer(1, MAX_WIDTH), default=None, help="discriminator width (default: 64)")
     flag("niter", type=integer(1, MAX_COUNT), default=None,
          help="number of epochs to train for (default: 25 as pytorch/examples; 60 for digits, whose "
               "epochs are only 23 batches long: its samples keep improving until about 60; with "
               "--resume, the resumed run's own)")
     # Adam moves each weight by about lr per step; DCGAN's weights are of order 0.02, so a
     # step above 1 is no learning rate at all.
-    flag("lr", type=real(0, 1, low_open=True), default=None, help="learning rate, in (0, 1] (default 0.0002)")
-    flag("beta1", type=real(0, 1, high_open=True), default=None, help="beta1 for Adam, in [0, 1) (default 0.5)")
+    flag("lr", type=real(0, 1, low_open=True), default=None, help="learning rate, in (0, 1] (default: 0.0002)")
+    flag("beta1", type=real(0, 1, high_open=True), default=None, help="beta1 for Adam, in [0, 1) (default: 0.5)")
     flag("weight_decay", type=real(0, 1), default=None,
-         help="L2 weight decay in Adam (default 0; the paper's code used 1e-5)")
+         help="L2 weight decay in Adam (default: 0; the paper's code used 1e-5)")
     flag("arch", default=None, choices=ARCHS,
          help="pytorch: 4x4 kernels as pytorch/examples (default); paper: 5x5 kernels, dense "
               "projection and dense D head as the authors' code")

@@ -24,7 +24,6 @@ results already computed (pooling outputs, distances, the SVM).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -62,8 +61,7 @@ def make_parser(tool, section, summary, details=""):
     return Parser(
         prog=f"python -m dcgan_cuda.{tool}",
         description=f"Reproduces section {section} of {PAPER}: {summary}"
-                    + (f" {details}" if details else ""),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    + (f" {details}" if details else ""))
 
 
 def add_common_args(p, tool, netG=False, netD=False, bn=True):
