@@ -109,7 +109,7 @@ _SHARED_KINDS = (SHARED_LD, SHARED_ST, SHARED_ATOM)
 
 # One recorded access: 6 integers per access, appended to a per-thread raw array (a Python
 # tuple per access would cost ~100 bytes; millions of accesses are common).
-_FIELDS = ("site", "occurrence", "array", "address", "nbytes", "kind")
+_FIELDS = ("site", "occurrence", "array", "address", "nbytes", "kind", "context")
 
 Site = namedtuple("Site", "frames kernel_line")
 # frames: ((file, line, function), ...) from the access out to the kernel; kernel_line: the
@@ -133,11 +133,11 @@ class _ThreadLog:
         self.thread_id = thread_id
 
     def record(self, array_id, address, nbytes, kind, frame):
-        site = self.launch.site_of(frame)
-        counter = site * 8 + kind        # `a[i] += v` loads and stores at one source position
+        site, context = self.launch.site_of(frame)
+        counter = (site * 8 + kind, context)   # `a[i] += v` loads and stores at one source position
         occurrence = self.occurrences.get(counter, 0)
         self.occurrences[counter] = occurrence + 1
-        self.records.extend((site, occurrence, array_id, address, nbytes, kind))
+        self.records.extend((site, occurrence, array_id, address, nbytes, kind, context))
 
 
 def _element_offset(index, shape, strides):
@@ -424,10 +424,13 @@ _module_classes.made = None
 # ------------------------------------------------------------------------ sampling
 def stratified(extent, interior=1):
     """[(index, weight)]: a sample of range(extent) that keeps its edges: the first and the
-    last index (weight 1 each) and ``interior`` evenly spaced indices between them, each
-    standing for an equal share of the rest. Every index when there are few enough."""
+    last index and ``interior`` evenly spaced indices between them, each standing for an
+    equal share of the rest (with interior=0 the first index stands for them). Every
+    index, weight 1, when there are few enough."""
     if extent <= interior + 2:
         return [(i, 1.0) for i in range(extent)]
+    if interior == 0:
+        return [(0, float(extent - 1)), (extent - 1, 1.0)]
     inner = extent - 2
     picks = sorted({1 + int((k + 0.5) * inner / interior) for k in range(interior)})
     return [(0, 1.0)] + [(i, inner / len(picks)) for i in picks] + [(extent - 1, 1.0)]
@@ -458,6 +461,7 @@ class _Launch:
         self._shared_ids = {}       # (file, line) -> array id
         self.sites = []             # Site per site id
         self._site_ids = {}
+        self._context_ids = {}
         self._lock = threading.Lock()
         self._skip = {}             # code object -> whether its frames are simulator machinery
         self.logs = []              # (block ordinal, _ThreadLog)
@@ -521,19 +525,37 @@ class _Launch:
         return skip
 
     def site_of(self, frame):
-        """The site id of the access made in ``frame``: its instruction and the calls above
-        it, out to the kernel function (simulator frames in between are skipped).
+        """(site id, context id) of the access made in ``frame``.
 
-        An instruction is named by its source position (line and columns), not by its
-        bytecode offset: Python 3.11+ rewrites a hot instruction in place into a
-        specialised one, and the frame's offset then moves by a few bytes, which would
-        split one instruction into two sites after a few threads."""
+        The site is the instruction and the calls above it, out to the kernel function
+        (simulator frames in between are skipped). An instruction is named by its source
+        position (line and columns), not its bytecode offset: Python 3.11+ rewrites a hot
+        instruction in place into a specialised one, and the frame's offset then moves.
+
+        The context is the trip of every `for ... in range(...)` loop around the access,
+        in every frame of the chain: trip = (value - start) // step, the same for every
+        lane in the same iteration even where lanes start at different values (a
+        grid-stride loop). Lanes that skip an access in some trips (an `if` at an image
+        border) are then still grouped with the lanes of the trip they are in."""
         key = []
+        context = []
         depth = 0
         while frame is not None and depth < 32:
             code = frame.f_code
             if code is self.kernel_code or not self._is_machinery(code):
-                key.append((code, _position(code, frame)))
+                position = _position(code, frame)
+                key.append((code, position))
+                loops = _loops_around(code, position[0])
+                if loops:
+                    local = frame.f_locals
+                    for var, start, step in loops:
+                        value = local.get(var)
+                        if value is None:
+                            context.append(-1)
+                            continue
+                        first = 0 if start is None else eval(start, frame.f_globals, local)
+                        stride = 1 if step is None else eval(step, frame.f_globals, local)
+                        context.append((int(value) - int(first)) // int(stride) if stride else 0)
                 if code is self.kernel_code:
                     break
             frame = frame.f_back
@@ -546,7 +568,12 @@ class _Launch:
                 if site is None:
                     site = self._site_ids[key] = len(self.sites)
                     self.sites.append(self._describe(key))
-        return site
+        context = tuple(context)
+        context_id = self._context_ids.get(context)
+        if context_id is None:
+            with self._lock:
+                context_id = self._context_ids.setdefault(context, len(self._context_ids))
+        return site, context_id
 
     def _describe(self, key):
         frames = tuple((code.co_filename, position[0], code.co_name) for code, position in key)
@@ -555,6 +582,48 @@ class _Launch:
 
 
 _positions = {}
+_loops = {}
+
+
+def _loops_around(code, line):
+    """[(loop variable, start, step)] of the `for v in range(...)` loops whose body holds
+    ``line`` in the function of ``code``, outermost first; start and step are compiled
+    expressions (None for 0 and 1), evaluated in the frame when an access needs them."""
+    table = _loops.get(code)
+    if table is None:
+        table = _loops[code] = _range_loops(code)
+    found = table.get(line)
+    if found is None:
+        found = table[line] = tuple((var, start, step) for first, last, var, start, step in table["loops"]
+                                    if first <= line <= last)
+    return found
+
+
+def _range_loops(code):
+    """{"loops": [(first body line, last line, variable, start, step)]} read from the source."""
+    import ast
+    import inspect
+    import textwrap
+    try:
+        lines, first_line = inspect.getsourcelines(code)
+        tree = ast.parse(textwrap.dedent("".join(lines)))
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return {"loops": ()}
+    loops = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.For) and isinstance(node.target, ast.Name) and isinstance(node.iter, ast.Call)
+                and isinstance(node.iter.func, ast.Name) and node.iter.func.id == "range" and node.body):
+            continue
+        args = node.iter.args
+        start = args[0] if len(args) >= 2 else None
+        step = args[2] if len(args) == 3 else None
+
+        def compiled(expr):
+            return None if expr is None else compile(ast.Expression(expr), code.co_filename, "eval")
+        loops.append((node.body[0].lineno + first_line - 1, node.end_lineno + first_line - 1, node.target.id,
+                      compiled(start), compiled(step)))
+    loops.sort(key=lambda loop: (loop[0], -loop[1]))
+    return {"loops": tuple(loops)}
 
 
 def _position(code, frame):
@@ -687,26 +756,60 @@ def _warp_module():
 
 
 # ----------------------------------------------------------------------------- counting
+def _packed(columns):
+    """The rows of integer ``columns`` as one int64 each (mixed radix: equal exactly where
+    the rows are equal, ordered as the rows), or None if they do not fit in 63 bits."""
+    columns = [np.asarray(c, np.int64) for c in columns]
+    key = np.zeros(len(columns[0]), np.int64)
+    span = 1
+    for c in columns:
+        low = int(c.min()) if len(c) else 0
+        size = (int(c.max()) - low + 1) if len(c) else 1
+        if span * size >= 1 << 62:
+            return None
+        key = key * size + (c - low)
+        span *= size
+    return key
+
+
+def unique_rows(columns, return_inverse=False, return_counts=False):
+    """np.unique over the rows of integer columns (one 1-D sort where the rows pack into
+    an int64, which is many times faster than np.unique(axis=0)); returns the distinct
+    rows as a 2-D array, then the inverse and the counts if asked."""
+    columns = [np.asarray(c, np.int64) for c in columns]
+    key = _packed(columns)
+    rows = np.stack(columns, axis=1) if columns else np.zeros((0, 0), np.int64)
+    if key is None:
+        out = np.unique(rows, axis=0, return_inverse=return_inverse, return_counts=return_counts)
+    else:
+        out = np.unique(key, return_index=True, return_inverse=return_inverse, return_counts=return_counts)
+        out = (rows[out[1]],) + tuple(out[2:])
+    if not (return_inverse or return_counts):
+        return out[0] if isinstance(out, tuple) else out
+    out = list(out)
+    if return_inverse:
+        out[1] = np.asarray(out[1]).reshape(-1)
+    return tuple(out)
+
+
 def _group_ids(*columns):
     """One integer per row, equal exactly where all the columns are equal."""
-    keys = np.stack([np.asarray(c, np.int64) for c in columns], axis=1)
-    _, ids = np.unique(keys, axis=0, return_inverse=True)
-    return ids.reshape(-1)
+    return unique_rows(columns, return_inverse=True)[1]
 
 
 def _distinct_per_group(groups, *columns):
     """For each group id (0..max), how many distinct rows of ``columns`` it has."""
     if len(groups) == 0:
         return np.zeros(0, np.int64)
-    keys = np.unique(np.stack([np.asarray(groups, np.int64)] + [np.asarray(c, np.int64) for c in columns], axis=1),
-                     axis=0)
-    return np.bincount(keys[:, 0], minlength=int(groups.max()) + 1)
+    keys = unique_rows((groups,) + columns)
+    return np.bincount(keys[:, 0], minlength=int(np.max(groups)) + 1)
 
 
-def request_key(block, thread, site, occurrence, kind):
+def request_key(block, thread, site, context, occurrence, kind):
     """The columns that make accesses one request: the same warp (threads by linear index,
-    32 at a time) of the same block executing the same site for the same time."""
-    return block, thread // WARP, site, occurrence, kind
+    32 at a time) of the same block executing the same site in the same loop trips (the
+    context) for the same time."""
+    return block, thread // WARP, site, context, occurrence, kind
 
 
 def lane_group(lanes, nbytes):
@@ -730,7 +833,7 @@ def bank_of(word):
 def distinct_rows(rows):
     """The distinct rows of a 2-D integer array: lanes that ask for the same word of the same
     request get it in one pass (a broadcast), so duplicates count once."""
-    return np.unique(rows, axis=0) if len(rows) else rows
+    return unique_rows(rows.T) if len(rows) else rows
 
 
 def wavefronts_per_request(request, lanes, array_id, address, nbytes, requests=None):
@@ -752,8 +855,8 @@ def wavefronts_per_request(request, lanes, array_id, address, nbytes, requests=N
         parts.append(np.stack([request[mask], group[mask], (spread[mask] + extra) // BANK_BYTES], axis=1))
     words = distinct_rows(np.concatenate(parts))
     banks = np.stack([words[:, 0], words[:, 1], bank_of(words[:, 2])], axis=1)
-    per_bank, depth = np.unique(banks, axis=0, return_counts=True)   # distinct words per (request, group, bank)
-    groups, group_index = np.unique(per_bank[:, :2], axis=0, return_inverse=True)
+    per_bank, depth = unique_rows(banks.T, return_counts=True)     # distinct words per (request, group, bank)
+    groups, group_index = unique_rows(per_bank[:, :2].T, return_inverse=True)
     busiest = np.zeros(len(groups), np.int64)
     np.maximum.at(busiest, group_index.reshape(-1), depth)
     wavefronts = np.bincount(groups[:, 0], weights=busiest, minlength=n).astype(np.int64)
@@ -861,13 +964,22 @@ class Profile:
 
     # -- the figures
     def _weight_of(self, block, warp):
-        return np.array([self._weights.get((b, w), 1.0) for b, w in zip(block, warp)], np.float64)
+        """The weight (what it stands for) of each (block ordinal, warp) pair."""
+        block, warp = np.asarray(block, np.int64), np.asarray(warp, np.int64)
+        if not len(block):
+            return np.zeros(0)
+        warps = max(w for _, w in self._weights) + 1
+        table = np.ones((max(b for b, _ in self._weights) + 1) * warps)
+        for (b, w), weight in self._weights.items():
+            table[b * warps + w] = weight
+        return table[block * warps + warp]
 
     def _count(self):
         a = self._accesses
         warp = a["thread"] // WARP
         lane = a["thread"] % WARP
-        request = _group_ids(*request_key(a["block"], a["thread"], a["site"], a["occurrence"], a["kind"])) \
+        request = _group_ids(*request_key(a["block"], a["thread"], a["site"], a["context"], a["occurrence"],
+                                          a["kind"])) \
             if len(warp) else np.zeros(0, np.int64)
         n_requests = int(request.max()) + 1 if len(request) else 0
         first = np.full(n_requests, -1, np.int64)
@@ -1034,10 +1146,12 @@ class Profile:
 
 
 def _merge_vectors(a, sites, widths):
-    """Merge each thread's runs of contiguous, aligned accesses of one site into single
-    vector accesses where the compiler emitted vector instructions for the site's kernel
-    line (widths: {(kernel_line, kind): bytes}). Occurrences are renumbered per thread and
-    site afterwards, so that the k-th vector access of every lane forms one request."""
+    """Merge each thread's runs of accesses that the compiler turned into one vector
+    instruction: successive accesses (in the thread's program order) of one site and
+    array, contiguous, the first aligned to the vector width, where the PTX has vector
+    instructions of that width for the site's kernel line (widths: {(kernel_line, kind):
+    bytes}). A merged access keeps its first access's loop trips and occurrence, which
+    every lane's run shares, so the runs of a warp still form one request."""
     if not len(a["site"]):
         return a
     allowed = np.zeros(len(a["site"]), np.int64)
@@ -1048,14 +1162,17 @@ def _merge_vectors(a, sites, widths):
                 allowed[(a["site"] == i) & (a["kind"] == kind)] = width
     if not (allowed > a["nbytes"]).any():
         return a
-    order = np.lexsort((a["occurrence"], a["site"], a["thread"], a["block"]))
+    program_order = np.arange(len(allowed))     # the logs keep each thread's accesses in order
+    order = np.lexsort((program_order, a["site"], a["thread"], a["block"]))
     a = {k: v[order] for k, v in a.items()}
     allowed = allowed[order]
     n = len(allowed)
     keep = np.ones(n, bool)
     nbytes = a["nbytes"].copy()
-    same_stream = lambda i, j: ((a["block"][i] == a["block"][j]) & (a["thread"][i] == a["thread"][j])
-                                & (a["site"][i] == a["site"][j]) & (a["array"][i] == a["array"][j]))
+
+    def same_stream(i, j):
+        return ((a["block"][i] == a["block"][j]) & (a["thread"][i] == a["thread"][j])
+                & (a["site"][i] == a["site"][j]) & (a["array"][i] == a["array"][j]) & (a["kind"][i] == a["kind"][j]))
     covered = np.zeros(n, bool)
     for width in sorted(set(allowed[allowed > 0].tolist()), reverse=True):
         candidates = np.flatnonzero((allowed == width) & ~covered & (a["address"] % width == 0)
@@ -1067,34 +1184,20 @@ def _merge_vectors(a, sites, widths):
         ok = np.ones(len(candidates), bool)
         for step in range(1, int(count.max())):
             j = candidates + step
-            inside = (step < count)
+            inside = step < count
             valid = j < n
             jj = np.where(valid, j, 0)
             good = valid & same_stream(candidates, jj) & (a["address"][jj] == a["address"][candidates] + step * item) \
                 & ~covered[jj]
             ok &= ~inside | good
-        starts = candidates[ok]
-        # A start inside another run already taken is not a start.
-        taken = np.zeros(n, bool)
-        for s, c in zip(starts.tolist(), (width // a["nbytes"][starts]).tolist()):
-            if taken[s]:
+        for start, run in zip(candidates[ok].tolist(), (width // a["nbytes"][candidates[ok]]).tolist()):
+            if covered[start]:          # inside a run already taken
                 continue
-            taken[s:s + c] = True
-            keep[s + 1:s + c] = False
-            nbytes[s] = width
-            covered[s:s + c] = True
+            covered[start:start + run] = True
+            keep[start + 1:start + run] = False
+            nbytes[start] = width
     a["nbytes"] = nbytes
-    a = {k: v[keep] for k, v in a.items()}
-    # Renumber occurrences per (block, thread, site) in program order.
-    stream = _group_ids(a["block"], a["thread"], a["site"])
-    order = np.lexsort((a["occurrence"], stream))
-    renumbered = np.empty(len(stream), np.int64)
-    sorted_stream = stream[order]
-    starts = np.concatenate([[0], np.flatnonzero(np.diff(sorted_stream)) + 1])
-    positions = np.arange(len(order)) - np.repeat(starts, np.diff(np.concatenate([starts, [len(order)]])))
-    renumbered[order] = positions
-    a["occurrence"] = renumbered
-    return a
+    return {k: v[keep] for k, v in a.items()}
 
 
 # ------------------------------------------------------------- what the compiler vectorised
@@ -1542,7 +1645,8 @@ def draw_banks(profile, path, block=0, warp=0, max_sites=24):
     mine = (a["block"] == block) & (a["thread"] // WARP == warp) & np.isin(a["kind"], _SHARED_KINDS)
     if not mine.any():
         return []
-    site, occurrence = a["site"][mine], a["occurrence"][mine]
+    site = a["site"][mine]
+    occurrence = _group_ids(a["context"][mine], a["occurrence"][mine])   # one value per request of a site
     address = a["address"][mine] + a["array"][mine] * (1 << 40)
     nbytes, lanes, kinds = a["nbytes"][mine], a["thread"][mine] % WARP, a["kind"][mine]
     rows, labels = [], []

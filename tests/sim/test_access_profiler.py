@@ -89,13 +89,13 @@ def test_transpose_naive_against_shared_tile():
     assert naive["model__dram_bytes_no_reuse"] == 32 * (512 + 4096)
 
 
-@pytest.mark.parametrize("broken", ["warp of 16", "no occurrence", "16 banks", "no broadcast"])
+@pytest.mark.parametrize("broken", ["warp of 16", "no trips", "16 banks", "no broadcast"])
 def test_a_broken_rule_breaks_the_textbook_answers(monkeypatch, broken):
     """Mutants of the warp grouping and of the bank rule: each makes check_textbook fail."""
     if broken == "warp of 16":          # copy would be 2 requests of 2 sectors
         monkeypatch.setattr(ap, "WARP", 16)
-    elif broken == "no occurrence":     # the shared fill's 32 trips would be one request
-        monkeypatch.setattr(ap, "request_key", lambda block, thread, site, occurrence, kind:
+    elif broken == "no trips":          # the shared fill's 32 trips would be one request
+        monkeypatch.setattr(ap, "request_key", lambda block, thread, site, context, occurrence, kind:
                             (block, thread // ap.WARP, site, kind))
     elif broken == "16 banks":          # stride 2 would be a 4-way conflict
         monkeypatch.setattr(ap, "bank_of", lambda word: word % 16)

@@ -1,0 +1,490 @@
+"""PREDICTED time of every kernel version at the DCGAN shapes, from its traced memory figures.
+
+    python bench/roofline.py --trace [--json FILE]     profile in the simulator (minutes), then predict
+    python bench/roofline.py [--json FILE]             predict from the figures traced before
+    python bench/roofline.py --trace --versions 5 --layers D2 --directions fwd    one version, one layer
+
+Nothing here is measured on a GPU: every time is PREDICTED, from a model, until
+bench/conv_bench.py runs on one and prints the measurement beside it.
+
+The figures. kernels/access_profiler.py runs each launch of a kernel version at the real
+DCGAN shapes (batch 128, 64x64, ngf = ndf = 64, pytorch arch) under the simulator, with
+the GPU's tile sizes and grids (kernels/gpu_shaped.py), and counts what it asks of the
+memory system: global sectors, shared-memory wavefronts, the distinct bytes it touches.
+Python runs a GPU thread about a million times slower than a GPU, so two shortcuts:
+  * blocks and warps are sampled (the first and last block along each grid axis and one
+    between; the first and last warp of a block), each standing for its share;
+  * the reduction that every output sums over (a convolution's input channels for the
+    forward pass, output channels for the data gradient, the batch for the weight
+    gradient) is shortened to two small lengths r1 < r2 whose launches have exactly the
+    real launch's kernels and grids, and every count is extrapolated linearly to the real
+    length (each trip of the reduction loop asks the same of memory).
+tests/sim/test_roofline.py checks both against a full run on shapes small enough to run.
+
+The model (an H100 SXM; each constant below says where it comes from). A launch needs
+at least as long as each of its resources takes for its work, at full speed:
+    compute   FLOPs / 67 TFLOP/s (FP32, no tensor cores: Numba has none)
+    L1/shared data path: (shared wavefronts + global sectors / 4) / (128 bytes a clock per SM)
+              one wavefront is 128 bytes, a global request's sectors pass the same path
+    DRAM      distinct bytes / 3.35 TB/s (every byte once: a perfect L2); if what the
+              launch touches exceeds L2 (50 MB), every requested sector may come from DRAM
+    launch    a few microseconds per kernel launch
+A grid with fewer blocks than SMs only uses that many SMs. The launch takes at least the
+largest of these (everything overlapped: the "bound" is that resource) and, if nothing
+overlaps, their sum: the PREDICTED range. What the model cannot see: cache hits between
+L1 and L2 beyond "all or nothing", how warps are scheduled and how much latency they
+hide (occupancy, registers), instruction issue (integer and address arithmetic compete
+with FMAs for issue slots: bench/ptx_hot_loop.py counts them), and tail effects of the
+last wave. The sum is therefore not a hard upper bound: a latency-bound kernel can be
+slower. A GPU run settles it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+FIGURES = os.path.join(HERE, "results", "cpu", "traced_figures.json")
+
+# ------------------------------------------------------------------------ the machine
+# NVIDIA H100 SXM5 (the card the project targets), from NVIDIA's H100 datasheet and the
+# Hopper tuning guide: 132 SMs, 1.98 GHz boost clock, FP32 67 TFLOP/s without tensor
+# cores (132 SMs x 128 FP32 lanes x 2 FLOPs x 1.98 GHz), HBM3 3.35 TB/s, 50 MB of L2.
+# Shared memory and L1 share one data path per SM that moves 128 bytes per clock (32
+# banks x 4 bytes; the CUDA C++ Programming Guide, "Shared Memory" for compute capability
+# 9.0 keeps the 32 banks of 4 bytes of earlier architectures).
+# Launch: the GPU needs ~2-3 us to start and drain even an empty kernel; Python on the
+# host needs ~10-20 us to launch one through Numba (numba-cuda issues #477 and #578, and
+# train_bench's own measure on a GPU once one is lent). The low end assumes launches
+# queued faster than they run, the high end a host that cannot keep up.
+H100_SXM = {
+    "name": "H100 SXM (PREDICTED)",
+    "sms": 132,
+    "clock_hz": 1.98e9,
+    "fp32_flops": 66.9e12,
+    "dram_bytes_per_s": 3.35e12,
+    "l2_bytes": 50e6,
+    "l1_bytes_per_clock_per_sm": 128,
+    "launch_s": (3e-6, 20e-6),
+}
+
+
+def predict(metrics, flops, blocks, machine=H100_SXM):
+    """PREDICTED seconds for one launch: each resource's time at full speed, the largest
+    (the bound, everything overlapped) and the sum (nothing overlapped).
+
+    metrics: the access profiler's figures of the launch (ncu names); flops: its useful
+    floating-point operations; blocks: its grid size (fewer blocks than SMs use fewer SMs)."""
+    sms = min(machine["sms"], max(1, int(blocks)))
+    per_second = sms * machine["clock_hz"]
+    sectors = sum(metrics.get(f"l1tex__t_sectors_pipe_lsu_mem_global_op_{op}.sum", 0) for op in ("ld", "st", "atom"))
+    wavefronts = sum(metrics.get(f"l1tex__data_pipe_lsu_wavefronts_mem_shared_op_{op}.sum", 0) for op in ("ld", "st"))
+    wavefronts += metrics.get("smsp__sass_inst_executed_op_shared_atom.sum", 0)
+    passes = wavefronts + sectors * 32 / machine["l1_bytes_per_clock_per_sm"]
+    dram_min = metrics.get("model__dram_bytes_min", 0)
+    dram_max = dram_min if dram_min <= machine["l2_bytes"] else max(dram_min, metrics.get("model__dram_bytes_no_reuse", 0))
+    compute = flops / (machine["fp32_flops"] * sms / machine["sms"])
+    l1 = passes / per_second
+    launch_low, launch_high = machine["launch_s"]
+    low = {"compute": compute, "L1/shared": l1, "DRAM": dram_min / machine["dram_bytes_per_s"], "launch": launch_low}
+    high = dict(low, DRAM=dram_max / machine["dram_bytes_per_s"], launch=launch_high)
+    bound = max(low, key=low.get)
+    return {"bound": bound, "low_s": low[bound], "high_s": sum(high.values()), "resources_s": low,
+            "sms_used": sms}
+
+
+# ------------------------------------------------------------------ tracing (simulator)
+REDUCTION_AXIS = {"fwd": "cin", "bwd-data": "cout", "bwd-weight": "batch"}
+
+
+def _conv_inputs(conv2d, layer):
+    """Zero-filled x, w, dy for a layer (the addresses a kernel touches do not depend on
+    the values, and zeros cost nothing to make)."""
+    out_h, out_w = conv2d.layer_output_size(layer)
+    x = np.zeros((layer.batch, layer.cin) + tuple(layer.size), np.float32)
+    w_shape = ((layer.cin, layer.cout) if layer.transposed else (layer.cout, layer.cin)) + tuple(layer.kernel)
+    w = np.zeros(w_shape, np.float32)
+    dy = np.zeros((layer.batch, layer.cout, out_h, out_w), np.float32)
+    return x, w, dy
+
+
+def conv_launcher(conv2d, layer, direction, version):
+    """A zero-argument call of one direction of one layer by one version (as cases.run,
+    through the duality for a transposed layer), on fresh zero inputs."""
+    x, w, dy = _conv_inputs(conv2d, layer)
+    s, p = layer.stride, layer.padding
+    out = np.zeros({"fwd": dy.shape, "bwd-data": x.shape, "bwd-weight": w.shape}[direction], np.float32)
+    if layer.transposed:
+        calls = {"fwd": lambda: conv2d.backward_data(x, w, out, s, p, version),
+                 "bwd-data": lambda: conv2d.forward(dy, w, out, s, p, version),
+                 "bwd-weight": lambda: conv2d.backward_weight(dy, x, out, s, p, version)}
+    else:
+        calls = {"fwd": lambda: conv2d.forward(x, w, out, s, p, version),
+                 "bwd-data": lambda: conv2d.backward_data(dy, w, out, s, p, version),
+                 "bwd-weight": lambda: conv2d.backward_weight(x, dy, out, s, p, version)}
+    return calls[direction]
+
+
+def planned(call):
+    """The launches a call makes, as (kernel name, grid, block), without running any."""
+    from dcgan_cuda.kernels import access_profiler
+    with access_profiler.tracing(dry=True) as launches:
+        call()
+    return [(name, tuple(grid), tuple(block)) for name, grid, block in launches]
+
+
+def reduced_lengths(plan_at, real):
+    """(r1, r2): the two shortest reduction lengths below ``real`` whose launches are the
+    real ones (same kernels, same grids: a split-K count, for one, depends on the length),
+    or None if fewer than two shorter lengths have them. The two are as short as can be,
+    because tracing costs in proportion; each trip of the reduction loop asks the same of
+    memory, so two neighbouring lengths give the slope exactly."""
+    target = plan_at(real)
+    matching = []
+    for r in list(range(1, min(real, 65))) + list(range(72, real, 8)):
+        if plan_at(r) == target:
+            matching.append(r)
+            if len(matching) == 2:
+                return tuple(matching)
+    return None
+
+
+def _extrapolate(low, high, r1, r2, real):
+    """Each count, linear in the reduction length through (r1, low) and (r2, high), at real."""
+    out = {}
+    for key, a in low.items():
+        b = high.get(key, a)
+        if key.endswith((".ratio", ".pct")) or key.startswith("launch__"):
+            continue
+        out[key] = max(0.0, a + (b - a) * (real - r1) / (r2 - r1))
+    return _with_ratios(out, low)
+
+
+def _with_ratios(counts, like):
+    out = dict(counts)
+    for key in like:
+        if key.startswith("launch__"):
+            out[key] = like[key]
+    for op in ("ld", "st", "atom"):
+        req = out.get(f"l1tex__t_requests_pipe_lsu_mem_global_op_{op}.sum", 0)
+        sec = out.get(f"l1tex__t_sectors_pipe_lsu_mem_global_op_{op}.sum", 0)
+        out[f"l1tex__average_t_sectors_per_request_pipe_lsu_mem_global_op_{op}.ratio"] = sec / req if req else 0.0
+        if op != "atom":
+            requested = out.get(f"model__bytes_requested_mem_global_op_{op}.sum", 0)
+            out[f"smsp__sass_average_data_bytes_per_sector_mem_global_op_{op}.pct"] = \
+                100.0 * requested / (32 * sec) if sec else 0.0
+    return out
+
+
+def traced_launches(call, blocks=1, warps=0):
+    """[{name, grid, block, metrics, per_thread, sampled}] of every launch ``call`` makes."""
+    from dcgan_cuda.kernels import access_profiler
+    with access_profiler.tracing(blocks=blocks, warps=warps) as launches:
+        call()
+    return [{"name": p.name, "grid": list(p.grid), "block": list(p.block), "metrics": dict(p.metrics),
+             "per_thread": dict(p.per_thread), "sampled": p.sampled, "vectors": p.ptx_status}
+            for p in launches]
+
+
+def trace_conv(conv2d, layer, direction, version, blocks=1, warps=0):
+    """The traced figures of one direction of one layer by one version, at the real shape:
+    sampled, and extrapolated along the reduction (see the module docstring)."""
+    axis = REDUCTION_AXIS[direction]
+    real = getattr(layer, axis)
+
+    def plan_at(r):
+        return planned(conv_launcher(conv2d, layer._replace(**{axis: r}), direction, version))
+
+    started = time.perf_counter()
+    lengths = reduced_lengths(plan_at, real)
+    if lengths is None:
+        launches = traced_launches(conv_launcher(conv2d, layer, direction, version), blocks, warps)
+        method = {"reduction": axis, "lengths": [real], "real": real}
+    else:
+        r1, r2 = lengths
+        low = traced_launches(conv_launcher(conv2d, layer._replace(**{axis: r1}), direction, version), blocks, warps)
+        high = traced_launches(conv_launcher(conv2d, layer._replace(**{axis: r2}), direction, version), blocks, warps)
+        launches = []
+        for a, b in zip(low, high):
+            launches.append(dict(a, metrics=_extrapolate(a["metrics"], b["metrics"], r1, r2, real),
+                                 per_thread={k: max(0.0, a["per_thread"][k] + (b["per_thread"][k] - a["per_thread"][k])
+                                                    * (real - r1) / (r2 - r1)) for k in a["per_thread"]}))
+        method = {"reduction": axis, "lengths": [r1, r2], "real": real}
+    # The layer's multiply-adds belong to the launch that does them: the one with the
+    # most loads (the others regroup weights or add split-K partial sums).
+    flops = conv2d.layer_flops(layer)
+    loads = [l["metrics"].get("l1tex__t_requests_pipe_lsu_mem_global_op_ld.sum", 0)
+             + l["metrics"].get("smsp__sass_inst_executed_op_shared_ld.sum", 0) for l in launches]
+    for i, launch in enumerate(launches):
+        launch["flops"] = flops if i == int(np.argmax(loads)) else 0
+    return {"family": "conv2d", "version": version, "layer": layer.name,
+            "label": conv2d.layer_label(layer, direction), "direction": direction, "launches": launches,
+            "method": method, "seconds_to_trace": round(time.perf_counter() - started, 1)}
+
+
+def trace_family_case(module, family, version, label, make_inputs, blocks=1, warps=0):
+    """Traced figures of one GPU case of a kernel file that is not a convolution: run as
+    harness.main runs it, sampled (no reduction to extrapolate: each block's work is short)."""
+    from dcgan_cuda.kernels.harness import to_device
+    started = time.perf_counter()
+    inputs = make_inputs(np.random.default_rng(0))
+    ours, _, _, _, flops, _ = module.run(version, label, inputs, to_device)
+    launches = traced_launches(ours, blocks, warps)
+    loads = [l["metrics"].get("l1tex__t_requests_pipe_lsu_mem_global_op_ld.sum", 0) for l in launches]
+    for i, launch in enumerate(launches):
+        launch["flops"] = flops if launches and i == int(np.argmax(loads)) else 0
+    return {"family": family, "version": version, "layer": label, "label": label, "direction": "",
+            "launches": launches, "method": {"reduction": None}, "seconds_to_trace": round(time.perf_counter() - started, 1)}
+
+
+def source_fingerprint(family="conv2d"):
+    """A hash of the source a family's kernels are built from: its file (or folder), jit.py,
+    and the kernel files it imports. Figures traced from other source are flagged stale."""
+    import hashlib
+    import re
+    kernels = os.path.join(os.path.dirname(HERE), "kernels")
+    todo, seen = [family, "jit"], set()
+    digest = hashlib.sha1()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        folder, single = os.path.join(kernels, name), os.path.join(kernels, name + ".py")
+        paths = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".py")) \
+            if os.path.isdir(folder) else ([single] if os.path.exists(single) else [])
+        for path in paths:
+            with open(path, "rb") as f:
+                text = f.read()
+            digest.update(text)
+            todo += [m.decode() for m in re.findall(rb"from \.{1,2}(\w+) import", text)]
+    return digest.hexdigest()[:16]
+
+
+# ------------------------------------------------------------------ predicting (anywhere)
+def predict_row(row, machine=H100_SXM):
+    """The PREDICTED range and bound of one traced row (all its launches, one after another)."""
+    low = high = 0.0
+    bounds = []
+    for launch in row["launches"]:
+        blocks = int(np.prod(launch["grid"]))
+        p = predict(launch["metrics"], launch.get("flops", 0), blocks, machine)
+        launch["predicted"] = p
+        low += p["low_s"]
+        high += p["high_s"]
+        bounds.append((p["low_s"], p["bound"], launch["name"]))
+    dominant = max(bounds) if bounds else (0, "-", "-")
+    flops = sum(l.get("flops", 0) for l in row["launches"])
+    return {"low_ms": low * 1e3, "high_ms": high * 1e3, "bound": dominant[1], "bound_kernel": dominant[2],
+            "flops": flops, "launches": len(row["launches"])}
+
+
+def figures_row(row):
+    """The traced figures of a row, summed over its launches, for the tables."""
+    total = {}
+    for launch in row["launches"]:
+        for k, v in launch["metrics"].items():
+            if not (k.endswith((".ratio", ".pct")) or k.startswith("launch__")):
+                total[k] = total.get(k, 0) + v
+    m = _with_ratios(total, {})
+    shared_req = m.get("smsp__sass_inst_executed_op_shared_ld.sum", 0) + m.get("smsp__sass_inst_executed_op_shared_st.sum", 0)
+    shared_wf = m.get("l1tex__data_pipe_lsu_wavefronts_mem_shared_op_ld.sum", 0) + \
+        m.get("l1tex__data_pipe_lsu_wavefronts_mem_shared_op_st.sum", 0)
+    return {"gld_req": m.get("l1tex__t_requests_pipe_lsu_mem_global_op_ld.sum", 0),
+            "gld_spr": m["l1tex__average_t_sectors_per_request_pipe_lsu_mem_global_op_ld.ratio"],
+            "gst_spr": m["l1tex__average_t_sectors_per_request_pipe_lsu_mem_global_op_st.ratio"],
+            "sld_req": m.get("smsp__sass_inst_executed_op_shared_ld.sum", 0),
+            "shared_wpr": shared_wf / shared_req if shared_req else None,
+            "conflicts": m.get("l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_ld.sum", 0)
+            + m.get("l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_st.sum", 0),
+            "dram_min_mb": m.get("model__dram_bytes_min", 0) / 1e6,
+            "no_reuse_mb": m.get("model__dram_bytes_no_reuse", 0) / 1e6}
+
+
+def load(path=FIGURES):
+    with open(path) as f:
+        return json.load(f)
+
+
+def stale(figures, family="conv2d"):
+    """Whether a family's kernels changed since its figures were traced (or it cannot be told)."""
+    try:
+        return figures.get("sources", {}).get(family) != source_fingerprint(family)
+    except OSError:
+        return True
+
+
+def predicted_table(figures, family="conv2d", machine=H100_SXM):
+    """Rows (version, layer label, direction, bound, PREDICTED low/high ms) of one family."""
+    rows = []
+    for row in figures["rows"]:
+        if row["family"] != family:
+            continue
+        p = predict_row(row, machine)
+        rows.append(dict(version=row["version"], label=row["label"], direction=row["direction"],
+                         layer=row["layer"], **p))
+    return rows
+
+
+def progression(rows):
+    """Per version: the PREDICTED range summed over every (layer, direction) it was traced on."""
+    out = {}
+    for r in rows:
+        v = out.setdefault(r["version"], {"version": r["version"], "low_ms": 0.0, "high_ms": 0.0, "rows": 0,
+                                          "bounds": {}})
+        v["low_ms"] += r["low_ms"]
+        v["high_ms"] += r["high_ms"]
+        v["rows"] += 1
+        v["bounds"][r["bound"]] = v["bounds"].get(r["bound"], 0) + 1
+    return [out[k] for k in sorted(out)]
+
+
+def print_predictions(figures, family="conv2d", names=None, out=sys.stdout):
+    import common
+    rows = predicted_table(figures, family)
+    if not rows:
+        return rows
+    print(f"PREDICTED on an {H100_SXM['name'].split(' (')[0]} (model: bench/roofline.py; no GPU measured these), "
+          f"{family}, from figures traced {figures.get('date', '?')}"
+          + (f"  [STALE: the {family} kernels changed since; rerun python bench/roofline.py --trace]"
+             if stale(figures, family) else ""),
+          file=out)
+    print(common.table(rows, [("version", "v", "{}"), ("label", "layer", "{}"),
+                              ("bound", "bound", "{}"), ("low_ms", "PREDICTED ms (low)", "{:.3f}"),
+                              ("high_ms", "(high)", "{:.3f}"), ("launches", "launches", "{}")]), file=out)
+    print("\nPREDICTED progression (sum over the layers and directions above):", file=out)
+    prog = progression(rows)
+    for p in prog:
+        name = (names or {}).get(p["version"], "")
+        bounds = ", ".join(f"{k} {n}" for k, n in sorted(p["bounds"].items(), key=lambda kv: -kv[1]))
+        print(f"  v{p['version']:<3} {name:<18} {p['low_ms']:9.3f} - {p['high_ms']:9.3f} ms PREDICTED  "
+              f"({p['rows']} rows; bound by {bounds})", file=out)
+    return rows
+
+
+def figures_markdown(figures):
+    """The traced figures of every row as a markdown table (bench/results/cpu/traced_figures.md)."""
+    lines = ["| family | v | layer / case | launches | global ld requests | ld sectors/req | st sectors/req | "
+             "shared ld requests | shared wavefronts/req | bank conflicts | distinct MB | requested MB | "
+             "PREDICTED ms | bound |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in figures["rows"]:
+        f = figures_row(row)
+        p = predict_row(row)
+        wpr = f"{f['shared_wpr']:.2f}" if f["shared_wpr"] is not None else "-"
+        lines.append(f"| {row['family']} | {row['version']} | {row['label']} | {len(row['launches'])} | "
+                     f"{f['gld_req']:.3g} | {f['gld_spr']:.2f} | {f['gst_spr']:.2f} | {f['sld_req']:.3g} | {wpr} | "
+                     f"{f['conflicts']:.3g} | {f['dram_min_mb']:.1f} | {f['no_reuse_mb']:.1f} | "
+                     f"{p['low_ms']:.3f}-{p['high_ms']:.3f} | {p['bound']} |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ main
+FAMILIES = ("elementwise", "reduction", "batchnorm", "loss", "adam", "linear", "pool")
+
+
+def trace_all(args):
+    """Profile every selected (family, version, layer/case, direction) in the simulator."""
+    from dcgan_cuda.kernels import access_profiler, gpu_shaped, jit
+    from dcgan_cuda.kernels.access_profiler import prefetch_vector_widths
+    access_profiler.COUNT_LOCAL = False      # registers: not in the model, and half the tracing time
+    conv2d = gpu_shaped.load("conv2d")
+    families = args.families
+    # Every kernel's vector widths in one compiler run before tracing starts.
+    for name in families:
+        gpu_shaped.load(name)
+    prefetch_vector_widths(gpu_shaped.registered())
+    rows = []
+    if "conv2d" in families:
+        layers = [l for l in conv2d.dcgan_layers(batch=args.batch) if not args.layers or l.name in args.layers]
+        versions = args.versions or sorted(conv2d.VERSIONS)
+        for layer in layers:
+            for direction in args.directions:
+                for version in versions:
+                    row = trace_conv(conv2d, layer, direction, version, args.blocks, args.warps)
+                    rows.append(row)
+                    p = predict_row(row)
+                    print(f"conv2d v{version:<3} {row['label']:<36} traced in {row['seconds_to_trace']:5.1f}s "
+                          f"(reduction {row['method']['reduction']} at {row['method']['lengths']} of "
+                          f"{row['method']['real']}): PREDICTED {p['low_ms']:.3f}-{p['high_ms']:.3f} ms, "
+                          f"{p['bound']}-bound", flush=True)
+                    if args.json:
+                        save(args, rows, complete=False)
+    for name in families:
+        if name == "conv2d":
+            continue
+        module = gpu_shaped.load(name)
+        versions = [v for v in (args.versions or sorted(module.VERSIONS)) if v in module.VERSIONS]
+        for label, make_inputs in module.cases(False):
+            for version in versions:
+                try:
+                    row = trace_family_case(module, name, version, label, make_inputs, args.blocks, args.warps)
+                except Exception as error:     # one family's failure must not lose the others' figures
+                    print(f"{name} v{version} {label}: not traced ({type(error).__name__}: {error})", flush=True)
+                    continue
+                rows.append(row)
+                p = predict_row(row)
+                print(f"{name} v{version:<3} {label:<40} traced in {row['seconds_to_trace']:5.1f}s: "
+                      f"PREDICTED {p['low_ms']:.3f}-{p['high_ms']:.3f} ms, {p['bound']}-bound", flush=True)
+                if args.json:
+                    save(args, rows, complete=False)
+    del jit
+    return rows
+
+
+def save(args, rows, complete=True):
+    import common
+    sources = {family: source_fingerprint(family) for family in sorted({row["family"] for row in rows})}
+    common.write_json(args.json, {"machine_model": H100_SXM, "batch": args.batch, "sources": sources,
+                                  "blocks_interior_per_axis": args.blocks, "warps_interior": args.warps,
+                                  "rows": rows, "complete": complete})
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--trace", action="store_true", help="profile in the simulator first (else read --json)")
+    p.add_argument("--json", default=None, help=f"traced figures to write (--trace) or read (default {FIGURES})")
+    p.add_argument("--markdown", default=None, help="also write the traced figures as a markdown table")
+    p.add_argument("--families", nargs="*", default=["conv2d"], choices=("conv2d",) + FAMILIES)
+    p.add_argument("--versions", nargs="*", type=int, default=None)
+    p.add_argument("--layers", nargs="*", default=None, help="conv2d layers, e.g. D2 G3 (default: all)")
+    p.add_argument("--directions", nargs="*", default=["fwd", "bwd-data", "bwd-weight"],
+                   choices=("fwd", "bwd-data", "bwd-weight"))
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--blocks", type=int, default=1,
+                   help="interior blocks sampled per grid axis (0: the first block stands for them)")
+    p.add_argument("--warps", type=int, default=0, help="interior warps sampled per block, likewise")
+    args = p.parse_args(argv)
+    if min(args.blocks, args.warps) < 0 or args.batch < 1:
+        p.error("--blocks and --warps must be at least 0, --batch at least 1")
+    if args.trace and os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+        env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+        os.execve(sys.executable, [sys.executable] + sys.argv, env)
+    if args.trace:
+        rows = trace_all(args)
+        if args.json:
+            save(args, rows)
+        figures = {"rows": rows, "date": "now",
+                   "sources": {family: source_fingerprint(family) for family in {row["family"] for row in rows}}}
+    else:
+        path = args.json or FIGURES
+        if not os.path.exists(path):
+            p.error(f"no traced figures at {path}: run python bench/roofline.py --trace --json {path}")
+        figures = load(path)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(figures_markdown(figures) + "\n")
+    for family in ["conv2d"] + list(FAMILIES):
+        print_predictions(figures, family)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
