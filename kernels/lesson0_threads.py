@@ -72,9 +72,10 @@ Napkin math (n = 2^20 floats on an H100 SXM; PREDICTED, not measured): each elem
 moves 12 bytes (read x, write y and who) for 2 FLOP, so the kernel is bound by memory
 bandwidth: 12.6 MB at 3.35 TB/s is ~4 us for versions 4-6, less than the ~10 us it takes
 to launch a kernel from Python (an estimate: see kernels/README.md).
-Version 1's one thread has no other thread to hide its memory latency behind: ~2^20
-dependent round trips, about a second. Versions 2 and 3 use one SM of 132: at best
-1/132 of the bandwidth, ~0.5 ms, and version 2 moves up to 8x the sectors for its loads.
+Version 1's one thread has no other thread to hide its memory latency behind: 2^20 trips
+of a loop that each wait for a load (the compiler may overlap a few), on the order of a
+second. Versions 2 and 3 run one block, on one SM of 132, with 8 warps to hide latency:
+on the order of a millisecond, and version 2 moves up to 8x the sectors for its loads.
 
 Versions:
     1  one-thread  one thread loops over every element
