@@ -11,8 +11,12 @@ not sitting in the 50 MB L2), GFLOP/s, % of the card's FP32 peak, max error rela
 largest reference value, and the ratio to cuDNN through PyTorch with TF32 off (the fair
 FP32 yardstick) and on (labelled TF32; tensor cores, which Numba cannot use).
 
-Without a GPU it still runs: NumPy reference timings at the same shapes, and a simulator
-validation of every kernel version on tiny shapes; GPU timings need a GPU.
+Without a GPU it still runs: NumPy reference timings at the same shapes, a simulator
+validation of every kernel version on tiny shapes (both at once: they use different
+cores), and the PREDICTED progression, version by version, layer by layer and direction
+by direction, from the memory figures traced at these shapes (bench/roofline.py; stored in
+bench/results/cpu/traced_figures.json, flagged STALE when the kernels changed since). On a
+GPU the predicted range is printed beside each measurement: the model's test.
 
 On a GPU, --json is rewritten after every layer ("complete": false until the last), so a
 run stopped by a time limit keeps what it measured.
@@ -214,6 +218,7 @@ def run_gpu(args, layers, versions, save=None):
     result = summary(rows, versions, name, peak)
     print("\nThe progression (every convolution above, all its directions, one version at a time):")
     print(progression_markdown(result["progression"]))
+    beside_predictions(args, rows, versions, layers)
     best = result["best_version_geomean_x_cudnn_fp32"]
     if best is not None:
         print(f"best version per convolution and direction: geometric mean speed vs cuDNN FP32 "
@@ -277,7 +282,18 @@ def best_version_geomean(rows):
 
 def run_cpu(args, layers, versions):
     print(f"No GPU ({args.why}): GPU timings need a GPU. Timing the NumPy reference on "
-          f"{common.cpu_description()} and validating every kernel version in the simulator.")
+          f"{common.cpu_description()} while every kernel version is validated in the simulator.")
+    validations = {}
+    if not args.no_sim:
+        # The simulator runs beside the NumPy timings (one process each on another core);
+        # --no-profile: the memory figures come from the traced table, not from tiny shapes.
+        env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+        for module in ("conv2d", "conv_transpose2d"):
+            cmd = [sys.executable, "-m", f"dcgan_cuda.kernels.{module}", "--sim", "--no-profile"]
+            for v in versions:
+                cmd += ["--version", str(v)]
+            validations[module] = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                                   text=True)
     rng = np.random.default_rng(0)
     rows = []
     for layer in layers:
@@ -291,16 +307,55 @@ def run_cpu(args, layers, versions):
             print(f"{layer['label']:<34} {direction:<10} numpy {ms:9.2f} ms {rows[-1]['gflops']:7.1f} GFLOP/s",
                   flush=True)
     sim = {}
-    if not args.no_sim:
-        env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-        for module in ("conv2d", "conv_transpose2d"):
-            cmd = [sys.executable, "-m", f"dcgan_cuda.kernels.{module}", "--sim"]
-            for v in versions:
-                cmd += ["--version", str(v)]
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            print(proc.stdout + proc.stderr)
-            sim[module] = proc.returncode == 0
-    return {"machine": common.cpu_description(), "numpy_results": rows, "simulator_validation": sim}
+    for module, proc in validations.items():
+        out, _ = proc.communicate()
+        print(out)
+        sim[module] = proc.returncode == 0
+    predicted = predicted_rows(args, layers, versions)
+    return {"machine": common.cpu_description(), "numpy_results": rows, "simulator_validation": sim,
+            "predicted": predicted}
+
+
+def predicted_rows(args, layers, versions):
+    """The PREDICTED rows (bench/roofline.py) of the selected layers, directions and
+    versions, printed as the progression; [] where no figures were traced."""
+    import roofline
+    from dcgan_cuda.kernels import conv2d
+    if args.batch != 128 or args.image_size != 64 or args.ngf != 64 or args.ndf != 64 or args.arch != "pytorch":
+        print("PREDICTED times exist for the DCGAN shapes only (batch 128, 64x64, ngf = ndf = 64, pytorch arch)")
+        return []
+    if not os.path.exists(args.figures):
+        print(f"No traced figures at {args.figures}: python bench/roofline.py --trace --json {args.figures}")
+        return []
+    figures = roofline.load(args.figures)
+    names = {layer["name"] for layer in layers}
+    figures = dict(figures, rows=[r for r in figures["rows"] if r["family"] == "conv2d" and r["layer"] in names
+                                  and r["direction"] in args.directions and r["version"] in versions])
+    print()
+    return roofline.print_predictions(figures, "conv2d", {v: conv2d.VERSIONS[v].name for v in versions})
+
+
+def beside_predictions(args, rows, versions, layers):
+    """Each measured row with its PREDICTED range beside it, and whether it fell inside."""
+    predicted = {(r["layer"], r["direction"], r["version"]): r for r in predicted_rows(args, layers, versions)}
+    names = {layer["label"]: layer["name"] for layer in layers}
+    lines = []
+    for row in rows:
+        p = predicted.get((names.get(row["layer"]), row["direction"], row["version"]))
+        if p is None:
+            continue
+        row["predicted_low_ms"], row["predicted_high_ms"], row["predicted_bound"] = p["low_ms"], p["high_ms"], p["bound"]
+        where = "inside" if p["low_ms"] <= row["ms"] <= p["high_ms"] else ("FASTER" if row["ms"] < p["low_ms"]
+                                                                         else "SLOWER")
+        row["vs_predicted"] = where
+        lines.append(dict(layer=row["layer"], direction=row["direction"], version=row["version"], ms=row["ms"],
+                          low=p["low_ms"], high=p["high_ms"], bound=p["bound"], where=where))
+    if lines:
+        print("\nMeasured against PREDICTED (bench/roofline.py's model; FASTER or SLOWER = outside its range):")
+        print(common.table(lines, [("layer", "layer", "{}"), ("direction", "dir", "{}"), ("version", "v", "{}"),
+                                   ("ms", "measured ms", "{:.3f}"), ("low", "PREDICTED low", "{:.3f}"),
+                                   ("high", "PREDICTED high", "{:.3f}"), ("bound", "bound", "{}"),
+                                   ("where", "measured is", "{}")]))
 
 
 @reports_errors()
@@ -326,6 +381,9 @@ def main(argv=None):
     p.add_argument("--cpu-reps", type=integer(1, MAX_COUNT), default=3,
                    help="repetitions of the NumPy timing (no GPU)")
     p.add_argument("--no-sim", action="store_true", help="without a GPU: skip the simulator validation")
+    p.add_argument("--figures", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "cpu",
+                                                     "traced_figures.json"),
+                   help="traced memory figures for the PREDICTED times (python bench/roofline.py --trace)")
     p.add_argument("--json", type=output_file, default=None)
     args = p.parse_args(argv)
     layers = dcgan_convolutions(args.arch, args.batch, args.image_size, args.nc, args.nz, args.ngf, args.ndf)
