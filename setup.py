@@ -36,6 +36,10 @@ setup(
         "cuda13": ["cupy-cuda13x>=13.6", "numba-cuda[cu13]>=0.20"],
         # nvidia-cuda-nvcc: ptxas, for the register and spill report (bench/ptxas_report.py).
         # wheel: bench/gpu_check.sh --dry-run checks its offline install (--no-build-isolation) in CI.
-        "test": ["pytest>=7.0", "hypothesis>=6.80", "wheel", "numba-cuda[cu13]>=0.20", "nvidia-cuda-nvcc>=13.5"],
+        # lmdb: the lsun dataset's databases. imagehash: dedup's baseline (perceptual hashes).
+        "lsun": ["lmdb>=1.4"],
+        "dedup": ["imagehash>=4.3"],
+        "test": ["pytest>=7.0", "hypothesis>=6.80", "wheel", "numba-cuda[cu13]>=0.20", "nvidia-cuda-nvcc>=13.5",
+                 "lmdb>=1.4", "imagehash>=4.3"],
     },
 )

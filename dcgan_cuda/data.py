@@ -15,6 +15,12 @@ Datasets (``load_dataset(name, ...)``):
 ``cifar10``  the official "python version" pickle batches, or their .tar.gz archive.
 ``mnist``    the IDX files (plain or .gz), in the layouts people usually have them in.
 ``fake``     1000 random images, for smoke tests (like torchvision's FakeData).
+``imagenet``, ``lfw``  folders of images, read exactly like ``folder`` (pytorch/examples
+             reads all three with ImageFolder and the same resize and crop).
+``lsun``     the LSUN scene databases as distributed: one LMDB database per category and
+             split (``bedroom_train_lmdb/``), whose values are encoded images, chosen with
+             ``classes`` as pytorch/examples' ``--classes``. Read with the ``lmdb`` package
+             (the ``lsun`` extra). This one is streamed, not loaded: see :class:`LmdbDataset`.
 
 Geometry follows pytorch/examples' dcgan (``Resize(S)`` then ``CenterCrop(S)``): the
 central square of the image is scaled to ``S x S``. We do it as one Pillow call, scaling the
@@ -40,6 +46,7 @@ import io
 import os
 import pickle
 import posixpath
+import re
 import stat
 import struct
 import tarfile
@@ -56,12 +63,15 @@ from PIL import Image, ImageOps
 from . import faults
 
 __all__ = [
-    "DATASETS", "DEFAULT_CHANNELS", "SPLITS", "IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS",
-    "DatasetError", "Dataset", "load_dataset", "to_channels",
+    "DATASETS", "DEFAULT_CHANNELS", "FOLDER_DATASETS", "SPLITS", "IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS",
+    "DatasetError", "Dataset", "LmdbDataset", "load_dataset", "read_keep_list", "to_channels",
 ]
 
-DATASETS = ("digits", "folder", "cifar10", "mnist", "fake")
-DEFAULT_CHANNELS = {"digits": 1, "mnist": 1, "folder": 3, "cifar10": 3, "fake": 3}
+DATASETS = ("digits", "folder", "cifar10", "mnist", "fake", "lsun", "imagenet", "lfw")
+DEFAULT_CHANNELS = {"digits": 1, "mnist": 1, "folder": 3, "cifar10": 3, "fake": 3, "lsun": 3,
+                    "imagenet": 3, "lfw": 3}
+# Datasets that are folders of image files, read by the one folder loader.
+FOLDER_DATASETS = ("folder", "imagenet", "lfw")
 SPLITS = ("train", "test", "all")
 
 # File name endings the folder loader tries to decode (compared in lower case). Other files
@@ -131,7 +141,10 @@ class Dataset:
 
     ``images`` is ``(N, C, S, S)`` uint8, already cropped and resized; ``labels`` is ``(N,)``
     int64 class indices into ``classes``, or None when the dataset has no labels; ``skipped``
-    counts files that could not be read (folder dataset only).
+    counts files that could not be read (folder dataset only). ``names`` says which image
+    of the source each one is, in words that do not depend on ``max_images`` or the seed:
+    a folder image's path relative to ``dataroot``, otherwise its index in the source's
+    split as a decimal string. A keep list (``load_dataset(keep=...)``) holds these names.
     """
 
     images: np.ndarray
@@ -139,6 +152,7 @@ class Dataset:
     name: str
     classes: list[str] | None = None
     skipped: int = 0
+    names: list[str] | None = None
 
     def __post_init__(self):
         # Cheap checks that catch a loader bug here rather than deep inside training.
@@ -148,6 +162,12 @@ class Dataset:
         if self.labels is not None and self.labels.shape != (len(self.images),):
             raise ValueError(f"labels shape {self.labels.shape} does not match "
                              f"{len(self.images)} images")
+        if self.names is not None and len(self.names) != len(self.images):
+            raise ValueError(f"{len(self.names)} names for {len(self.images)} images")
+
+    def name_of(self, i: int) -> str:
+        """The source's name of image ``i`` (see the class docstring)."""
+        return str(i) if self.names is None else self.names[i]
 
     def __len__(self) -> int:
         return len(self.images)
@@ -166,15 +186,21 @@ class Dataset:
         of the generator's tanh output. 0 maps to exactly -1 and 255 to exactly +1
         (127.5 is exact in binary and 255 / 127.5 rounds to 2.0).
         """
-        x = np.ascontiguousarray(self.images[indices], dtype=np.float32)
-        x /= np.float32(127.5)
-        x -= np.float32(1.0)
-        return x
+        return _to_unit_range(self.images[indices])
+
+
+def _to_unit_range(images: np.ndarray) -> np.ndarray:
+    """uint8 images as a float32 C-contiguous array in [-1, 1] (see Dataset.batch)."""
+    x = np.ascontiguousarray(images, dtype=np.float32)
+    x /= np.float32(127.5)
+    x -= np.float32(1.0)
+    return x
 
 
 def load_dataset(name: str, dataroot=None, image_size: int = 64, nc: int | None = None,
                  split: str = "train", max_images: int | None = None, seed: int = 0,
-                 warn: Callable[[str], object] = print) -> Dataset:
+                 warn: Callable[[str], object] = print, classes: str | None = None,
+                 keep: Sequence[str] | None = None) -> Dataset | LmdbDataset:
     """Load dataset ``name`` as a :class:`Dataset` of ``image_size`` x ``image_size`` images.
 
     nc          channels wanted: None for the dataset's default (``DEFAULT_CHANNELS``), 1
@@ -188,6 +214,11 @@ def load_dataset(name: str, dataroot=None, image_size: int = 64, nc: int | None 
                 order), chosen before decoding and resizing so smoke tests stay fast.
     seed        seeds the ``max_images`` subset and the fake images; never the digits split.
     warn        called once with a summary line when some files had to be skipped.
+    classes     lsun only: comma-separated categories as pytorch/examples' ``--classes``
+                ("bedroom" or "bedroom_train"; default "bedroom"); see _lsun_databases.
+    keep        names of the images to use (``Dataset.names``, as a keep list written by
+                ``python -m dcgan_cuda.dedup --write-keep`` holds them), applied before
+                ``max_images``; None keeps every image.
     """
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
@@ -208,16 +239,22 @@ def load_dataset(name: str, dataroot=None, image_size: int = 64, nc: int | None 
                                    or max_images < 1):
         raise DatasetError(f"max_images must be a positive integer or None, got {max_images!r}")
 
+    if classes is not None and name != "lsun":
+        raise DatasetError(f"classes chooses LSUN categories: it needs the lsun dataset, not {name}")
+    keeper = _Keeper(keep, warn)
+
     if name == "digits":
-        dataset = _load_digits(image_size, nc, split, max_images, seed)
+        dataset = _load_digits(image_size, nc, split, max_images, seed, keeper)
     elif name == "fake":
-        dataset = _load_fake(image_size, nc, split, max_images, seed)
-    elif name == "folder":
-        dataset = _load_folder(dataroot, image_size, nc, split, max_images, seed, warn)
+        dataset = _load_fake(image_size, nc, split, max_images, seed, keeper)
+    elif name in FOLDER_DATASETS:
+        dataset = _load_folder(dataroot, image_size, nc, split, max_images, seed, warn, keeper, name)
     elif name == "cifar10":
-        dataset = _load_cifar10(dataroot, image_size, nc, split, max_images, seed)
+        dataset = _load_cifar10(dataroot, image_size, nc, split, max_images, seed, keeper)
+    elif name == "lsun":
+        dataset = _load_lsun(dataroot, classes, image_size, nc, split, max_images, seed, warn, keeper)
     else:
-        dataset = _load_mnist(dataroot, image_size, nc, split, max_images, seed)
+        dataset = _load_mnist(dataroot, image_size, nc, split, max_images, seed, keeper)
     if len(dataset) == 0:   # well-formed files can hold no image: nothing to train or compare on
         raise DatasetError(f"the {name} dataset in {dataroot} holds no images (split {split}); "
                            "its files are empty")
@@ -294,6 +331,44 @@ def _run_chunks(work: Callable[[tuple[int, int]], None], n: int) -> None:
             f.result()  # re-raises a worker's exception here
 
 
+def read_keep_list(path) -> list[str]:
+    """The image names in a keep list: one per line, as ``dedup --write-keep`` writes them;
+    blank lines and lines starting with "#" are comments."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"cannot read the keep list {path}: "
+                           f"{getattr(e, 'strerror', None) or e}") from None
+    names = [line for line in lines if line.strip() and not line.startswith("#")]
+    if not names:
+        raise DatasetError(f"the keep list {path} names no image (one name a line, as "
+                           "python -m dcgan_cuda.dedup --write-keep writes them)")
+    return names
+
+
+class _Keeper:
+    """Applies a keep list to a loader's candidate images, by name, before max_images."""
+
+    def __init__(self, keep: Sequence[str] | None, warn: Callable[[str], object]):
+        self.keep = None if keep is None else set(keep)
+        self.warn = warn
+
+    def indices(self, names: Sequence[str]) -> np.ndarray:
+        """Positions in ``names`` (the candidates, in dataset order) that the list keeps."""
+        if self.keep is None:
+            return np.arange(len(names))
+        kept = np.array([i for i, n in enumerate(names) if n in self.keep], dtype=np.int64)
+        if len(kept) == 0:
+            raise DatasetError(f"the keep list names {len(self.keep)} images and none of them "
+                               "is in this dataset: it was written for another dataset or split")
+        if len(kept) < len(self.keep):
+            self.warn(f"keep list: {len(self.keep) - len(kept)} of its {len(self.keep)} names "
+                      "are not in this dataset; using the other "
+                      f"{len(kept)}")
+        return kept
+
+
 def _subset(n: int, max_images: int | None, seed: int) -> np.ndarray:
     """Indices of the images to keep: all of them, or ``max_images`` drawn with ``seed`` and
     sorted, so a subset keeps the dataset's order (and class mix, on average)."""
@@ -337,25 +412,28 @@ def _digits_resized(image_size: int) -> np.ndarray:
     return images
 
 
-def _load_digits(image_size, nc, split, max_images, seed) -> Dataset:
+def _load_digits(image_size, nc, split, max_images, seed, keeper) -> Dataset:
     images = _digits_resized(image_size)
     labels = _digits_raw()[1]
     idx = _fixed_split(len(images), split, _SPLIT_SEED)
+    idx = idx[keeper.indices([str(i) for i in idx])]
     idx = idx[_subset(len(idx), max_images, seed)]
     # Fancy indexing copies, so the cached arrays are never handed out.
     return Dataset(to_channels(images[idx], nc), labels[idx], "digits",
-                   classes=[str(d) for d in range(10)])
+                   classes=[str(d) for d in range(10)], names=[str(i) for i in idx])
 
 
-def _load_fake(image_size, nc, split, max_images, seed) -> Dataset:
+def _load_fake(image_size, nc, split, max_images, seed, keeper) -> Dataset:
     """1000 uniformly random images and labels 0..9, the same for the same seed."""
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, size=(_FAKE_COUNT, nc, image_size, image_size),
                           dtype=np.uint8)
     labels = rng.integers(0, 10, size=_FAKE_COUNT).astype(np.int64)
     idx = _fixed_split(_FAKE_COUNT, split, _SPLIT_SEED)
+    idx = idx[keeper.indices([str(i) for i in idx])]
     idx = idx[_subset(len(idx), max_images, seed)]
-    return Dataset(images[idx], labels[idx], "fake", classes=[str(d) for d in range(10)])
+    return Dataset(images[idx], labels[idx], "fake", classes=[str(d) for d in range(10)],
+                   names=[str(i) for i in idx])
 
 
 # --------------------------------------------------------------------------- folder
@@ -517,10 +595,17 @@ def _decode_file(path: str, image_size: int, nc: int,
         raise _Unreadable("not a regular file")
     if st.st_size == 0:
         raise _Unreadable("empty file")
+    return _decode_image(path, image_size, nc, budget)
+
+
+def _decode_image(source, image_size: int, nc: int,
+                  budget: _MemoryBudget | None = None) -> np.ndarray:
+    """Decode a path or a file-like object (an LMDB record's bytes) as _decode_file does,
+    under the same pixel limit and memory budget."""
     held = 0
     im = None
     try:
-        im = Image.open(path)
+        im = Image.open(source)
         w, h = im.size  # from the header; nothing is decoded yet
         if w * h > MAX_IMAGE_PIXELS:
             raise _Unreadable(f"{w}x{h} pixels is more than the limit of "
@@ -606,7 +691,8 @@ def _find_images(root: Path) -> tuple[list[str], int]:
     return found, ignored
 
 
-def _load_folder(dataroot, image_size, nc, split, max_images, seed, warn) -> Dataset:
+def _load_folder(dataroot, image_size, nc, split, max_images, seed, warn, keeper,
+                 name="folder") -> Dataset:
     """Every image under dataroot; see the module docstring and load_dataset.
 
     Labels: when images sit in sub-folders, the label is the index of the top-level
@@ -616,7 +702,7 @@ def _load_folder(dataroot, image_size, nc, split, max_images, seed, warn) -> Dat
     dataset is unlabelled: labels and classes are None.
     """
     if dataroot is None:
-        raise DatasetError("the folder dataset needs --dataroot: it must point to a folder "
+        raise DatasetError(f"the {name} dataset needs --dataroot: it must point to a folder "
                            "of images (sub-folders become class labels)")
     root = Path(dataroot).expanduser()
     if not root.is_dir():
@@ -624,11 +710,13 @@ def _load_folder(dataroot, image_size, nc, split, max_images, seed, warn) -> Dat
         raise DatasetError(f"--dataroot {root} {what}: it must point to a folder of images "
                            f"(sub-folders become class labels)")
     if split == "test":
-        raise DatasetError("the folder dataset has no test split: every image is training "
+        raise DatasetError(f"the {name} dataset has no test split: every image is training "
                            "data. Put held-out images in a folder of their own and load it "
                            "with split 'all'")
 
     paths, ignored = _find_images(root)
+    if keeper.keep is not None and paths:
+        paths = [paths[i] for i in keeper.indices(paths)]
     top = sorted({p.split("/")[0] for p in paths if "/" in p})
     if top:
         classes = (["."] if any("/" not in p for p in paths) else []) + top
@@ -693,13 +781,287 @@ def _load_folder(dataroot, image_size, nc, split, max_images, seed, warn) -> Dat
             + "; ".join(f"{p} ({r})" for p, r in failures[:3]))
     if failures:
         examples = "; ".join(f"{p} ({r})" for p, r in failures[:3])
-        warn(f"folder dataset: skipped {len(failures)} unreadable image files of "
+        warn(f"{name} dataset: skipped {len(failures)} unreadable image files of "
              f"{tried} tried in {root}, e.g. {examples}")
 
     keep = sorted(loaded)
     images = np.stack([loaded[i] for i in keep])
     labels = None if all_labels is None else all_labels[keep]
-    return Dataset(images, labels, "folder", classes=classes, skipped=len(failures))
+    return Dataset(images, labels, name, classes=classes, skipped=len(failures),
+                   names=[paths[i] for i in keep])
+
+
+# --------------------------------------------------------------------------- lsun
+
+LSUN_SPLITS = ("train", "val", "test")
+LSUN_DEFAULT_CLASSES = "bedroom"
+_LSUN_DOWNLOAD = "the LSUN project's download.py (github.com/fyu/lsun)"
+_KEY_CHUNK = 1 << 16  # keys gathered per step of the start-up scan
+
+
+def _import_lmdb():
+    try:
+        import lmdb
+    except ImportError:
+        raise DatasetError("the lsun dataset needs the lmdb package to read its databases: "
+                           "pip install 'dcgan-cuda[lsun]' (or pip install lmdb)") from None
+    return lmdb
+
+
+def _lsun_databases(root: Path, classes: str | None) -> list[tuple[str, Path]]:
+    """(name, folder) of each database that ``classes`` asks for, in the order given.
+
+    pytorch/examples' ``--classes bedroom,kitchen`` means the databases bedroom_train_lmdb
+    and kitchen_train_lmdb (it appends "_train"); torchvision's LSUN takes names with their
+    split. Both spellings are accepted: a name that already ends in _train, _val or _test is
+    used as it is, any other gets "_train".
+    """
+    text = LSUN_DEFAULT_CLASSES if classes is None else classes
+    names = [c.strip() for c in str(text).split(",")]
+    if not all(names):
+        raise DatasetError(f"--classes {text!r}: expected comma-separated LSUN categories, "
+                           "e.g. bedroom or bedroom_train,church_outdoor_train")
+    found = sorted(p.name for p in root.glob("*_lmdb") if p.is_dir())
+    databases = []
+    for name in names:
+        if not name.replace("_", "").isalnum():
+            raise DatasetError(f"--classes: {name!r} is not an LSUN category name (letters, "
+                               "digits and _ only, e.g. bedroom_train)")
+        if not name.endswith(tuple("_" + s for s in LSUN_SPLITS)):
+            name += "_train"
+        folder = root / f"{name}_lmdb"
+        if not folder.is_dir():
+            have = (f"it holds {', '.join(found)}" if found else "it holds no *_lmdb folder")
+            raise DatasetError(f"LSUN category {name} not found: no folder {folder.name} in "
+                               f"{root} ({have}). Download it with {_LSUN_DOWNLOAD} and unzip "
+                               "it there")
+        if name not in (n for n, _ in databases):
+            databases.append((name, folder))
+    return databases
+
+
+def _open_database(lmdb, name: str, folder: Path):
+    """A read-only LMDB environment. lock=False: the lock file (lock.mdb) is neither needed
+    nor created, so a copy without it or on a read-only disk opens all the same."""
+    data_file = folder / "data.mdb"
+    if not data_file.is_file():
+        raise DatasetError(f"{folder} has no data.mdb: it is not an LMDB database, or its "
+                           "download or unzip is incomplete")
+    # The lmdb package refuses to open one database twice in a process (a training run and
+    # its evaluation both load the dataset): an open one is shared, unless its file changed.
+    where = os.path.realpath(folder)
+    st = data_file.stat()
+    identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    known = _OPEN_DATABASES.get(where)
+    if known is not None and known[0] == identity:
+        return known[1]
+    if known is not None:
+        known[1].close()
+    try:
+        env = lmdb.open(str(folder), readonly=True, lock=False, readahead=False,
+                        meminit=False, max_readers=1)
+    except lmdb.Error as e:
+        raise DatasetError(f"{folder} is not a readable LMDB database ({e}); download "
+                           f"{name} again") from None
+    _OPEN_DATABASES[where] = (identity, env)
+    return env
+
+
+_OPEN_DATABASES: dict = {}   # real path -> (identity of data.mdb, open environment)
+
+
+def _key_array(chunks: list[list[bytes]]) -> np.ndarray:
+    """Keys as one fixed-width bytes array (about a third of the memory of Python bytes
+    objects: LSUN's 3 million bedroom keys take 120 MB), or an object array when a key ends
+    in a zero byte, which a fixed-width array would cut off."""
+    keys = [k for chunk in chunks for k in chunk]
+    if any(k.endswith(b"\0") for k in keys):
+        out = np.empty(len(keys), dtype=object)
+        out[:] = keys
+        return out
+    return np.array(keys, dtype=bytes) if keys else np.empty(0, dtype="S1")
+
+
+def _scan_keys(lmdb, env, name: str, folder: Path) -> np.ndarray:
+    """Every key of a database, in the database's (sorted) order, with a progress bar when
+    the scan takes more than a second (millions of keys take tens of seconds)."""
+    from tqdm import tqdm
+
+    try:
+        entries = env.stat()["entries"]
+        chunks, chunk = [], []
+        with env.begin(buffers=False) as txn, \
+                tqdm(total=entries, desc=f"lsun: listing {name}", unit=" images",
+                     unit_scale=True, delay=1.0, leave=False, disable=None) as bar:
+            for key in txn.cursor().iternext(keys=True, values=False):
+                chunk.append(key)
+                if len(chunk) == _KEY_CHUNK:
+                    chunks.append(chunk)
+                    chunk = []
+                    bar.update(_KEY_CHUNK)
+            chunks.append(chunk)
+    except lmdb.Error as e:
+        raise DatasetError(f"{folder} is damaged ({e}); download {name} again") from None
+    return _key_array(chunks)
+
+
+def _key_name(key: bytes) -> str:
+    """A key as text for names and keep lists: itself when it is plain printable ASCII
+    (LSUN's are 40 hex digits), else 0x and its hex digits."""
+    if key and all(33 <= b < 127 for b in key) and not key.startswith(b"0x"):
+        return key.decode("ascii")
+    return "0x" + key.hex()
+
+
+class LmdbDataset:
+    """LSUN, streamed: only the keys are read at start-up; a batch reads its records and
+    decodes them when it is asked for.
+
+    Decoding all of LSUN up front is out of the question (bedroom_train alone holds 3
+    million images: 36 GB as 64x64 uint8), so memory is the keys (about 40 bytes an image)
+    plus 12 bytes of index an image, and one batch being decoded, under the folder
+    loader's decode bounds (MAX_IMAGE_PIXELS, DECODE_MEMORY_BUDGET). The same interface as
+    :class:`Dataset` for training: ``len``, ``batch``, ``labels`` (the category of each
+    image, indices into ``classes``), ``name_of``.
+
+    A record that does not decode (a damaged or non-image value) is replaced by the next
+    readable record in dataset order, and named once through ``warn``: the dataset keeps its
+    length, so epochs, batches and a resumed run stay as they were, and the substitution
+    depends only on the data.
+    """
+
+    name = "lsun"
+
+    def __init__(self, databases, envs, keys, db_of, pos_of, image_size, nc, warn):
+        self.classes = [name for name, _ in databases]
+        self._folders = [folder for _, folder in databases]
+        self._envs, self._keys = envs, keys
+        self._db_of, self._pos_of = db_of, pos_of
+        self._image_size, self._nc, self._warn = image_size, nc, warn
+        self._budget = _MemoryBudget(DECODE_MEMORY_BUDGET)
+        self._substitute: dict[int, int] = {}   # unreadable record -> the one used instead
+        self._unreadable: set[int] = set()
+        self.skipped = 0
+
+    def __len__(self) -> int:
+        return len(self._db_of)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self._db_of.astype(np.int64)
+
+    @property
+    def num_channels(self) -> int:
+        return self._nc
+
+    @property
+    def image_size(self) -> int:
+        return self._image_size
+
+    def name_of(self, i: int) -> str:
+        db = int(self._db_of[i])
+        return f"{self.classes[db]}/{_key_name(bytes(self._keys[db][self._pos_of[i]]))}"
+
+    def _read(self, lmdb, i: int) -> bytes | None:
+        db = int(self._db_of[i])
+        key = bytes(self._keys[db][self._pos_of[i]])
+        try:
+            with self._envs[db].begin(buffers=False) as txn:
+                return txn.get(key)
+        except lmdb.Error as e:
+            raise DatasetError(f"{self._folders[db]} is damaged ({e}); download "
+                               f"{self.classes[db]} again") from None
+
+    def _decode(self, value: bytes | None) -> np.ndarray:
+        if not value:
+            raise _Unreadable("empty record")
+        try:
+            return _decode_image(io.BytesIO(value), self._image_size, self._nc, self._budget)
+        except _Unreadable as e:   # Pillow names the in-memory file by its address: say "record"
+            raise _Unreadable(re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "the record",
+                                     str(e))) from None
+
+    def _decode_index(self, lmdb, i: int) -> np.ndarray:
+        """Record i decoded, or the first readable record after it (see the class doc)."""
+        j = self._substitute.get(i, i)
+        for _ in range(len(self)):
+            try:
+                image = self._decode(self._read(lmdb, j))
+                break
+            except _Unreadable as e:
+                if j not in self._unreadable:
+                    self._unreadable.add(j)
+                    self.skipped += 1
+                    self._warn(f"lsun: record {self.name_of(j)} is not a readable image ({e}); "
+                               "the next readable record is used in its place")
+                j = (j + 1) % len(self)
+        else:
+            raise DatasetError(f"no record of {', '.join(self.classes)} is a readable image")
+        if j != i:
+            self._substitute[i] = j
+        return image
+
+    def uint8_batch(self, indices) -> np.ndarray:
+        """The images at ``indices`` as uint8 ``(B, C, S, S)``, decoded now, in parallel."""
+        lmdb = _import_lmdb()
+        idx = np.arange(len(self))[indices] if isinstance(indices, slice) \
+            else np.asarray(indices, dtype=np.int64).reshape(-1)
+        values = [self._read(lmdb, int(i)) for i in idx]   # LMDB reads stay on this thread
+        out = np.empty((len(idx), self._nc, self._image_size, self._image_size), np.uint8)
+
+        def work(k):
+            try:
+                out[k] = self._decode(values[k])
+                return True
+            except _Unreadable:
+                return False
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+            with concurrent.futures.ThreadPoolExecutor(_workers()) as pool:
+                decoded = list(pool.map(work, range(len(idx))))
+            for k in np.flatnonzero(~np.array(decoded, dtype=bool)):
+                out[k] = self._decode_index(lmdb, int(idx[k]))
+        return out
+
+    def batch(self, indices) -> np.ndarray:
+        """As :meth:`Dataset.batch`: float32 in [-1, 1]."""
+        return _to_unit_range(self.uint8_batch(indices))
+
+
+def _load_lsun(dataroot, classes, image_size, nc, split, max_images, seed, warn,
+               keeper) -> LmdbDataset:
+    if dataroot is None:
+        raise DatasetError("the lsun dataset needs --dataroot: the folder holding the "
+                           "category databases (bedroom_train_lmdb/ ...), from "
+                           f"{_LSUN_DOWNLOAD}")
+    root = Path(dataroot).expanduser()
+    if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DatasetError(f"--dataroot {root} {what}: it must be the folder holding the LSUN "
+                           "databases (bedroom_train_lmdb/ ...)")
+    if split == "test":
+        raise DatasetError("the lsun dataset has no test split of its own: name the held-out "
+                           "databases in --classes (e.g. bedroom_val) and load them with split all")
+    lmdb = _import_lmdb()
+    databases = _lsun_databases(root, classes)
+    envs, keys = [], []
+    for name, folder in databases:
+        env = _open_database(lmdb, name, folder)
+        envs.append(env)
+        keys.append(_scan_keys(lmdb, env, name, folder))
+        if len(keys[-1]) == 0:
+            raise DatasetError(f"{folder} is an empty database (no records): its download "
+                               f"or conversion did not finish; download {name} again")
+    db_of = np.concatenate([np.full(len(k), d, np.int32) for d, k in enumerate(keys)])
+    pos_of = np.concatenate([np.arange(len(k), dtype=np.int64) for k in keys])
+    if keeper.keep is not None:
+        names = [f"{databases[d][0]}/{_key_name(bytes(keys[d][p]))}" for d, p in zip(db_of, pos_of)]
+        kept = keeper.indices(names)
+        db_of, pos_of = db_of[kept], pos_of[kept]
+    chosen = _subset(len(db_of), max_images, seed)
+    return LmdbDataset(databases, envs, keys, db_of[chosen], pos_of[chosen], image_size, nc, warn)
 
 
 # --------------------------------------------------------------------------- cifar10
@@ -815,7 +1177,7 @@ def _read_cifar_files(root: Path, needed: Sequence[str]) -> tuple[dict[str, byte
         f"{root}; it is read as it is, no need to extract it")
 
 
-def _load_cifar10(dataroot, image_size, nc, split, max_images, seed) -> Dataset:
+def _load_cifar10(dataroot, image_size, nc, split, max_images, seed, keeper) -> Dataset:
     if dataroot is None:
         raise DatasetError(f"the cifar10 dataset needs --dataroot: a folder holding "
                            f"{_CIFAR_ARCHIVE} (download {CIFAR10_URL}) or its extracted "
@@ -827,11 +1189,12 @@ def _load_cifar10(dataroot, image_size, nc, split, max_images, seed) -> Dataset:
     parts = [_cifar_batch(files[f], f"{f} (in {where})") for f in names]
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
-    idx = _subset(len(images), max_images, seed)
+    idx = keeper.indices([str(i) for i in range(len(images))])
+    idx = idx[_subset(len(idx), max_images, seed)]
     # Channels first (3 -> 1 is cheaper before resizing); then resize.
     images = _resize_array(to_channels(images[idx], nc), image_size)
     classes = _cifar_classes(files.get("batches.meta"), f"batches.meta (in {where})")
-    return Dataset(images, labels[idx], "cifar10", classes=classes)
+    return Dataset(images, labels[idx], "cifar10", classes=classes, names=[str(i) for i in idx])
 
 
 # --------------------------------------------------------------------------- mnist
@@ -880,7 +1243,7 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
     return np.frombuffer(data, np.uint8, offset=header).reshape(dims)
 
 
-def _load_mnist(dataroot, image_size, nc, split, max_images, seed) -> Dataset:
+def _load_mnist(dataroot, image_size, nc, split, max_images, seed, keeper) -> Dataset:
     needed = {"train": [_MNIST_TRAIN], "test": [_MNIST_TEST],
               "all": [_MNIST_TRAIN, _MNIST_TEST]}[split]
     names = [n for pair in needed for n in pair]
@@ -907,6 +1270,8 @@ def _load_mnist(dataroot, image_size, nc, split, max_images, seed) -> Dataset:
         labels.append(y)
     x = np.concatenate(images)
     y = np.concatenate(labels).astype(np.int64)
-    idx = _subset(len(x), max_images, seed)
+    idx = keeper.indices([str(i) for i in range(len(x))])
+    idx = idx[_subset(len(idx), max_images, seed)]
     x = _resize_array(x[idx][:, None], image_size)
-    return Dataset(to_channels(x, nc), y[idx], "mnist", classes=[str(d) for d in range(10)])
+    return Dataset(to_channels(x, nc), y[idx], "mnist", classes=[str(d) for d in range(10)],
+                   names=[str(i) for i in idx])

@@ -40,7 +40,7 @@ from .cli import (MAX_COUNT, MAX_LATENT, MAX_SEED, MAX_WIDTH, Parser, UsageError
 from .backend import BackendUnavailable, get_backend
 from .checkpoint import (CheckpointError, NonFiniteError, load_model_into, load_training_state,
                          save_model, save_training_state)
-from .data import DATASETS, DEFAULT_CHANNELS, DatasetError, load_dataset
+from .data import DATASETS, DEFAULT_CHANNELS, DatasetError, load_dataset, read_keep_list
 from .host_memory import keep_freed_memory
 from .images import plot_losses, read_metrics, save_grid
 from .models import ARCHS, IMAGE_SIZES, ModelConfigError, build_models
@@ -74,9 +74,16 @@ def build_parser():
 
     flag("dataset", default=None, choices=DATASETS,
          help="digits is embedded (scikit-learn's 8x8 UCI digits, resized); folder is a folder "
-              "of images (recursive); cifar10 / mnist read their files from --dataroot; fake is "
+              "of images (recursive), and so are imagenet and lfw; cifar10 / mnist read their files from "
+              "--dataroot; lsun reads the LMDB databases of --classes there; fake is "
               "random noise for smoke tests (default: digits)")
     flag("dataroot", type=path, default=None, help="path to the dataset's files (not needed for digits/fake)")
+    flag("classes", default=None,
+         help="lsun: comma-separated categories, as pytorch/examples (bedroom means the database "
+              "bedroom_train_lmdb in --dataroot; bedroom_val names another split) (default: bedroom)")
+    flag("keep_list", type=path, default=None,
+         help="train only on the images this file names, one a line, as python -m dcgan_cuda.dedup "
+              "--write-keep writes it (applied before --max-images)")
     flag("workers", type=integer(0, 256), default=2, help="accepted for compatibility; data is held in memory")
     flag("batchSize", type=integer(1, MAX_COUNT), default=None, help="input batch size (default: 64)")
     flag("imageSize", type=int, default=None, choices=IMAGE_SIZES,
@@ -311,7 +318,8 @@ class Run:
             log("[dcgan_cuda] kernel versions: " + ", ".join(f"{f} {v}" for f, v in sorted(chosen.items())))
         self.data = load_dataset(args.dataset, args.dataroot, args.imageSize, args.nc,
                                  split="train", max_images=args.max_images, seed=args.manualSeed,
-                                 warn=log)
+                                 warn=log, classes=args.classes,
+                                 keep=read_keep_list(args.keep_list) if args.keep_list else None)
         self.netG, self.netD = build_models(args.arch, args.imageSize, args.nc, args.nz, args.ngf,
                                             args.ndf, seed=args.manualSeed, backend=self.backend)
         betas = (args.beta1, 0.999)

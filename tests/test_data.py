@@ -60,13 +60,14 @@ def pixels(ds, i):
 # --------------------------------------------------------------------------- arguments
 
 def test_interface_constants():
-    assert DATASETS == ("digits", "folder", "cifar10", "mnist", "fake")
-    assert DEFAULT_CHANNELS == {"digits": 1, "mnist": 1, "folder": 3, "cifar10": 3, "fake": 3}
+    assert DATASETS == ("digits", "folder", "cifar10", "mnist", "fake", "lsun", "imagenet", "lfw")
+    assert DEFAULT_CHANNELS == {"digits": 1, "mnist": 1, "folder": 3, "cifar10": 3, "fake": 3,
+                                "lsun": 3, "imagenet": 3, "lfw": 3}
     assert issubclass(DatasetError, ValueError)
 
 
 @pytest.mark.parametrize("kwargs", [
-    dict(name="imagenet"), dict(image_size=0), dict(image_size=-8), dict(image_size=3.5),
+    dict(name="celeba"), dict(image_size=0), dict(image_size=-8), dict(image_size=3.5),
     dict(image_size=True), dict(image_size="64"), dict(nc=2), dict(nc=4), dict(nc=0),
     dict(split="val"), dict(max_images=0), dict(max_images=-1), dict(max_images=2.5),
 ])
