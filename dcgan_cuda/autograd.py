@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 
 import numpy as np
 
@@ -38,6 +39,16 @@ def no_grad():
         yield
     finally:
         _state.grad_enabled = previous
+
+
+def as_backend(device):
+    """The backend for ``device``: a backend object is returned as it is; a name ("cpu",
+    "cuda", "sim", "auto") goes through backend.get_backend. "auto" falling back to the CPU
+    says so with a warning (a library prints nothing of its own)."""
+    if not isinstance(device, str):
+        return device
+    from .backend import get_backend
+    return get_backend(device, announce=lambda message: warnings.warn(message, stacklevel=3))
 
 
 class Tensor:
@@ -89,6 +100,16 @@ class Tensor:
     def zero_grad(self):
         self.grad = None
 
+    def to(self, device):
+        """A copy on ``device`` (a backend, or its name: "cpu", "cuda", "sim", "auto"), cut from
+        the graph, keeping requires_grad and the dtype (float64 is refused by the ops of the
+        cuda and sim backends, whose kernels are float32)."""
+        backend = as_backend(device)
+        if backend is self.backend:
+            return self
+        return Tensor(backend.asarray(self.numpy(), dtype=self.dtype), backend,
+                      requires_grad=self.requires_grad, name=self.name)
+
     def __repr__(self):
         flag = ", requires_grad=True" if self.requires_grad else ""
         return f"Tensor(shape={self.shape}, backend={self.backend.name}{flag})"
@@ -97,7 +118,11 @@ class Tensor:
     def backward(self, grad=None):
         """Accumulate d(self)/d(leaf) into every leaf's .grad that requires it.
 
-        ``grad`` defaults to 1 for a tensor with one element (a loss).
+        ``grad`` is d(something)/d(self), as in PyTorch: a Tensor on this tensor's backend,
+        or an array or a number, of this tensor's shape and floating-point dtype (a number or
+        a list takes the tensor's dtype). It defaults to 1 for a tensor with one element (a
+        loss). Another shape or dtype is refused, never broadcast or converted: a float32
+        gradient in a float64 graph would quietly lose the precision the graph was built for.
         """
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad "
@@ -105,7 +130,9 @@ class Tensor:
         if grad is None:
             if self.data.size != 1:
                 raise RuntimeError(f"backward() needs an explicit gradient for a tensor of shape {self.shape}")
-            grad = self.backend.full(self.shape, 1.0)
+            grad = self.backend.full(self.shape, 1.0, dtype=self.dtype)
+        else:
+            grad = self._gradient_array(grad)
         # id -> gradient of a tensor not yet visited. An op may hand the same array to two
         # inputs (or keep it), so a pending gradient is copied before anything adds to it.
         grads, owned = {id(self): grad}, set()
@@ -131,6 +158,28 @@ class Tensor:
                     grads[key] = parent.backend.copy(grads[key])
                     owned.add(key)
                 parent.backend.accumulate(grads[key], pg)
+
+    def _gradient_array(self, grad):
+        """``grad`` as an array of the backend, after the checks backward() describes."""
+        if isinstance(grad, Tensor):
+            if grad.backend is not self.backend:
+                raise ValueError(f"backward(): the gradient lives on the {grad.backend.name} backend, "
+                                 f"this tensor on {self.backend.name}")
+            grad = grad.data
+        elif isinstance(grad, (int, float, list, tuple)):
+            grad = np.asarray(grad, dtype=self.dtype)
+            if grad.ndim == 0 and self.data.size == 1:   # a number for a one-element tensor
+                grad = grad.reshape(self.shape)
+        dtype = np.asarray(grad).dtype if getattr(grad, "dtype", None) is None else np.dtype(grad.dtype)
+        if dtype != self.dtype:
+            raise TypeError(f"backward(): the gradient is {dtype}, this tensor is {self.dtype}; "
+                            f"convert it first (e.g. grad.astype(np.{self.dtype}))")
+        if tuple(np.shape(grad)) != self.shape:
+            raise ValueError(f"backward(): the gradient has shape {tuple(np.shape(grad))}, this "
+                             f"tensor {self.shape}")
+        if isinstance(grad, type(self.data)):   # already the backend's own array: no copy
+            return grad
+        return self.backend.asarray(grad, dtype=self.dtype)
 
 
 def _accumulate_into_leaf(tensor, g):

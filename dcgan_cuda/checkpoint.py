@@ -150,6 +150,42 @@ def save_model(path, net):
 
 
 # --------------------------------------------------------------------------- reading
+def foreign_file_kind(path):
+    """What a file that is not safetensors is, from its first bytes, with what to do about
+    it; None when it looks like nothing we know. A PyTorch user's first try is the .pth
+    file that torch.save wrote: that deserves the conversion, not a parser's complaint."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return None
+    converted = os.path.splitext(os.path.basename(path))[0] + ".safetensors"
+    if head.startswith(b"PK\x03\x04"):
+        # A zip archive. torch.save's (PyTorch >= 1.6) opens with its pickle, "<name>/data.pkl";
+        # NumPy's .npz holds .npy members.
+        name_length = int.from_bytes(head[26:28], "little")
+        first = head[30:30 + name_length].decode("utf-8", "replace")
+        if first.endswith("data.pkl") or first.endswith("/version"):
+            return ("a PyTorch file (torch.save), not safetensors. Convert its state_dict once, "
+                    "where PyTorch is installed: python -c \"import torch; from safetensors.torch "
+                    "import save_file; save_file({k: v.contiguous() for k, v in torch.load("
+                    f"'{path}', map_location='cpu').items()}}, '{converted}')\" (the file must "
+                    "hold a state_dict, as pytorch/examples' netG/netD saves do, not a whole model; "
+                    "torch.load runs pickled code: convert only files you trust)")
+        if first.endswith(".npy"):
+            return "a NumPy .npz archive, not safetensors: write the arrays with safetensors.numpy.save_file"
+        return "a zip archive, not safetensors"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return ("a Python pickle (an old-style torch.save file, or pickle.dump), not safetensors. "
+                "If PyTorch wrote it, convert its state_dict once: python -c \"import torch; from "
+                "safetensors.torch import save_file; save_file({k: v.contiguous() for k, v in "
+                f"torch.load('{path}', map_location='cpu', weights_only=False).items()}}, "
+                f"'{converted}')\" (unpickling runs code: convert only files you trust)")
+    if head.startswith(b"\x93NUMPY"):
+        return "a NumPy .npy array, not safetensors: write the arrays with safetensors.numpy.save_file"
+    return None
+
+
 def read_tensors(path):
     """(tensors, metadata with JSON values decoded) of a safetensors file, or CheckpointError."""
     if os.path.isdir(path):
@@ -163,6 +199,9 @@ def read_tensors(path):
         header_len = int.from_bytes(payload[:8], "little")
         header = json.loads(payload[8:8 + header_len])
     except (SafetensorError, ValueError, OSError, UnicodeDecodeError) as exc:
+        kind = foreign_file_kind(path)
+        if kind is not None:
+            raise CheckpointError(f"{path} is {kind}") from None
         raise CheckpointError(f"cannot read checkpoint {path}: {exc} "
                               "(truncated, or not a safetensors file)") from None
     metadata = {}
@@ -268,10 +307,13 @@ def _load_into(net, tensors, meta, path, prefix=None):
     tensors, config = _network_part(tensors, meta, net, path, prefix)
     check_fits(config, net, path)
     mine = net.state_dict()
-    kinds = [k for k in mine if k in tensors and (tensors[k].dtype.kind == "f") != (mine[k].dtype.kind == "f")]
+    # Another dtype is refused, not cast: float64 or float16 weights (a PyTorch model saved
+    # after .double() or .half()) would change precision without a word.
+    kinds = [k for k in mine if k in tensors and tensors[k].dtype != mine[k].dtype]
     if kinds:
         raise CheckpointError(f"{path}: {kinds[0]} holds {tensors[kinds[0]].dtype} values where "
-                              f"{type(net).__name__} keeps {mine[kinds[0]].dtype}")
+                              f"{type(net).__name__} keeps {mine[kinds[0]].dtype} (convert the "
+                              "weights before saving them)")
     _check_arrays({k: v for k, v in tensors.items() if k in mine}, path, "weight")
     try:
         net.load_state_dict(tensors)
@@ -286,24 +328,81 @@ def load_model_into(net, path, prefix=None):
     return _load_into(net, tensors, meta, path, prefix)
 
 
+def _shape_config(tensors, kind, path):
+    """The configuration of a DCGAN network read off its weights' shapes, for a state_dict
+    saved without our metadata (pytorch/examples' netG.pth converted to safetensors). The
+    network built from it must then take every tensor by name and shape, or nothing loads."""
+    weights = []   # the shapes of main.<i>.weight, in layer order
+    for key in sorted(tensors, key=lambda k: [int(p) if p.isdigit() else p for p in k.split(".")]):
+        parts = key.split(".")
+        if len(parts) == 3 and parts[0] == "main" and parts[1].isdigit() and parts[2] == "weight":
+            weights.append(tuple(tensors[key].shape))
+    kernels = [w for w in weights if len(w) == 4]
+    try:
+        if not kernels:
+            raise ValueError
+        arch = {4: "pytorch", 5: "paper"}[kernels[0][2]]
+        dense_first = len(weights[0]) == 2
+        if kind == "generator":
+            # pytorch: a 4x4 transposed conv from 1x1, then one per doubling; paper: a dense
+            # projection to 4x4, then one transposed conv per doubling.
+            blocks = len(kernels) - (1 if arch == "pytorch" else 0)
+            width, nz = (weights[0][1], weights[0][0]) if not dense_first else (weights[0][0] // 16, weights[0][1])
+            config = dict(arch=arch, nz=nz, ngf=width // 2 ** (blocks - 1), nc=kernels[-1][1],
+                          image_size=4 * 2 ** blocks)
+        else:
+            blocks = len(kernels) - (1 if arch == "pytorch" else 0)
+            config = dict(arch=arch, ndf=kernels[0][0], nc=kernels[0][1], image_size=4 * 2 ** blocks)
+    except (ValueError, KeyError, IndexError, ZeroDivisionError):
+        config = None
+    refusal = (f"{path} holds no dcgan_cuda metadata, and its tensors are not a DCGAN {kind}'s "
+               "state_dict{why}: pass a netG_/netD_epoch_N.safetensors or checkpoint.safetensors file")
+    if config is None:
+        raise CheckpointError(refusal.format(why=" (main.0.weight, main.1.weight, ...)"))
+    try:
+        return network_config(config, kind, "read off the weights' shapes")
+    except CheckpointError as exc:
+        raise CheckpointError(refusal.format(why=f" ({exc})")) from None
+
+
 def load_network(path, kind):
     """Rebuild the network (kind "generator" or "discriminator") that a model file or a
     training state describes, with its weights, on the NumPy backend; and the file's
-    metadata. Every field and weight is checked: anything else is a CheckpointError."""
+    metadata. A safetensors state_dict without our metadata (pytorch/examples' weights,
+    converted) is rebuilt from its weights' shapes. Every field and weight is checked:
+    anything else is a CheckpointError."""
     from .models import Discriminator, Generator
     tensors, meta = read_tensors(path)
     fmt = meta.get("format")
-    if fmt not in (FORMAT_STATE, FORMAT_MODEL):
+    if fmt in (FORMAT_STATE, FORMAT_MODEL):
+        config = _file_config(meta, kind, path)
+    elif fmt is None:
+        config = _shape_config(tensors, kind, path)
+    else:
         raise CheckpointError(f"{path} is not a checkpoint written by dcgan_cuda.train (format tag "
                               f"{fmt!r}); pass a netG_/netD_epoch_N.safetensors or "
                               "checkpoint.safetensors file")
-    config = _file_config(meta, kind, path)
     if kind == "generator":
         net = Generator(config["nz"], config["ngf"], config["nc"], config["image_size"], config["arch"])
     else:
         net = Discriminator(config["ndf"], config["nc"], config["image_size"], config["arch"])
     _load_into(net, tensors, meta, path)
     return net, meta
+
+
+def load_generator(path, device="cpu"):
+    """The generator in ``path`` — any file the CLI writes: a model file
+    (``netG_epoch_N.safetensors``) or a training state (``checkpoint.safetensors``) — rebuilt
+    from the file alone, with its weights, on ``device`` (a backend or "cpu", "cuda", "sim",
+    "auto"), in eval mode (batchnorm uses the running statistics, as torch's ``.eval()``;
+    ``.train()`` switches back). A file that is not such a generator is a CheckpointError."""
+    return load_network(path, "generator")[0].to(device).eval()
+
+
+def load_discriminator(path, device="cpu"):
+    """The discriminator in ``path`` (``netD_epoch_N.safetensors`` or
+    ``checkpoint.safetensors``), as load_generator does it for the generator."""
+    return load_network(path, "discriminator")[0].to(device).eval()
 
 
 # ------------------------------------------------------------------- training state

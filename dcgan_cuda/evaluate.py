@@ -68,6 +68,7 @@ from .cli import MAX_SEED, Parser, UsageError, check_environment, integer, out_o
 from .data import DatasetError, load_dataset
 from .models import IMAGE_SIZES, Generator, ModelConfigError, init_weights
 from .optim import Adam
+from .sampling import SamplingError, generate
 
 NUM_CLASSES = 10
 FEATURES = 64               # width of the last convolution = dimension of the FD features
@@ -381,53 +382,6 @@ def load_classifier(image_size, nc=1, seed=0, log=print):
 
 
 # ============================================================================ generation
-@contextlib.contextmanager
-def _state_preserved(net):
-    """Run a block that may update ``net``'s batchnorm buffers (train-mode forward passes)
-    and put the buffers and the train/eval flag back afterwards."""
-    training = net.training
-    saved = [(m, {k: (np.array(b) if k in m._host_buffers else m.backend.copy(b))
-                  for k, b in m._buffers.items()})
-             for _, m in net.named_modules()]
-    try:
-        yield
-    finally:
-        for m, buffers in saved:
-            m._buffers.update(buffers)
-        net.train(training)
-
-
-def generate(netG, n, seed=SAMPLE_SEED, batch_size=64, bn_mode="train"):
-    """``n`` images (host float32, NCHW, [-1, 1]) from ``netG`` on its own backend.
-
-    Noise comes from ``seed`` as the generator's topology draws it. ``bn_mode`` "train"
-    normalises each batch with its own statistics (what training shows), "eval" with the
-    running averages. The batches are of near-equal size, at most ``batch_size``, so none
-    is a single image (train-mode batchnorm needs two). netG's state is left unchanged.
-    """
-    if bn_mode not in ("train", "eval"):
-        raise EvaluationError(f"bn_mode must be 'train' or 'eval', got {bn_mode!r}")
-    if n < 2:
-        raise EvaluationError(f"need at least 2 samples, got {n}")
-    backend = netG.backend
-    rng = np.random.default_rng([seed, 0x5A3B1E])
-    chunks = np.array_split(np.arange(n), math.ceil(n / batch_size))
-    out = []
-    # Overflow warnings off: the check below reports non-finite images in one line.
-    with _state_preserved(netG), no_grad(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        netG.train(bn_mode == "train")
-        for chunk in chunks:
-            z = netG.sample_noise(len(chunk), rng)
-            out.append(netG(Tensor(backend.asarray(z), backend)).numpy())
-    images = np.concatenate(out).astype(np.float32)
-    if not np.isfinite(images).all():
-        # Finite weights can still overflow (weights of 1e30 give inf - inf in batchnorm):
-        # figures of such images would be NaN, or numbers about nothing.
-        raise EvaluationError("the generator's images hold NaN or Inf although its weights are "
-                              "finite: its weights are far outside any trained range")
-    return images
-
-
 def untrained_like(netG, seed=UNTRAINED_SEED):
     """A freshly initialised generator with netG's architecture, on netG's backend."""
     fresh = Generator(netG.nz, netG.ngf, netG.nc, netG.image_size, netG.arch)
@@ -474,7 +428,7 @@ class Evaluator:
 
     def score_generator(self, netG, n, seed=SAMPLE_SEED, bn_mode="train", batch_size=64):
         self.check_generator(netG)
-        return self.score_images(generate(netG, n, seed, batch_size, bn_mode))
+        return self.score_images(generate(netG, n, seed=seed, bn_mode=bn_mode, batch_size=batch_size))
 
     def real_floor(self, n):
         """Training images (``n``, or all if fewer) against the held-out ones."""
@@ -521,7 +475,7 @@ def evaluate_generator(netG, backend=None, n_samples=1000, seed=SAMPLE_SEED, bn_
                               f"{backend.name}: move it with netG.to(backend) first")
     # The images first: a generator that cannot make finite ones is refused before the
     # classifier is loaded (or trained, the first time: tens of seconds).
-    images = generate(netG, n_samples, seed, batch_size, bn_mode)
+    images = generate(netG, n_samples, seed=seed, bn_mode=bn_mode, batch_size=batch_size)
     if evaluator is None:
         evaluator = Evaluator(netG.image_size, netG.nc, classifier_seed, log)
     evaluator.check_generator(netG)
@@ -542,11 +496,8 @@ def evaluate_generator(netG, backend=None, n_samples=1000, seed=SAMPLE_SEED, bn_
 
 
 # ============================================================================ checkpoints
-def load_generator(path, backend):
-    """Rebuild the generator a model file (``netG_epoch_N.safetensors``) or a training
-    state (``checkpoint.safetensors``) describes, with its weights, on ``backend``
-    (checkpoint.load_network checks every field and weight)."""
-    netG, meta = load_network(path, "generator")
+def check_trained_on_digits(path, meta):
+    """A training state records its dataset: these figures mean something for digits only."""
     if meta.get("format") == FORMAT_STATE:
         progress = meta.get("progress")
         config = progress.get("config") if isinstance(progress, dict) else None
@@ -554,7 +505,6 @@ def load_generator(path, backend):
         if dataset not in (None, "digits"):
             raise EvaluationError(f"{path} was trained on {dataset!r}; these figures measure "
                                   "against the digits dataset only")
-    return netG.to(backend)
 
 
 # ============================================================================ the CLI
@@ -619,13 +569,15 @@ def main(argv=None):
     try:
         check_environment()
         args = build_parser().parse_args(argv)
-        netG = load_generator(args.netG, numpy_backend())  # a bad file fails before any device work
+        # The file is read first, so a bad one is refused before any device work.
+        netG, meta = load_network(args.netG, "generator")
+        check_trained_on_digits(args.netG, meta)
         backend = get_backend(args.device, announce=log)
         netG.to(backend)
         result = evaluate_generator(netG, backend, args.n_samples, args.seed, args.bn_mode,
                                     args.batch_size, args.classifier_seed, log=log)
     except (UsageError, EvaluationError, CheckpointError, ModelConfigError, DatasetError,
-            BackendUnavailable, ops.OpError) as exc:
+            BackendUnavailable, ops.OpError, SamplingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except MemoryError as exc:

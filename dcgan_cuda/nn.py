@@ -14,7 +14,7 @@ from collections import OrderedDict
 import numpy as np
 
 from . import ops
-from .autograd import Tensor
+from .autograd import Tensor, as_backend
 from .backend import numpy_backend
 from .reference import pair
 
@@ -97,18 +97,40 @@ class Module:
             p.requires_grad = flag
         return self
 
-    def to(self, backend):
-        """Move every parameter and buffer to ``backend`` (a copy through the host)."""
+    def to(self, device):
+        """Move every parameter and buffer to ``device``: a backend, or its name ("cpu",
+        "cuda", "sim", "auto"), as torch's ``module.to("cuda")``. A copy through the host;
+        every array keeps its dtype."""
+        backend = as_backend(device)
         for _, m in self.named_modules():
             for name, p in m._parameters.items():
                 if p is not None:
-                    p.data = backend.asarray(p.backend.to_numpy(p.data))
+                    p.data = backend.asarray(p.backend.to_numpy(p.data), dtype=p.dtype)
                     p.backend, p.grad = backend, None
             host = {name: np.asarray(b) if name in m._host_buffers else m.backend.to_numpy(b)
                     for name, b in m._buffers.items()}
             object.__setattr__(m, "backend", backend)
             for name, b in host.items():
                 m._buffers[name] = m._place(name, b, b.dtype)
+        return self
+
+    def float(self):
+        """Parameters and floating-point buffers in float32: what training and every kernel use."""
+        return self._cast(np.float32)
+
+    def double(self):
+        """Parameters and floating-point buffers in float64 (the numpy backend only, whose
+        reference ops compute in either precision): for gradient checks."""
+        return self._cast(np.float64)
+
+    def _cast(self, dtype):
+        for _, m in self.named_modules():
+            for p in m._parameters.values():
+                if p is not None:
+                    p.data, p.grad = m.backend.asarray(p.backend.to_numpy(p.data), dtype=dtype), None
+            for name, b in m._buffers.items():
+                if name not in m._host_buffers and np.dtype(b.dtype).kind == "f":
+                    m._buffers[name] = m.backend.asarray(m.backend.to_numpy(b), dtype=dtype)
         return self
 
     # -- state ---------------------------------------------------------------------
@@ -132,7 +154,11 @@ class Module:
         unexpected = [k for k in state if k not in mine]
         wrong = [f"{k}: checkpoint {tuple(np.shape(state[k]))} vs model {mine[k].shape}"
                  for k in mine if k in state and tuple(np.shape(state[k])) != mine[k].shape]
-        if missing or unexpected or wrong:
+        # A value of another dtype is refused, not converted: float64 weights cast to float32
+        # would lose digits unannounced (convert them, or the module with .double()).
+        retyped = [f"{k}: checkpoint {np.asarray(state[k]).dtype} vs model {mine[k].dtype}"
+                   for k in mine if k in state and np.asarray(state[k]).dtype != mine[k].dtype]
+        if missing or unexpected or wrong or retyped:
             parts = []
             if missing:
                 parts.append(f"missing {len(missing)} entries (e.g. {', '.join(missing[:3])})")
@@ -140,12 +166,15 @@ class Module:
                 parts.append(f"unexpected {len(unexpected)} entries (e.g. {', '.join(unexpected[:3])})")
             if wrong:
                 parts.append("shape mismatch: " + "; ".join(wrong[:3]))
+            if retyped:
+                parts.append("dtype mismatch: " + "; ".join(retyped[:3]) + " (convert the arrays "
+                             "with .astype, or the module with .float() / .double())")
             raise ValueError(f"state does not fit {type(self).__name__}: " + "; ".join(parts))
         for prefix, module in self.named_modules():
             dot = f"{prefix}." if prefix else ""
             for name, p in module._parameters.items():
                 if p is not None:
-                    p.data = module.backend.asarray(state[dot + name])
+                    p.data = module.backend.asarray(state[dot + name], dtype=p.dtype)
                     p.grad = None
             for name, b in module._buffers.items():
                 module._buffers[name] = module._place(name, state[dot + name], b.dtype)

@@ -238,6 +238,18 @@ def _check_tensor(op, name, t, ndim=None):
         raise OpError(f"{op}: {name} must be {ndim}-D, got shape {t.shape}")
 
 
+def _check_same_dtype(op, first, *others):
+    """Every Tensor argument of an op in one dtype: mixing float32 and float64 would leave
+    the result's precision to NumPy's promotion rules (or a kernel's float32), unannounced.
+    others: (name, tensor or None) pairs; first: (name, tensor)."""
+    name, t = first
+    for other_name, other in others:
+        if other is not None and other.dtype != t.dtype:
+            raise OpError(f"{op}: {other_name} is {other.dtype} but {name} is {t.dtype}; give every "
+                          f"tensor one dtype (e.g. a module's .float() or .double(), an array's "
+                          f".astype(np.{t.dtype}))")
+
+
 def _check_parameter(op, name, t, shape):
     if t is None:
         return
@@ -263,6 +275,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
         raise OpError(f"{op}: input has {x.shape[1]} channels but the weight {weight.shape} "
                       f"expects {weight.shape[1]}")
     _check_parameter(op, "bias", bias, (weight.shape[0],))
+    _check_same_dtype(op, ("input", x), ("weight", weight), ("bias", bias))
     _check_window(op, x, weight.shape[2:], stride, padding)
     return Conv2d.apply(x, weight, bias, stride=stride, padding=padding)
 
@@ -275,6 +288,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         raise OpError(f"{op}: input has {x.shape[1]} channels but the weight {weight.shape} "
                       f"expects {weight.shape[0]}")
     _check_parameter(op, "bias", bias, (weight.shape[1],))
+    _check_same_dtype(op, ("input", x), ("weight", weight), ("bias", bias))
     (sh, sw), (ph, pw), (oph, opw) = pair(stride), pair(padding), pair(output_padding)
     if min(sh, sw) < 1 or min(ph, pw) < 0 or not (0 <= oph < sh and 0 <= opw < sw):
         raise OpError(f"{op}: need stride >= 1, padding >= 0 and 0 <= output_padding < stride; "
@@ -295,6 +309,7 @@ def linear(x, weight, bias=None):
         raise OpError(f"{op}: input has {x.shape[1]} features but the weight {weight.shape} "
                       f"expects {weight.shape[1]}")
     _check_parameter(op, "bias", bias, (weight.shape[0],))
+    _check_same_dtype(op, ("input", x), ("weight", weight), ("bias", bias))
     return Linear.apply(x, weight, bias)
 
 
@@ -311,9 +326,13 @@ def batch_norm(x, weight, bias, running_mean=None, running_var=None, training=Tr
         raise OpError(f"{op}: eval mode needs running_mean and running_var")
     if (running_mean is None) != (running_var is None):
         raise OpError(f"{op}: pass both running_mean and running_var, or neither")
+    _check_same_dtype(op, ("input", x), ("weight", weight), ("bias", bias))
     for name, buf in (("running_mean", running_mean), ("running_var", running_var)):
         if buf is not None and tuple(buf.shape) != (c,):
             raise OpError(f"{op}: {name} must have shape ({c},), got {tuple(buf.shape)}")
+        if buf is not None and buf.dtype != x.dtype:
+            raise OpError(f"{op}: {name} is {buf.dtype} but input is {x.dtype}; give every "
+                          "array one dtype")
     if training and x.data.size // c < 2:
         raise OpError(f"{op}: training needs more than one value per channel, got input shape {x.shape}")
     slope = 1.0 if activation_slope is None else float(activation_slope)
@@ -368,12 +387,39 @@ def adaptive_max_pool2d(x, output_size):
 
 
 def bce_with_logits(logits, target):
-    """Mean binary cross-entropy of sigmoid(logits) against a constant target in [0, 1]."""
-    _check_tensor("bce_with_logits", "logits", logits)
-    target = float(target)
-    if not 0.0 <= target <= 1.0:
-        raise OpError(f"bce_with_logits: target must lie in [0, 1], got {target}")
-    return BCEWithLogits.apply(logits, target=target)
+    """Mean binary cross-entropy of sigmoid(logits) against ``target``, values in [0, 1]:
+    a number (one target for every logit, as DCGAN's real/fake labels) or, as
+    torch.nn.functional.binary_cross_entropy_with_logits takes it, a Tensor of the logits'
+    shape and dtype. The target is a constant: no gradient flows into it. Per-logit
+    targets run on the numpy backend; the CUDA loss kernel takes one number."""
+    op = "bce_with_logits"
+    _check_tensor(op, "logits", logits)
+    if isinstance(target, Tensor):
+        _check_tensor(op, "target", target)
+        if target.shape != logits.shape:
+            raise OpError(f"{op}: target must have the logits' shape {logits.shape}, got {target.shape}")
+        _check_same_dtype(op, ("logits", logits), ("target", target))
+        if target.requires_grad:
+            raise OpError(f"{op}: the target is a constant here and gets no gradient; pass "
+                          "target.detach()")
+        if logits.backend.name != "numpy":
+            raise OpError(f"{op}: a target per logit runs on the numpy backend only (the "
+                          f"{logits.backend.name} backend's kernel takes one number for all logits)")
+        values = target.data
+        if not (np.isfinite(values).all() and values.min() >= 0.0 and values.max() <= 1.0):
+            raise OpError(f"{op}: target values must lie in [0, 1], got values from "
+                          f"{values.min()} to {values.max()}")
+        return BCEWithLogits.apply(logits, target)
+    if isinstance(target, np.ndarray) and target.ndim > 0:
+        raise OpError(f"{op}: target is a {target.shape} array: pass a number, or a Tensor of the "
+                      f"logits' shape {logits.shape}")
+    try:
+        value = float(target)
+    except (TypeError, ValueError):
+        raise OpError(f"{op}: target must be a number or a Tensor, got {type(target).__name__}") from None
+    if not 0.0 <= value <= 1.0:
+        raise OpError(f"{op}: target must lie in [0, 1], got {target}")
+    return BCEWithLogits.apply(logits, value)
 
 
 def cross_entropy(logits, labels):

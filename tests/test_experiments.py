@@ -92,7 +92,7 @@ def test_walk_end_points_are_G_of_the_end_points(netG, mode):
     ends, z, images = walk.run(netG, B, np.random.default_rng(0), rows=2, points=3, steps=4, mode=mode)
     assert z.shape == (2, 7, 16, 1, 1) and images.shape == (2, 7, 1, 16, 16)
     np.testing.assert_array_equal(z[:, [0, 3, 6]], ends)  # the walk passes through its points exactly
-    alone = common.generate(netG, ends.reshape(-1, 16, 1, 1), B, batch_size=1).reshape(2, 3, 1, 16, 16)
+    alone = common.generate(netG, z=ends.reshape(-1, 16, 1, 1), batch_size=1).reshape(2, 3, 1, 16, 16)
     # G of each end point on its own (batch of one, eval batchnorm) vs inside the walk's batch:
     # the same arithmetic up to the matrix product's summation order.
     np.testing.assert_allclose(images[:, [0, 3, 6]], alone, rtol=0, atol=1e-5)
@@ -289,7 +289,7 @@ def test_forget_with_no_maps_is_G_and_with_maps_changes_it(netG):
     # 16x16 pytorch arch: CT, BN, ReLU, CT (3), BN, ReLU (5), CT, Tanh.
     assert forget.drop_layer_index(netG) == 5
     kept, acts = forget.run_generator(netG, z, B, record=True)
-    np.testing.assert_array_equal(kept, common.generate(netG, z, B))
+    np.testing.assert_array_equal(kept, common.generate(netG, z=z))
     assert acts.shape == (6, 8, 8, 8)
     some, _ = forget.run_generator(netG, z, B, drop=[0, 1])
     assert np.abs(some - kept).max() > 0

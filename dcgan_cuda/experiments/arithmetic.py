@@ -68,8 +68,8 @@ def run(netG, backend, sheet_z, groups, count=8, noise=0.25, rng=None):
     near = neighbours(result, count, noise, rng)
     # One batch for all the pictures: with eval batchnorm each image depends only on its z.
     batch = np.concatenate([np.stack(means), near])
-    images = generate(netG, batch, backend)
-    return {"group_images": {g: generate(netG, zs[g], backend) for g in "ABC"},
+    images = generate(netG, z=batch)
+    return {"group_images": {g: generate(netG, z=zs[g]) for g in "ABC"},
             "mean_z": np.stack(means), "mean_images": images[:3],
             "result_z": result, "neighbour_z": near, "result_images": images[3:]}
 

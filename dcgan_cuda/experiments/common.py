@@ -31,13 +31,14 @@ import sys
 import numpy as np
 
 from .. import ops
-from ..autograd import Tensor, no_grad
+from ..autograd import Tensor
 from ..backend import BackendUnavailable, get_backend
-from ..checkpoint import CheckpointError, atomic_write_bytes, load_network
+from ..checkpoint import CheckpointError, atomic_write_bytes, load_discriminator, load_generator  # noqa: F401 (the tools' loaders)
 from ..cli import MAX_SEED, Parser, UsageError, check_environment, integer, out_of_memory, path
 from ..data import DatasetError
 from ..images import make_grid, png_bytes, to_uint8
-from ..models import Discriminator, Generator, ModelConfigError
+from ..models import Generator, ModelConfigError
+from ..sampling import SamplingError, generate  # noqa: F401 (the tools' generate)
 
 PAPER = "Radford, Metz & Chintala (2015), arXiv:1511.06434"
 
@@ -99,7 +100,7 @@ def run_main(body, parser, argv):
         check_environment()
         body(parser.parse_args(argv))
     except (UsageError, CheckpointError, ExperimentError, DatasetError, ModelConfigError,
-            BackendUnavailable, ops.OpError) as exc:
+            BackendUnavailable, ops.OpError, SamplingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except MemoryError as exc:
@@ -126,20 +127,7 @@ def rng_for(args, stream):
     return np.random.default_rng([args.manualSeed, stream])
 
 
-# -------------------------------------------------------------------------- loading
-def load_generator(path, backend=None):
-    """A Generator rebuilt from the checkpoint's metadata, with its weights, on backend
-    (default: the NumPy backend; the tools load first and pick the device after, so that a
-    bad file is refused before any device work)."""
-    net = load_network(path, "generator")[0]
-    return net if backend is None else net.to(backend)
-
-
-def load_discriminator(path, backend=None):
-    net = load_network(path, "discriminator")[0]
-    return net if backend is None else net.to(backend)
-
-
+# -------------------------------------------------------------------------- running
 def quiet_overflow():
     """NumPy's overflow warnings off while a network runs: check_finite then says what
     happened in one line, instead of a page of RuntimeWarnings before it."""
@@ -167,23 +155,8 @@ def config_of(net):
     return {k: getattr(net, k) for k in keys}
 
 
-# -------------------------------------------------------------------------- running
 def to_tensor(array, backend, requires_grad=False):
     return Tensor(backend.asarray(array), backend, requires_grad=requires_grad)
-
-
-def generate(netG, z, backend, batch_size=256):
-    """G(z) as host (N, nc, S, S) float32 in [-1, 1]; z is host (N, nz, 1, 1).
-
-    In batches, so memory stays bounded; with eval batchnorm the split changes nothing.
-    """
-    out = []
-    with no_grad(), quiet_overflow():
-        for i in range(0, len(z), batch_size):
-            out.append(check_finite(netG(to_tensor(z[i:i + batch_size], backend)).numpy(),
-                                    "the generator's images"))
-    return np.concatenate(out) if out else np.zeros((0, netG.nc, netG.image_size, netG.image_size),
-                                                    np.float32)
 
 
 def sheet_noise(netG, args, n):
@@ -196,7 +169,7 @@ def sheet_noise(netG, args, n):
 def sample_sheet(netG, backend, args, n):
     """The sheet's noise and its images."""
     z = sheet_noise(netG, args, n)
-    return z, generate(netG, z, backend)
+    return z, generate(netG, z=z)
 
 
 # ------------------------------------------------------------------------- pictures

@@ -90,7 +90,7 @@ def _body(args):
     train = load_dataset(args.dataset, args.dataroot, s, nc, split="train",
                          max_images=args.max_train, seed=args.manualSeed)
     train_x = train.batch(slice(None))
-    fake = generate(netG, netG.sample_noise(args.n, rng_for(args, NOISE_STREAM)), backend)
+    fake = generate(netG, z=netG.sample_noise(args.n, rng_for(args, NOISE_STREAM)))
     fake_idx, fake_d = nearest_neighbours(fake, train_x)
     save_png(os.path.join(outf, "pairs.png"), grid_picture(pairs(fake, train_x, fake_idx), 16, args.scale))
     results = {"grid": "pairs.png", "backend": backend.name, "train_images": len(train_x),

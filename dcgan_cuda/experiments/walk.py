@@ -78,7 +78,7 @@ def run(netG, backend, rng, rows=8, points=2, steps=10, mode="lerp"):
         raise ExperimentError(f"need --rows >= 1 and --points >= 2, got {rows} and {points}")
     ends = netG.sample_noise(rows * points, rng).reshape((rows, points) + (netG.nz, 1, 1))
     z = np.stack([walk_noise(ends[r], steps, mode) for r in range(rows)])
-    images = generate(netG, z.reshape((-1,) + z.shape[2:]), backend)
+    images = generate(netG, z=z.reshape((-1,) + z.shape[2:]))
     return ends, z, images.reshape(z.shape[:2] + images.shape[1:])
 
 
