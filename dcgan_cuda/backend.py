@@ -32,6 +32,7 @@ OPS = (
     "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
     "adaptive_max_pool2d_forward", "adaptive_max_pool2d_backward",
     "adam_step",
+    "dropout_forward", "dropout_backward", "gaussian_noise",
 )
 
 

@@ -20,11 +20,12 @@ class KernelBackend:
     is_gpu = True
 
     def __init__(self, xp, name, versions=None):
-        from .kernels import (adam, batchnorm, conv2d, elementwise, jit, linear, loss, pool,
-                              reduction)
+        from .kernels import (adam, batchnorm, conv2d, dropout, elementwise, jit, linear, loss,
+                              pool, reduction)
         self.xp, self.name = xp, name
-        self.k = dict(adam=adam, batchnorm=batchnorm, conv2d=conv2d, elementwise=elementwise,
-                      linear=linear, loss=loss, pool=pool, reduction=reduction)
+        self.k = dict(adam=adam, batchnorm=batchnorm, conv2d=conv2d, dropout=dropout,
+                      elementwise=elementwise, linear=linear, loss=loss, pool=pool,
+                      reduction=reduction)
         self.versions = {family: module.DEFAULT_VERSION for family, module in self.k.items()}
         self.versions.update(versions or {})
         self.is_gpu = name == "cuda"
@@ -230,6 +231,21 @@ class KernelBackend:
         dx = self.empty(y.shape)
         self.k["elementwise"].tanh_backward(dy, y, dx, self._v("elementwise"))
         return dx
+
+    def dropout_forward(self, x, p, key):
+        y = self.empty(x.shape)
+        self.k["dropout"].dropout_forward(x, y, p, key, self._v("dropout"))
+        return y
+
+    def dropout_backward(self, dy, p, key):
+        dx = self.empty(dy.shape)
+        self.k["dropout"].dropout_backward(dy, dx, p, key, self._v("dropout"))
+        return dx
+
+    def gaussian_noise(self, x, sigma, key):
+        y = self.empty(x.shape)
+        self.k["dropout"].gaussian_noise(x, y, sigma, key, self._v("dropout"))
+        return y
 
     def sigmoid_forward(self, x):
         y = self.empty(x.shape)

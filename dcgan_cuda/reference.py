@@ -466,3 +466,65 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, step, lr=2e-4, beta1=0.9, beta2=
     bias2 = 1 - beta2 ** step
     denom = np.sqrt(exp_avg_sq) / t(np.sqrt(bias2)) + t(eps)
     param -= t(lr / bias1) * exp_avg / denom
+
+
+# ---------------------------------------------------- dropout and noise (counter-based)
+# Random numbers as a pure function of (key, element index): hash32(key, i) below. A
+# kernel computes the same function in each thread, so nothing random is stored or copied
+# from the host, the backward pass recomputes the forward's mask instead of keeping it,
+# and the same key gives the same numbers on the NumPy backend, the simulator and a GPU.
+_MASK32 = np.uint64(0xFFFFFFFF)
+
+
+def lowbias32(x):
+    """A bijective mix of 32-bit integers (held in uint64 so no product overflows): xor-shift,
+    multiply, three times over. The shifts and odd multipliers are the "lowbias32" found by
+    Chris Wellons' hash search, chosen for low bias of every output bit to every input bit."""
+    x = np.asarray(x, dtype=np.uint64) & _MASK32
+    x = x ^ (x >> np.uint64(16))
+    x = (x * np.uint64(0x7FEB352D)) & _MASK32
+    x = x ^ (x >> np.uint64(15))
+    x = (x * np.uint64(0x846CA68B)) & _MASK32
+    return x ^ (x >> np.uint64(16))
+
+
+def hash32(key, index):
+    """32 random-looking bits for element ``index`` under ``key`` (both < 2**32): different
+    indices never collide under one key, since both mixes are bijections."""
+    return lowbias32(lowbias32(index) ^ (np.uint64(key) & _MASK32))
+
+
+def counter_uniform(key, index):
+    """Uniform float32 in [0, 1) on a grid of 2**-24 (the top 24 bits of the hash: every
+    value is exact in float32)."""
+    return (hash32(key, index) >> np.uint64(8)).astype(np.float32) * np.float32(2.0 ** -24)
+
+
+def dropout_mask_scale(shape, p, key, dtype=np.float32):
+    """1/(1-p) where an element is kept (its uniform number is >= p), 0 where dropped."""
+    u = counter_uniform(key, np.arange(int(np.prod(shape)), dtype=np.uint64)).reshape(shape)
+    # the scale is computed in float64 and rounded once, as the kernels' launchers pass it
+    return np.where(u >= np.float32(p), dtype(1.0 / (1.0 - float(p))), dtype(0.0)).astype(dtype)
+
+
+def dropout_forward(x, p, key):
+    """Inverted dropout: y = x / (1 - p) where kept, 0 where dropped, so E[y] = x and the
+    network needs no rescaling at evaluation time (where dropout is the identity)."""
+    return x * dropout_mask_scale(x.shape, p, key, x.dtype.type)
+
+
+def dropout_backward(dy, p, key):
+    """dx = dy / (1 - p) where the forward (same key) kept the element, else 0."""
+    return dy * dropout_mask_scale(dy.shape, p, key, dy.dtype.type)
+
+
+def gaussian_noise(x, sigma, key):
+    """The denoising corruption: y = x + sigma * z, z standard normal by Box-Muller from the
+    uniform numbers of indices 2i and 2i + 1 (u1 shifted into (0, 1] so its log is finite).
+    Computed in float32, as the kernel does, whatever x's dtype."""
+    n = x.size
+    i = np.arange(n, dtype=np.uint64)
+    u1 = counter_uniform(key, 2 * i) + np.float32(2.0 ** -24)
+    u2 = counter_uniform(key, 2 * i + np.uint64(1))
+    z = np.sqrt(np.float32(-2.0) * np.log(u1)) * np.cos(np.float32(2 * np.pi) * u2)
+    return (x + (np.float32(sigma) * z).reshape(x.shape).astype(x.dtype)).astype(x.dtype)
