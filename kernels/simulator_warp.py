@@ -395,8 +395,7 @@ def install():
             super().__init__(f, manager, *args, **kwargs)
             self.barriers_entered = 0     # syncthreads calls so far (each block-wide barrier has a number)
             self._warp_state = _block_warps(manager)
-            with self._warp_state.condition:
-                self._warp_state.roster[self.thread_id] = self
+            self._warp_state.roster[self.thread_id] = self    # one dict store: atomic, no lock needed
 
         def syncthreads(self):
             self.barriers_entered += 1
@@ -408,9 +407,11 @@ def install():
                 if self.exception is not None and isinstance(self.exception[0], _LaneStopped):
                     self.exception = None
             finally:
-                with self._warp_state.condition:
-                    self._warp_state.exited.add(self.thread_id)
-                    self._warp_state.condition.notify_all()
+                state = self._warp_state
+                state.exited.add(self.thread_id)
+                if state.waiting or state.at_activemask:   # someone may be waiting for this lane
+                    with state.condition:
+                        state.condition.notify_all()
 
     kernel.BlockThread = WarpAwareBlockThread
     for name, function in (("shfl_sync", shfl_sync), ("shfl_up_sync", shfl_up_sync),
