@@ -33,6 +33,7 @@ OPS = (
     "adaptive_max_pool2d_forward", "adaptive_max_pool2d_backward",
     "adam_step",
     "dropout_forward", "dropout_backward", "gaussian_noise",
+    "squared_error_forward", "squared_error_backward",
 )
 
 

@@ -1,4 +1,5 @@
-"""Dropout and Gaussian input noise as ops of the graph, and the Dropout layer.
+"""Dropout, Gaussian input noise and the squared error: the ops a denoising autoencoder
+adds to the graph, and the Dropout layer.
 
 Both draw their random numbers from a counter (reference.hash32 of a 32-bit key and the
 element's index; kernels/dropout.py on the kernel backends), so the only state is a key:
@@ -38,6 +39,27 @@ class GaussianNoiseFunction(Function):
     @staticmethod
     def backward(ctx, dy):
         return dy, None, None
+
+
+class SquaredErrorFunction(Function):
+    """mean (y - t)^2 against a constant target t (an array on y's backend)."""
+
+    @staticmethod
+    def forward(ctx, y, target):
+        ctx.save_for_backward(y, target)
+        return ctx.backend.squared_error_forward(y, target)
+
+    @staticmethod
+    def backward(ctx, dloss):
+        y, target = ctx.saved
+        return ctx.backend.squared_error_backward(y, target, dloss), None
+
+
+def squared_error(y, target):
+    """The mean squared error of Tensor y against the array ``target`` (same shape)."""
+    if not isinstance(y, Tensor) or tuple(target.shape) != tuple(y.shape):
+        raise OpError("squared_error: y must be a Tensor and target an array of its shape")
+    return SquaredErrorFunction.apply(y, target)
 
 
 def _check(op, x, key):

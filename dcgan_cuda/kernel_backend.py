@@ -247,6 +247,16 @@ class KernelBackend:
         self.k["dropout"].gaussian_noise(x, y, sigma, key, self._v("dropout"))
         return y
 
+    def squared_error_forward(self, y, target):
+        loss = self.empty((1,))
+        self.k["dropout"].squared_error_forward(y, target, loss, self._v("dropout"))
+        return loss.reshape(())
+
+    def squared_error_backward(self, y, target, dloss=1.0):
+        dy = self.empty(y.shape)
+        self.k["dropout"].squared_error_backward(y, target, self._as_scalar(dloss), dy, self._v("dropout"))
+        return dy
+
     def sigmoid_forward(self, x):
         y = self.empty(x.shape)
         self.k["elementwise"].sigmoid_forward(x, y, self._v("elementwise"))

@@ -528,3 +528,15 @@ def gaussian_noise(x, sigma, key):
     u2 = counter_uniform(key, 2 * i + np.uint64(1))
     z = np.sqrt(np.float32(-2.0) * np.log(u1)) * np.cos(np.float32(2 * np.pi) * u2)
     return (x + (np.float32(sigma) * z).reshape(x.shape).astype(x.dtype)).astype(x.dtype)
+
+
+def squared_error_forward(y, target):
+    """mean (y - t)^2 over every element: the denoising autoencoder's reconstruction loss."""
+    d = y - target
+    return np.asarray(np.mean(d * d), dtype=y.dtype)
+
+
+def squared_error_backward(y, target, dloss=1.0):
+    """d mean (y - t)^2 / dy = 2 (y - t) / n, times the upstream gradient."""
+    scale = y.dtype.type(2.0 * np.asarray(dloss).item() / y.size)
+    return scale * (y - target)

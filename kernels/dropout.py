@@ -1,11 +1,14 @@
-"""dropout — inverted dropout forward and backward, and Gaussian input noise, with random
-numbers made on the device from a counter.
+"""dropout — the denoising autoencoder's kernels: inverted dropout forward and backward and
+Gaussian input noise, with random numbers made on the device from a counter, and the
+gradient of its squared reconstruction error.
 
 What it computes, element by element (i runs over every element of a flat array; u(key, i)
 is a uniform number in [0, 1), z(key, i) a standard normal one):
     dropout_forward   y  = u(key, i) >= p ? x  / (1 - p) : 0
     dropout_backward  dx = u(key, i) >= p ? dy / (1 - p) : 0     (the same key: the same mask)
     gaussian_noise    y  = x + sigma * z(key, i)                  (the denoising corruption)
+    squared_error_forward   loss = mean (y - t)^2                 (one block, fixed order)
+    squared_error_backward  dy = g * 2 (y - t) / n                (g: the upstream gradient)
 Every kernel writes its output (=).
 
 Where the random numbers come from. A counter-based generator: the number of element i is
@@ -43,6 +46,7 @@ from numba import cuda, float32, uint64
 from dcgan_cuda import reference
 
 from .jit import Version, f32, f32_1d, grid_1d, i64, kernel, scalar
+from .reduction import THREADS, block_sum
 
 # Constants as uint64 globals: Numba then types every step of the hash as uint64 (a plain
 # Python int would mix int64 in, and int64 with uint64 becomes float64).
@@ -101,10 +105,35 @@ def gaussian_noise_v1(x, y, sigma, key, n):
         y[i] = x[i] + sigma * z
 
 
+@kernel((f32_1d, f32_1d, f32_1d, i64))
+def squared_error_forward_v1(y, t, loss, n):
+    """loss[0] = mean (y - t)^2; one block, each thread a strided share, then reduction.py's
+    tree (loss.py's pattern): a fixed order, so the same value every run."""
+    partial = cuda.shared.array(THREADS, float32)
+    tid = cuda.threadIdx.x
+    acc = float32(0.0)
+    for i in range(tid, n, THREADS):
+        d = y[i] - t[i]
+        acc += d * d
+    partial[tid] = acc
+    total = block_sum(partial, tid)
+    if tid == 0:
+        loss[0] = total / float32(n)
+
+
+@kernel((f32_1d, f32_1d, f32_1d, f32_1d, f32, i64))
+def squared_error_backward_v1(y, t, dloss, dy, two_over_n, n):
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    scale = dloss[0] * two_over_n   # the upstream gradient stays on the device: no sync
+    for i in range(start, n, stride):
+        dy[i] = scale * (y[i] - t[i])
+
+
 VERSIONS = {
     1: Version("counter-hash", "one thread per element of a grid-stride loop, numbers hashed from (key, i)", {
         "dropout_forward": dropout_forward_v1, "dropout_backward": dropout_backward_v1,
-        "gaussian_noise": gaussian_noise_v1,
+        "gaussian_noise": gaussian_noise_v1, "squared_error_forward": squared_error_forward_v1,
+        "squared_error_backward": squared_error_backward_v1,
     }),
 }
 DEFAULT_VERSION = 1
@@ -138,18 +167,42 @@ def gaussian_noise(x, y, sigma, key, version=DEFAULT_VERSION):
         x.reshape(-1), y.reshape(-1), scalar(sigma), int(key), x.size)
 
 
+def squared_error_forward(y, t, loss, version=DEFAULT_VERSION):
+    """loss[0] = mean (y - t)^2 (loss: a 1-element array)."""
+    VERSIONS[version].ops["squared_error_forward"][1, THREADS](y.reshape(-1), t.reshape(-1), loss, y.size)
+
+
+def squared_error_backward(y, t, dloss, dy, version=DEFAULT_VERSION):
+    """dy = dloss[0] * 2 (y - t) / n, the gradient of mean (y - t)^2; dloss: a 1-element
+    array (the upstream gradient, as the loss kernels take it)."""
+    VERSIONS[version].ops["squared_error_backward"][grid_1d(y.size)](
+        y.reshape(-1), t.reshape(-1), dloss.reshape(-1), dy.reshape(-1), scalar(2.0 / y.size), y.size)
+
+
 # ------------------------------------------------------------------ validate / time
 def cases(sim):
     shape = (3, 37) if sim else (256, 4096)
     return [(f"{op} {'x'.join(map(str, shape))}",
              lambda rng, op=op: (op, rng.standard_normal(shape).astype(np.float32)))
-            for op in ("dropout", "gaussian_noise")]
+            for op in ("dropout", "gaussian_noise", "squared_error")]
 
 
 def run(version, label, inputs, device):
     op, x = inputs
     key, p, sigma = 12345, 0.3, 0.5
     d_x, out, grad = device(x), device(np.empty_like(x)), device(np.empty_like(x))
+    if op == "squared_error":
+        t = np.tanh(x[::-1].copy())
+        d_t, d_one, d_loss = device(t), device(np.ones(1, np.float32)), device(np.zeros(1, np.float32))
+
+        def launch():
+            squared_error_forward(d_x, d_t, d_loss, version)
+            squared_error_backward(d_x, d_t, d_one, grad, version)
+            return d_loss, grad
+        # the gradient: one subtraction and one product in float32, as the reference; the
+        # mean: float32 sums in another order than NumPy's pairwise one
+        ref = (reference.squared_error_forward(x, t).reshape(1), reference.squared_error_backward(x, t))
+        return launch, ref, 1e-6, 1e-5, 5 * x.size, 4 * x.nbytes
     if op == "gaussian_noise":
         def launch():
             gaussian_noise(d_x, out, sigma, key, version)

@@ -42,6 +42,13 @@ def test_dropout_backward_matches_finite_differences(p, key):
     assert ref.dropout_forward(x, p, key).dtype == np.float64
 
 
+def test_squared_error_backward_matches_finite_differences():
+    rng = np.random.default_rng(3)
+    y, t = rng.standard_normal((2, 5)), rng.standard_normal((2, 5))
+    numeric = numerical_gradient(lambda v: 0.7 * ref.squared_error_forward(v, t), y, 1e-6)
+    assert_close(ref.squared_error_backward(y, t, 0.7), numeric, 1e-7, 1e-8)
+
+
 def test_gaussian_noise_is_standard_normal_times_sigma():
     z = ref.gaussian_noise(np.zeros(200_000, np.float32), 0.5, 11) / 0.5
     assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01

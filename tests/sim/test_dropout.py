@@ -32,6 +32,18 @@ def test_gaussian_noise_matches_the_reference(rng):
     assert not np.array_equal(y, x)
 
 
+def test_squared_error_gradient_matches_the_reference(rng):
+    y = rng.standard_normal((2, 13)).astype(np.float32)
+    t = rng.standard_normal((2, 13)).astype(np.float32)
+    dy, loss = nan_like(y.shape), nan_like((1,))
+    dropout.squared_error_backward(y, t, np.full(1, 0.5, np.float32), dy)
+    assert_close(dy, reference.squared_error_backward(y, t, 0.5), 0, 1e-6, "squared_error_backward")
+    dropout.squared_error_forward(y, t, loss)
+    # 26 float32 terms summed in the block's tree order, against NumPy's pairwise sum
+    assert_close(loss, reference.squared_error_forward(y.astype(np.float64), t).reshape(1), 0, 1e-6,
+                 "squared_error_forward")
+
+
 def test_a_key_outside_32_bits_is_refused():
     x = np.zeros(4, np.float32)
     with pytest.raises(ValueError, match="32-bit"):
