@@ -137,7 +137,20 @@ def planned(call):
     from dcgan_cuda.kernels import access_profiler
     with access_profiler.tracing(dry=True) as launches:
         call()
-    return [(name, tuple(grid), tuple(block)) for name, grid, block in launches]
+    return [(launch.name, tuple(launch.grid), tuple(launch.block)) for launch in launches]
+
+
+def planned_signatures(call):
+    """The launches a call makes, with their argument shapes: what a training step's
+    launches are matched against."""
+    from dcgan_cuda.kernels import access_profiler
+    with access_profiler.tracing(dry=True) as launches:
+        call()
+    return [signature(launch) for launch in launches]
+
+
+def signature(launch):
+    return [launch.name, list(launch.grid), list(launch.block), [list(s) if s else None for s in launch.shapes]]
 
 
 def reduced_lengths(plan_at, real):
@@ -193,40 +206,72 @@ def traced_launches(call, blocks=1, warps=0):
             for p in launches]
 
 
-def trace_conv(conv2d, layer, direction, version, blocks=1, warps=0):
-    """The traced figures of one direction of one layer by one version, at the real shape:
-    sampled, and extrapolated along the reduction (see the module docstring)."""
-    axis = REDUCTION_AXIS[direction]
-    real = getattr(layer, axis)
-
-    def plan_at(r):
-        return planned(conv_launcher(conv2d, layer._replace(**{axis: r}), direction, version))
-
-    started = time.perf_counter()
-    lengths = reduced_lengths(plan_at, real)
+def trace_reduced(call_at, real, flops, blocks=1, warps=0):
+    """(launches, method): the traced launches of call_at(real), a call whose reduction has
+    length ``real`` (call_at(r) builds the same call with length r), sampled and, where two
+    shorter lengths make the same launches, extrapolated from those (module docstring).
+    The multiply-adds (``flops``) go to the launch that does them: the one with the most
+    loads (the others regroup weights or add split-K partial sums)."""
+    real_plan = planned_signatures(call_at(real))
+    lengths = reduced_lengths(lambda r: planned(call_at(r)), real)
     if lengths is None:
-        launches = traced_launches(conv_launcher(conv2d, layer, direction, version), blocks, warps)
-        method = {"reduction": axis, "lengths": [real], "real": real}
+        launches = traced_launches(call_at(real), blocks, warps)
+        method = {"lengths": [real], "real": real}
     else:
         r1, r2 = lengths
-        low = traced_launches(conv_launcher(conv2d, layer._replace(**{axis: r1}), direction, version), blocks, warps)
-        high = traced_launches(conv_launcher(conv2d, layer._replace(**{axis: r2}), direction, version), blocks, warps)
+        low = traced_launches(call_at(r1), blocks, warps)
+        high = traced_launches(call_at(r2), blocks, warps)
         launches = []
         for a, b in zip(low, high):
             launches.append(dict(a, metrics=_extrapolate(a["metrics"], b["metrics"], r1, r2, real),
                                  per_thread={k: max(0.0, a["per_thread"][k] + (b["per_thread"][k] - a["per_thread"][k])
                                                     * (real - r1) / (r2 - r1)) for k in a["per_thread"]}))
-        method = {"reduction": axis, "lengths": [r1, r2], "real": real}
-    # The layer's multiply-adds belong to the launch that does them: the one with the
-    # most loads (the others regroup weights or add split-K partial sums).
-    flops = conv2d.layer_flops(layer)
+        method = {"lengths": [r1, r2], "real": real}
     loads = [l["metrics"].get("l1tex__t_requests_pipe_lsu_mem_global_op_ld.sum", 0)
              + l["metrics"].get("smsp__sass_inst_executed_op_shared_ld.sum", 0) for l in launches]
     for i, launch in enumerate(launches):
         launch["flops"] = flops if i == int(np.argmax(loads)) else 0
+        launch["signature"] = real_plan[i] if i < len(real_plan) else None
+    return launches, method
+
+
+def trace_conv(conv2d, layer, direction, version, blocks=1, warps=0):
+    """The traced figures of one direction of one layer by one version, at the real shape:
+    sampled, and extrapolated along the reduction (see the module docstring)."""
+    axis = REDUCTION_AXIS[direction]
+    started = time.perf_counter()
+    launches, method = trace_reduced(
+        lambda r: conv_launcher(conv2d, layer._replace(**{axis: r}), direction, version),
+        getattr(layer, axis), conv2d.layer_flops(layer), blocks, warps)
     return {"family": "conv2d", "version": version, "layer": layer.name,
             "label": conv2d.layer_label(layer, direction), "direction": direction, "launches": launches,
-            "method": method, "seconds_to_trace": round(time.perf_counter() - started, 1)}
+            "method": dict(method, reduction=axis), "seconds_to_trace": round(time.perf_counter() - started, 1)}
+
+
+# A dense layer's GEMMs: y (N, out) = x (N, in) @ w (out, in).T and its two gradients; each
+# direction sums over a different axis.
+DENSE_REDUCTION = {"fwd": "fan_in", "bwd-data": "fan_out", "bwd-weight": "batch"}
+
+
+def linear_launcher(linear, dims, direction, version):
+    batch, fan_in, fan_out = dims["batch"], dims["fan_in"], dims["fan_out"]
+    x, w, dy = (np.zeros(shape, np.float32) for shape in ((batch, fan_in), (fan_out, fan_in), (batch, fan_out)))
+    out = np.zeros({"fwd": dy.shape, "bwd-data": x.shape, "bwd-weight": w.shape}[direction], np.float32)
+    return {"fwd": lambda: linear.forward(x, w, out, version),
+            "bwd-data": lambda: linear.backward_data(dy, w, out, version),
+            "bwd-weight": lambda: linear.backward_weight(x, dy, out, version)}[direction]
+
+
+def trace_linear(linear, label, dims, direction, version, blocks=1, warps=0):
+    """One direction of one dense shape by one version, as trace_conv does a convolution."""
+    axis = DENSE_REDUCTION[direction]
+    started = time.perf_counter()
+    launches, method = trace_reduced(
+        lambda r: linear_launcher(linear, dict(dims, **{axis: r}), direction, version),
+        dims[axis], 2 * dims["batch"] * dims["fan_in"] * dims["fan_out"], blocks, warps)
+    return {"family": "linear", "version": version, "layer": label, "label": f"{label} {direction}",
+            "direction": direction, "launches": launches, "method": dict(method, reduction=axis),
+            "seconds_to_trace": round(time.perf_counter() - started, 1)}
 
 
 def trace_family_case(module, family, version, label, make_inputs, blocks=1, warps=0):
@@ -386,6 +431,102 @@ def figures_markdown(figures):
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------- a training step
+STEP = os.path.join(HERE, "results", "cpu", "step_prediction.json")
+
+
+def trace_step(figures, versions=("default",), blocks=1, warps=0):
+    """Every launch of one DCGAN training step (pytorch arch, batch 128, 64x64, ngf = ndf =
+    64) with the GPU's sizes, PREDICTED. The step runs once under the simulator in a dry
+    run (kernels/access_profiler.py: each launch recorded with its arguments, none run);
+    each convolution launch then takes its figures from the conv2d rows of ``figures``
+    (matched by kernel, grid, block and argument shapes), every other launch is traced
+    (sampled) on the arrays the dry run recorded, identical launches once."""
+    from dcgan_cuda.autograd import Tensor
+    from dcgan_cuda.backend import get_backend
+    from dcgan_cuda.kernels import access_profiler, gpu_shaped
+    from dcgan_cuda.models import build_models
+    from dcgan_cuda.optim import Adam
+    from dcgan_cuda.train import step_on_device
+    access_profiler.COUNT_LOCAL = False
+    backend = get_backend("sim", announce=lambda *a, **k: None)
+    chosen = backend.choose_versions(list(versions))
+    backend.k = {name: gpu_shaped.load(name) for name in backend.k}    # the GPU's tiles and grids
+    netG, netD = build_models("pytorch", 64, 3, 100, 64, 64, seed=0)
+    netG.to(backend)
+    netD.to(backend)
+    optG = Adam(netG.parameters(), 2e-4, (0.5, 0.999))
+    optD = Adam(netD.parameters(), 2e-4, (0.5, 0.999))
+    rng = np.random.default_rng(0)
+    real = backend.asarray(rng.uniform(-1, 1, (128, 3, 64, 64)).astype(np.float32))
+    noise = backend.asarray(netG.sample_noise(128, rng))
+    with access_profiler.tracing(dry=True) as planned:
+        step_on_device(netG, netD, optG, optD, Tensor(real, backend), Tensor(noise, backend))
+    conv = {}
+    for row in figures["rows"]:
+        if row["family"] == "conv2d" and row["version"] == chosen["conv2d"]:
+            for launch in row["launches"]:
+                if launch.get("signature"):
+                    conv[json.dumps(launch["signature"])] = (launch, row["label"])
+    traced, rows = {}, []
+    started = time.perf_counter()
+    for launch in planned:
+        key = json.dumps(signature(launch))
+        if key not in traced:
+            if key in conv:
+                found, label = conv[key]
+                traced[key] = dict(found, source=f"conv2d table: {label}")
+            elif launch.name.startswith("conv2d."):
+                traced[key] = None           # not in the table: traced there, not here (too slow)
+            else:
+                p = access_profiler.profile_planned(launch, blocks, warps)
+                traced[key] = {"name": p.name, "grid": list(p.grid), "block": list(p.block),
+                               "metrics": dict(p.metrics), "flops": 0, "source": "traced in the step"}
+        entry = traced[key]
+        rows.append({"name": launch.name, "grid": list(launch.grid), "block": list(launch.block),
+                     "signature": signature(launch), "traced": entry is not None,
+                     "source": entry["source"] if entry else "no conv2d row with these shapes"})
+        if entry is not None:
+            p = predict(entry["metrics"], entry.get("flops", 0), int(np.prod(launch.grid)))
+            rows[-1].update(low_ms=p["low_s"] * 1e3, high_ms=p["high_s"] * 1e3, bound=p["bound"])
+    return {"versions": chosen, "launches": rows, "seconds_to_trace": round(time.perf_counter() - started, 1),
+            "conv_figures_date": figures.get("date")}
+
+
+def print_step(step, out=sys.stdout, top=12):
+    """The PREDICTED step: per kernel family and the launches that dominate it."""
+    import common
+    rows = step["launches"]
+    done = [r for r in rows if r["traced"]]
+    low, high = sum(r["low_ms"] for r in done), sum(r["high_ms"] for r in done)
+    print(f"PREDICTED training step on an H100 SXM (bench/roofline.py; no GPU measured this), kernel versions "
+          f"{', '.join(f'{k} {v}' for k, v in sorted(step['versions'].items()))}: {len(rows)} launches, "
+          f"{low:.2f} - {high:.2f} ms" + (f" ({len(rows) - len(done)} launches without figures)"
+                                          if len(done) < len(rows) else ""), file=out)
+    families = {}
+    for r in done:
+        f = families.setdefault(r["name"].split(".")[0], {"family": r["name"].split(".")[0], "launches": 0,
+                                                           "low": 0.0, "high": 0.0})
+        f["launches"] += 1
+        f["low"] += r["low_ms"]
+        f["high"] += r["high_ms"]
+    print(common.table(sorted(families.values(), key=lambda f: -f["low"]),
+                       [("family", "family", "{}"), ("launches", "launches", "{}"),
+                        ("low", "PREDICTED ms (low)", "{:.3f}"), ("high", "(high)", "{:.3f}")]), file=out)
+    kernels = {}
+    for r in done:
+        k = kernels.setdefault((r["name"], r["source"]), {"kernel": r["name"], "launches": 0, "low": 0.0,
+                                                          "high": 0.0, "bound": r["bound"], "source": r["source"]})
+        k["launches"] += 1
+        k["low"] += r["low_ms"]
+        k["high"] += r["high_ms"]
+    print(f"\nThe {top} launches that dominate it (PREDICTED, by the low end):", file=out)
+    print(common.table(sorted(kernels.values(), key=lambda k: -k["low"])[:top],
+                       [("kernel", "kernel", "{}"), ("source", "shapes", "{}"), ("launches", "n", "{}"),
+                        ("low", "ms (low)", "{:.3f}"), ("high", "(high)", "{:.3f}"), ("bound", "bound", "{}")]),
+          file=out)
+
+
 # ------------------------------------------------------------------------------ main
 FAMILIES = ("elementwise", "reduction", "batchnorm", "loss", "adam", "linear", "pool")
 
@@ -417,8 +558,24 @@ def trace_all(args):
                           f"{p['bound']}-bound", flush=True)
                     if args.json:
                         save(args, rows, complete=False)
+    if "linear" in families:
+        linear = gpu_shaped.load("linear")
+        for label, make_inputs in linear.cases(False):
+            x, w, _ = make_inputs(np.random.default_rng(0))
+            dims = {"batch": x.shape[0], "fan_in": x.shape[1], "fan_out": w.shape[0]}
+            for direction in args.directions:
+                for version in [v for v in (args.versions or sorted(linear.VERSIONS)) if v in linear.VERSIONS]:
+                    row = trace_linear(linear, label, dims, direction, version, args.blocks, args.warps)
+                    rows.append(row)
+                    p = predict_row(row)
+                    print(f"linear v{version:<3} {row['label']:<44} traced in {row['seconds_to_trace']:5.1f}s "
+                          f"(reduction {row['method']['reduction']} at {row['method']['lengths']} of "
+                          f"{row['method']['real']}): PREDICTED {p['low_ms']:.3f}-{p['high_ms']:.3f} ms, "
+                          f"{p['bound']}-bound", flush=True)
+                    if args.json:
+                        save(args, rows, complete=False)
     for name in families:
-        if name == "conv2d":
+        if name in ("conv2d", "linear"):
             continue
         module = gpu_shaped.load(name)
         versions = [v for v in (args.versions or sorted(module.VERSIONS)) if v in module.VERSIONS]
@@ -458,13 +615,19 @@ def main(argv=None):
     p.add_argument("--directions", nargs="*", default=["fwd", "bwd-data", "bwd-weight"],
                    choices=("fwd", "bwd-data", "bwd-weight"))
     p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--step", action="store_true",
+                   help="also predict one training step's launches (traced under the simulator; needs the conv2d "
+                        "figures) into --step-json")
+    p.add_argument("--step-json", default=STEP)
+    p.add_argument("--step-versions", nargs="*", default=["default"],
+                   help="kernel versions of the step, as train_bench's --versions (default, newest, FAMILY=N)")
     p.add_argument("--blocks", type=int, default=1,
                    help="interior blocks sampled per grid axis (0: the first block stands for them)")
     p.add_argument("--warps", type=int, default=0, help="interior warps sampled per block, likewise")
     args = p.parse_args(argv)
     if min(args.blocks, args.warps) < 0 or args.batch < 1:
         p.error("--blocks and --warps must be at least 0, --batch at least 1")
-    if args.trace and os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+    if (args.trace or args.step) and os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
         env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
         os.execve(sys.executable, [sys.executable] + sys.argv, env)
     if args.trace:
@@ -483,6 +646,12 @@ def main(argv=None):
             f.write(figures_markdown(figures) + "\n")
     for family in ["conv2d"] + list(FAMILIES):
         print_predictions(figures, family)
+    if args.step:
+        import common
+        step = trace_step(figures, args.step_versions, args.blocks, args.warps)
+        common.write_json(args.step_json, step)
+        print()
+        print_step(step)
     return 0
 
 

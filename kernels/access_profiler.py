@@ -728,8 +728,8 @@ def _run(fn, grid, block, args, dynshared=0, blocks=None, warps=None):
                     t.join()
                 failed = [t for t in threads if t.error is not None]
                 if failed:
-                    first = min(failed, key=lambda t: not isinstance(t.error[0], RuntimeError)
-                                or "another thread" not in str(t.error[0]))
+                    # The thread that failed first, not one stopped because another failed.
+                    first = min(failed, key=lambda t: "another thread of the block failed" in str(t.error[0]))
                     error, tb = first.error
                     raise type(error)(f"tid={list(first.threadIdx)} ctaid={list(first.blockIdx)}: {error}"
                                       ).with_traceback(tb)
@@ -1513,11 +1513,31 @@ def _kernel_function(kernel):
     return fn if fn is not None else kernel
 
 
+# A launch a dry run recorded instead of running: its kernel's name, grid, block, the
+# shapes of its array arguments (None for the others), and what it takes to run it later.
+PlannedLaunch = namedtuple("PlannedLaunch", "name grid block shapes fn args dynshared")
+
+
+def _shapes(args):
+    out = []
+    for a in args:
+        a = getattr(a, "_ary", a)
+        out.append(tuple(a.shape) if isinstance(a, np.ndarray) else None)
+    return tuple(out)
+
+
+def profile_planned(planned, blocks=None, warps=None, vectors=True):
+    """Run and trace a launch a dry run recorded (PlannedLaunch), as tracing() would have."""
+    return _profile_launch(planned.fn, planned.grid, planned.block, planned.args, planned.dynshared, blocks, warps,
+                           vectors)
+
+
 @contextlib.contextmanager
 def tracing(blocks=None, warps=None, vectors=True, dry=False):
     """``with tracing() as launches:`` — every simulated launch made inside is traced, and
     its Profile appended to ``launches``. With dry=True launches are recorded as
-    (name, grid, block) and not run at all (a launcher's plan, for free)."""
+    PlannedLaunch (name, grid, block, argument shapes, ...) and not run at all: a
+    launcher's plan, for free, which profile_planned can run later."""
     global _session
     kernel_mod, _ = _simulator()
     if _session is not None:
@@ -1530,7 +1550,8 @@ def tracing(blocks=None, warps=None, vectors=True, dry=False):
         session = _session
         if session.dry:
             grid, block = _dims3(self.grid_dim), _dims3(self.block_dim)
-            session.launches.append((_launch_name(self.fn), grid, block))
+            session.launches.append(PlannedLaunch(_launch_name(self.fn), grid, block, _shapes(args), self.fn,
+                                                  args, self.dynshared_size))
             return None
         session.launches.append(_profile_launch(self.fn, self.grid_dim, self.block_dim, args, self.dynshared_size,
                                                 session.blocks, session.warps, session.vectors))

@@ -212,7 +212,8 @@ def test_tracing_collects_every_launch_of_a_launcher():
     with ap.tracing(vectors=False) as launches:
         conv2d.backward_data(dy, w, dx, (2, 2), (0, 0), version=5)
     names = [p.name for p in launches]
-    assert names == [name for name, _, _ in planned] and len(names) == 2
+    assert names == [launch.name for launch in planned] and len(names) == 2
+    assert planned[0].shapes == (w.shape, (2, 2, 3, 2))             # taps_major: w to (kh, kw, Co, Ci)
     assert "taps_major" in names[0] and "backward_data" in names[1]
     from dcgan_cuda import reference
     expected = reference.conv2d_backward_data(dy.astype(np.float64), w.astype(np.float64), dx.shape, (2, 2), (0, 0))
