@@ -1,7 +1,10 @@
 """The access profiler's figures against Nsight Compute's, kernel by kernel, on a GPU.
 
     python bench/ncu_compare.py [--out DIR]       on a GPU machine with ncu: model, ncu, side by side
-    python bench/ncu_compare.py --model-only      without a GPU: the model's side alone
+    python bench/ncu_compare.py --model bench/results/cpu/ncu_model.json --out DIR
+                                                  ... with the model's side traced before (no simulator)
+    python bench/ncu_compare.py --model-only --save-model bench/results/cpu/ncu_model.json
+                                                  without a GPU: the model's side alone
 
 kernels/access_profiler.py counts, in the simulator, what each warp asks of the memory
 system, under ncu's metric names. This script checks those counts where they can be
@@ -65,7 +68,7 @@ def cases():
             y = device(np.zeros(shape_out or (n_out,), np.float32))
             args = (x, y) + scalars if kernel_name not in ("shared_strided", "column_read", "broadcast") \
                 else (y,) + scalars
-            return lambda: kernel[grid, block](*args), kernel
+            return (lambda: kernel[grid, block](*args)), kernel
         return make
 
     n = 1 << 20
@@ -85,23 +88,66 @@ def cases():
          patterns("transpose_shared", square * square, 0, (square // 32, square // 32), (32, 8),
                   shape_in=(square, square), shape_out=(square, square))),
         ("fragment read (16-byte loads)", "fragment_read", patterns("fragment_read", 128, 32 * 1024, 1024, 32)),
+        ("relu forward, 128x64x32x32", "relu_forward_v1", relu_forward),
+        ("conv2d forward D2, newest version", "forward_v", conv2d_d2_forward),
     ]
 
 
-def _launch(make, device):
-    call, _ = make(device)
-    return call
+def relu_forward(device, load=None):
+    """elementwise.relu_forward on D1's output (33.5 MB in, 33.5 MB out)."""
+    elementwise = (load or _project_module)("elementwise")
+    x = device(np.ones((128, 64, 32, 32), np.float32))
+    y = device(np.zeros((128, 64, 32, 32), np.float32))
+    return (lambda: elementwise.relu_forward(x, y)), None
+
+
+def conv2d_d2_forward(device, load=None):
+    """conv2d.forward of D2 (64 -> 128 channels, 32 -> 16) by the newest version."""
+    conv2d = (load or _project_module)("conv2d")
+    layer = [l for l in conv2d.dcgan_layers() if l.name == "D2"][0]
+    version = max(conv2d.VERSIONS)
+    x, w, dy = (device(a) for a in _zeros_like_layer(conv2d, layer))
+    y = device(np.zeros(dy.shape, np.float32))
+    return (lambda: conv2d.forward(x, w, y, layer.stride, layer.padding, version)), (conv2d, layer, version)
+
+
+def _zeros_like_layer(conv2d, layer):
+    import roofline
+    return roofline._conv_inputs(conv2d, layer)
+
+
+def _project_module(name):
+    import importlib
+    return importlib.import_module(f"dcgan_cuda.kernels.{name}")
+
+
+def _launch(make, device, load=None):
+    made = make(device, load) if make in (relu_forward, conv2d_d2_forward) else make(device)
+    return made
 
 
 def model_side(blocks=1, warps=0):
-    """{case: metrics} from the access profiler (run with NUMBA_ENABLE_CUDASIM=1)."""
-    from dcgan_cuda.kernels import access_profiler
+    """{case: metrics} from the access profiler (run with NUMBA_ENABLE_CUDASIM=1), with the
+    GPU's sizes (gpu_shaped) for the project's kernels; the convolution through
+    bench/roofline.py (sampled and extrapolated along its reduction, as its table is)."""
+    import roofline
+
+    from dcgan_cuda.kernels import access_profiler, gpu_shaped
     out = {}
     for name, _, make in cases():
-        call = _launch(make, np.asarray)
-        with access_profiler.tracing(blocks=blocks, warps=warps) as launches:
-            call()
-        out[name] = {k: float(v) for k, v in access_profiler.combine(launches).items()}
+        call, extra = _launch(make, np.asarray, gpu_shaped.load)
+        if make is conv2d_d2_forward:
+            conv2d, layer, version = extra
+            row = roofline.trace_conv(conv2d, layer, "fwd", version, blocks, warps)
+            total = {}
+            for launch in row["launches"]:
+                for k, v in launch["metrics"].items():
+                    total[k] = total.get(k, 0) + v
+            out[name] = total
+        else:
+            with access_profiler.tracing(blocks=blocks, warps=warps) as launches:
+                call()
+            out[name] = {k: float(v) for k, v in access_profiler.combine(launches).items()}
         print(f"model: {name}", flush=True)
     return out
 
@@ -110,7 +156,7 @@ def gpu_side():
     """Run every case once on the GPU (under ncu, which profiles these launches)."""
     import cupy
     for name, _, make in cases():
-        call = _launch(make, cupy.asarray)
+        call, _ = _launch(make, cupy.asarray)
         call()
         cupy.cuda.Device().synchronize()
         print(f"ran: {name}", flush=True)
@@ -205,6 +251,8 @@ def names_kernel(kernel_name, function):
     """Whether ncu's kernel name is ``function``: mangled (Numba's Itanium names carry the
     function's length before it: _ZN...4copyB2v1...) or demangled (copy(Array<...>))."""
     import re
+    if function.endswith("_v"):       # any version: forward_v7, forward_v9, ...
+        return re.search(rf"{re.escape(function)}\d", kernel_name) is not None
     return f"{len(function)}{function}" in kernel_name or re.search(rf"(^|[\s:]){re.escape(function)}\(",
                                                                     kernel_name) is not None
 
@@ -213,6 +261,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default=os.environ.get("OUT", "."), help="folder for the three result files")
     p.add_argument("--model-only", action="store_true", help="only the simulator's side (no GPU needed)")
+    p.add_argument("--model", default=None,
+                   help="the model's figures traced before (e.g. bench/results/cpu/ncu_model.json): "
+                        "skips the simulator, which takes minutes")
+    p.add_argument("--save-model", default=None, help="write the model's figures here for a later --model")
     p.add_argument("--model-json", help=argparse.SUPPRESS)       # internal: the simulator child writes here
     p.add_argument("--run-cases", action="store_true", help=argparse.SUPPRESS)   # internal: ncu's child
     p.add_argument("--ncu", default=shutil.which("ncu") or "ncu", help="the Nsight Compute command line tool")
@@ -226,13 +278,21 @@ def main(argv=None):
         return 0
     os.makedirs(args.out, exist_ok=True)
     model_path = os.path.join(args.out, "ncu_compare.json")
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    child = subprocess.run([sys.executable, os.path.abspath(__file__), "--model-json", model_path], env=env)
-    if child.returncode:
-        print("the model's side failed (see above)")
-        return 1
-    with open(model_path) as f:
-        model = json.load(f)
+    if args.model:       # traced before, on any machine: the simulator's side does not need the GPU
+        with open(args.model) as f:
+            model = json.load(f)
+        model = model.get("model", model)
+    else:
+        env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+        child = subprocess.run([sys.executable, os.path.abspath(__file__), "--model-json", model_path], env=env)
+        if child.returncode:
+            print("the model's side failed (see above)")
+            return 1
+        with open(model_path) as f:
+            model = json.load(f)
+        if args.save_model:
+            with open(args.save_model, "w") as f:
+                json.dump(model, f, indent=1)
     if args.model_only:
         for case, metrics in model.items():
             print(case, {k: metrics.get(k) for k in METRICS if metrics.get(k)})
