@@ -54,6 +54,11 @@ class NumpyBackend:
 
     # -- array management: allocation and copies only ------------------------------
     def asarray(self, a, dtype=np.float32):
+        """``a`` as a C-contiguous array of this backend in ``dtype``: a conversion the caller
+        asks for, float32 (the training path's dtype, every kernel's) unless it names another.
+        Where a user's arrays meet the library (Tensor.backward, Module.load_state_dict,
+        generate's z, the ops) their dtype is checked first: a mismatch is refused there,
+        with a message, never narrowed here unannounced."""
         return np.asarray(a, dtype=dtype, order="C")  # (ascontiguousarray would make 0-d arrays 1-d)
 
     def to_numpy(self, a):
