@@ -464,6 +464,11 @@ def load_training_state(path, netG, netD, optG, optD):
     for prefix, opt in (("optG.", optG), ("optD.", optD)):
         state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         _check_optimizer_state(state, path, prefix[:-1])
+        retyped = [k for k, v in state.items() if k.startswith("exp_avg") and v.dtype != opt.flat_exp_avg.dtype]
+        if retyped:   # refused, not cast: the optimizer would narrow them without a word
+            raise CheckpointError(f"{path}: optimizer state {prefix[:-1]} {retyped[0]} holds "
+                                  f"{state[retyped[0]].dtype} moments where the optimizer keeps "
+                                  f"{opt.flat_exp_avg.dtype}")
         try:
             opt.load_state_dict(state)
         except (ValueError, KeyError) as exc:

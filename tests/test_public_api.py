@@ -47,7 +47,8 @@ def files(nets, tmp_path_factory):
     checkpoint.save_model(paths["G"], netG)
     checkpoint.save_model(paths["D"], netD)
     checkpoint.save_training_state(paths["state"], netG, netD, Adam(netG.parameters()),
-                                   Adam(netD.parameters()), {"epoch": 0, "batch": 0, "iteration": 0})
+                                   Adam(netD.parameters()), {"epoch": 0, "batch": 0, "iteration": 0,
+                                                               "noise_rng": np.random.PCG64(0).state})
     return {k: str(v) for k, v in paths.items()}
 
 
@@ -287,6 +288,17 @@ def test_modules_keep_their_dtype_and_refuse_another(nets):
     with pytest.raises(ops.OpError, match="weight is float32 but input is float64|input is float64"):
         nets[1](x)                                              # a float64 batch into a float32 network
     assert netD.float().main[0].weight.dtype == np.float32
+
+
+def test_a_training_state_with_moments_of_another_dtype_is_refused(nets, files, tmp_path):
+    tensors, meta = checkpoint.read_tensors(files["state"])
+    wide = {k: v.astype(np.float64) if k.startswith("optG.exp_avg") else v for k, v in tensors.items()}
+    checkpoint.save_tensors(str(tmp_path / "wide.safetensors"), wide, meta)
+    netG, netD = build_models("pytorch", SIZE, 1, nz=NZ, ngf=4, ndf=4, seed=0)
+    optG, optD = Adam(netG.parameters()), Adam(netD.parameters())
+    with pytest.raises(dcgan_cuda.CheckpointError, match="float64 moments where the optimizer keeps float32"):
+        checkpoint.load_training_state(str(tmp_path / "wide.safetensors"), netG, netD, optG, optD)
+    checkpoint.load_training_state(files["state"], netG, netD, optG, optD)   # the file as written loads
 
 
 # ============================================================================ the README
