@@ -376,7 +376,9 @@ def load_network(path, kind):
     fmt = meta.get("format")
     if fmt in (FORMAT_STATE, FORMAT_MODEL):
         config = _file_config(meta, kind, path)
-    elif fmt is None:
+    elif set(meta) <= {"format"} and fmt in (None, "pt"):
+        # No metadata at all, or only the {"format": "pt"} some PyTorch tools add: a plain
+        # state_dict. A file with some of our fields but not our tag was damaged or edited.
         config = _shape_config(tensors, kind, path)
     else:
         raise CheckpointError(f"{path} is not a checkpoint written by dcgan_cuda.train (format tag "

@@ -105,7 +105,7 @@ def test_a_state_dict_without_metadata_is_rebuilt_from_its_shapes(arch, tmp_path
     """What pytorch/examples' netG.pth becomes after the conversion the error message prints."""
     netG, netD = build_models(arch, 32, 3, nz=5, ngf=6, ndf=7, seed=1)
     save_file(netG.state_dict(), tmp_path / "g.safetensors")
-    save_file(netD.state_dict(), tmp_path / "d.safetensors")
+    save_file(netD.state_dict(), tmp_path / "d.safetensors", metadata={"format": "pt"})  # as some torch tools tag
     G = dcgan_cuda.load_generator(str(tmp_path / "g.safetensors"))
     D = dcgan_cuda.load_discriminator(str(tmp_path / "d.safetensors"))
     assert (G.arch, G.nz, G.ngf, G.nc, G.image_size) == (arch, 5, 6, 3, 32)
@@ -145,6 +145,8 @@ def bad_files(folder, files):
     save_file({**tensors, "main.0.weight": np.full_like(tensors["main.0.weight"], np.nan)},
               folder / "nan.safetensors", metadata=meta)
     save_file({"x": np.zeros(3, np.float32)}, folder / "other.safetensors", metadata={"format": "something"})
+    untagged = {k: v for k, v in meta.items() if k != "format"}
+    save_file(tensors, folder / "untagged.safetensors", metadata=untagged)   # edited: ours, less the tag
     return [("missing", folder / "missing.safetensors"), ("folder", folder),
             ("truncated", folder / "truncated.safetensors"), ("empty", folder / "empty.safetensors"),
             ("pytorch zip", folder / "netG.pth"), ("pickle", folder / "legacy.pth"),
@@ -152,7 +154,8 @@ def bad_files(folder, files):
             ("nz not a number", folder / "nz_text.safetensors"),
             ("nz not whole", folder / "nz_float.safetensors"),
             ("float64 weights", folder / "float64.safetensors"), ("NaN weights", folder / "nan.safetensors"),
-            ("another format", folder / "other.safetensors")]
+            ("another format", folder / "other.safetensors"),
+            ("our fields without our tag", folder / "untagged.safetensors")]
 
 
 def test_every_wrong_file_is_one_checkpoint_error_of_one_line(files, tmp_path):
