@@ -6,7 +6,7 @@ What it computes (NCHW, float32; w is (Ci_T, Co_T, kh, kw) as in PyTorch's ConvT
                      H' = (H-1)*s - 2*pad + kh + output_padding
 Each input pixel scatters a k x k stamp of its weights, s pixels apart: an upsampling.
 
-The duality (DESIGN.md section 3). Read w as a conv2d weight: (Co, Ci, kh, kw) with
+The duality. Read w as a conv2d weight: (Co, Ci, kh, kw) with
 Co = Ci_T and Ci = Co_T, a conv2d from Co_T channels to Ci_T channels with the same stride and
 padding. That conv2d maps a y-shaped tensor to an x-shaped one, and this layer is exactly
 its adjoint (its transpose, as a matrix), so:
@@ -16,18 +16,19 @@ its adjoint (its transpose, as a matrix), so:
 output_padding needs no code: it only makes y (conv2d's dx) s-1 rows taller at most, rows
 that conv2d's floor((H'+2p-k)/s)+1 = H ignores; backward_data writes them 0. This file
 defines no kernels of its own: its launchers call conv2d's, so every conv2d version, with
-its thread mapping (see conv2d.py), is also a transposed-conv version. Every output is
+its thread mapping (see kernels/conv2d/), is also a transposed-conv version. Every output is
 written (=).
 
 How threads map to data: as in conv2d's kernels, with the roles above. v1 runs one thread
 per OUTPUT element of the transposed layer (its forward is conv2d's gather, so threads
 never collide: no atomics, unlike the textbook "scatter each input" formulation); v2 tiles
 the same outputs through shared memory; v3 computes each direction as a register-blocked
-implicit GEMM (64 x 64 tiles of 256 threads, 4 x 4 outputs per thread). v3's forward is
-the sub-pixel form of a transposed convolution: the s*s output phases (h mod s, v mod s)
-are s*s ordinary stride-1 convolutions of x with the taps i = i0, i0 + s, ... that reach
-them (blockIdx.z = phase), instead of a convolution over x with zeros inserted between
-its pixels, which at s = 2 spends 3/4 of its multiply-adds on the zeros.
+implicit GEMM (128 x 128 tiles of 256 threads, 8 x 8 outputs per thread). v3's forward
+is a convolution over x with zeros inserted between its pixels, in effect: it visits all
+kh*kw taps of every output pixel, and at s = 2 spends 3/4 of its multiply-adds on taps
+that miss. v4's forward is the sub-pixel form of a transposed convolution: the s*s output
+phases (h mod s, v mod s) are s*s ordinary stride-1 convolutions of x with the taps
+i = i0, i0 + s, ... that reach them (blockIdx.z = phase), and nothing is wasted.
 
 Napkin math: the DCGAN generator (pytorch arch, batch 128, 64x64, ngf = 64). FLOPs =
 2*N*Ci_T*H*W*Co_T*kh*kw per direction (multiply-adds of every input pixel with every tap):
@@ -42,19 +43,22 @@ G5 (20 FLOP/byte) sits at the ridge. The paper arch's 5x5, stride 2, pad 2, outp
 1 layers cost 25/16 as much (13.4 GFLOP for G2..G4). With stride 2 and k4 only 4 of the 16
 taps meet any one output pixel of the forward gather; the FLOP count already counts only
 those. (k5 s2: 9, 6, 6 or 4 of the 25, by phase; 1/4 on average, as for k4.)
-v3 at these shapes (predicted, not measured; see conv2d.py for the reasoning): G2..G4 as
-GEMMs of 256-2048 blocks at 20-30 TFLOP/s, ~0.3-0.45 ms per direction; G5's forward writes
-only Nc = 3 channels, 3 of a tile's 64 columns (v4, v5: of 128), so they are predicted
-slower than v2 there; v6 gives that case a kernel of its own (one thread per pixel).
+The implicit GEMMs at these shapes (PREDICTED, not measured; each conv2d version's file
+gives its reasoning): G2..G4's forwards are 128-1024 tiles of 128 x 128 over 4 phases;
+G5's forward writes only Nc = 3 channels, 3 of a tile's 128 columns, so versions 3-7 are
+predicted slower than v2 there; v8 gives that case a kernel of its own (one thread per pixel).
 
 Versions:
-    1  naive       conv2d v1: one thread per output element, operands from global memory
-    2  smem-tiles  conv2d v2: input and weight tiles staged in shared memory
-    3  implicit-gemm  conv2d v3: register-blocked implicit GEMMs; forward in sub-pixel phases
-    4  vector-frags   conv2d v4: 8 x 8 outputs per thread, operands read 16 bytes per shared load
-    5  prefetch       conv2d v5: the next slice's loads in flight during the multiply-adds
-    6  narrow-channels  conv2d v6: a forward into at most 4 channels (G5) by one thread per pixel
-    7  fitted-tiles  conv2d v7: 64 x 64 tiles where 128 x 128 would be half padding (G4's forward)
+    1  naive          conv2d v1: one thread per output element, operands from global memory
+    2  smem-tiles     conv2d v2: input and weight tiles staged in shared memory
+    3  implicit-gemm  conv2d v3: register-blocked implicit GEMMs (the GEMM ladder's last rung)
+    4  sub-pixel-phases  conv2d v4: the forward as one stride-1 GEMM per output phase
+    5  taps-major     conv2d v5: the forward's weights regrouped so that their loads coalesce
+    6  split-k        conv2d v6: backward-data (G1) and weight gradients split over blocks
+    7  prefetch       conv2d v7: the next slice's loads in flight during the multiply-adds
+    8  narrow-channels  conv2d v8: a forward into at most 4 channels (G5) by one thread per pixel
+    9  fitted-tiles   conv2d v9: 64 x 64 tiles where 128 x 128 would be half padding (G4's forward)
+    10 small-frags    conv2d v10: 4 x 4 outputs per thread in 64 x 64 tiles, two blocks per SM
 Run:
     python -m dcgan_cuda.kernels.conv_transpose2d --sim        validate every version on the CPU
     python -m dcgan_cuda.kernels.conv_transpose2d --version 2  validate and time on a GPU

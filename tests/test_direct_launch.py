@@ -95,7 +95,7 @@ def test_parameters_match_the_compiled_kernels_param_lists():
     kernel compiles to: 8 bytes for Python ints (pointers, sizes), ctypes' own widths."""
     import_all()
     # a few kernels of several families, between them every kind of argument
-    names = {"conv2d.forward_v7", "conv2d.sum_splits", "conv2d.backward_data_narrow_v6",
+    names = {"conv2d.forward_v7", "conv2d.sum_splits", "conv2d.backward_data_narrow_v8",
              "batchnorm.normalise_v1", "batchnorm.statistics_v1", "loss.bce_with_logits_forward_v1"}
     found = 0
     for k in jit.REGISTRY:

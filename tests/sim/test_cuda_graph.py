@@ -108,7 +108,7 @@ def test_training_cli_with_cuda_graph_writes_the_eager_runs_checkpoint(tmp_path)
 
 def test_training_cli_refuses_an_unknown_kernel_version(tmp_path, capsys):
     from dcgan_cuda.train import main
-    assert main(["--device", "sim", "--kernels", "newest", "conv2d=9", "--outf", str(tmp_path),
+    assert main(["--device", "sim", "--kernels", "newest", "conv2d=99", "--outf", str(tmp_path),
                  "--dry-run", "--no-progress"]) == 2
     from dcgan_cuda.kernels import conv2d
     err = capsys.readouterr().err
