@@ -237,7 +237,8 @@ def _barriers_open_through(state):
     """The number of the last syncthreads barrier known to be open: the most barriers any
     thread not waiting at one has entered (it got through them all). A thread flagged as
     waiting at a barrier up to this number is being let through by the simulator, which
-    releases a barrier's threads one by one."""
+    releases a barrier's threads one by one. Called with the condition held (the roster
+    changes under it)."""
     return max((_barriers_entered(t) for t in state.roster.values() if not t.syncthreads_blocked), default=0)
 
 
@@ -395,7 +396,8 @@ def install():
             super().__init__(f, manager, *args, **kwargs)
             self.barriers_entered = 0     # syncthreads calls so far (each block-wide barrier has a number)
             self._warp_state = _block_warps(manager)
-            self._warp_state.roster[self.thread_id] = self    # one dict store: atomic, no lock needed
+            with self._warp_state.condition:      # others iterate the roster under this lock
+                self._warp_state.roster[self.thread_id] = self
 
         def syncthreads(self):
             self.barriers_entered += 1
@@ -408,9 +410,9 @@ def install():
                     self.exception = None
             finally:
                 state = self._warp_state
-                state.exited.add(self.thread_id)
-                if state.waiting or state.at_activemask:   # someone may be waiting for this lane
-                    with state.condition:
+                with state.condition:
+                    state.exited.add(self.thread_id)
+                    if state.waiting or state.at_activemask:   # someone may be waiting for this lane
                         state.condition.notify_all()
 
     kernel.BlockThread = WarpAwareBlockThread
