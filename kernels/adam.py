@@ -27,9 +27,9 @@ has 5.1 M and 4.3 M. That is ~1% of the ~5 ms FLOP floor of a training step. Wha
 more is the launch count: one launch per tensor would be 24 launches per step, ~10 us of
 Python and driver each (an estimate: see kernels/README.md), most on tensors of 64-512
 floats (batchnorm's weight and bias) that the GPU finishes in ~2 us. So the kernel is
-never launched per tensor in training: dcgan_cuda.optim.Adam keeps every parameter, gradient and moment of a model in one flat
-buffer (each tensor a view of its slice) and launches this kernel once over the whole
-buffer, 2 launches per step. Nothing in the kernel changes: elements are independent, so
+never launched per tensor in training: dcgan_cuda.optim.Adam keeps every parameter,
+gradient and moment of a model in one flat buffer (each tensor a view of its slice) and
+launches this kernel once over the whole buffer, 2 launches per step. Nothing in the kernel changes: elements are independent, so
 a flat buffer is just a longer array.
 
 Versions:
