@@ -29,8 +29,8 @@ Python and driver each (an estimate: see kernels/README.md), most on tensors of 
 floats (batchnorm's weight and bias) that the GPU finishes in ~2 us. So the kernel is
 never launched per tensor in training: dcgan_cuda.optim.Adam keeps every parameter,
 gradient and moment of a model in one flat buffer (each tensor a view of its slice) and
-launches this kernel once over the whole buffer, 2 launches per step. Nothing in the kernel changes: elements are independent, so
-a flat buffer is just a longer array.
+launches this kernel once over the whole buffer, 2 launches per step. Nothing in the
+kernel changes: elements are independent, so a flat buffer is just a longer array.
 
 Versions:
     1  fused  one grid-stride kernel reads p, g, m, v once and writes p, m, v: the whole update per element
