@@ -391,8 +391,9 @@ def progression(rows):
     return [out[k] for k in sorted(out)]
 
 
-def print_predictions(figures, family="conv2d", names=None, out=sys.stdout):
+def print_predictions(figures, family="conv2d", names=None, out=None):
     import common
+    out = out or sys.stdout
     rows = predicted_table(figures, family)
     if not rows:
         return rows
@@ -479,9 +480,12 @@ def trace_step(figures, versions=("default",), blocks=1, warps=0):
             elif launch.name.startswith("conv2d."):
                 traced[key] = None           # not in the table: traced there, not here (too slow)
             else:
+                began = time.perf_counter()
                 p = access_profiler.profile_planned(launch, blocks, warps)
                 traced[key] = {"name": p.name, "grid": list(p.grid), "block": list(p.block),
                                "metrics": dict(p.metrics), "flops": 0, "source": "traced in the step"}
+                print(f"step: {launch.name} {list(launch.grid)} x {list(launch.block)} traced in "
+                      f"{time.perf_counter() - began:.1f}s", flush=True)
         entry = traced[key]
         rows.append({"name": launch.name, "grid": list(launch.grid), "block": list(launch.block),
                      "signature": signature(launch), "traced": entry is not None,
@@ -493,9 +497,10 @@ def trace_step(figures, versions=("default",), blocks=1, warps=0):
             "conv_figures_date": figures.get("date")}
 
 
-def print_step(step, out=sys.stdout, top=12):
+def print_step(step, out=None, top=12):
     """The PREDICTED step: per kernel family and the launches that dominate it."""
     import common
+    out = out or sys.stdout
     rows = step["launches"]
     done = [r for r in rows if r["traced"]]
     low, high = sum(r["low_ms"] for r in done), sum(r["high_ms"] for r in done)
