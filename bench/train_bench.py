@@ -14,10 +14,15 @@ kernel launches of one step, by kernel family, and on a GPU measures what one la
 the host and times the same step captured into a CUDA graph (one launch per step;
 --no-graph skips it); --no-fuse runs every batchnorm and activation as separate layers, to
 see what the fusion saves.
+
+At the DCGAN shapes it also prints the step PREDICTED by bench/roofline.py --step (every
+launch of a step from its traced memory figures: bench/results/cpu/step_prediction.json),
+with the launches that dominate it, and on a GPU the measured step beside that range.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 
@@ -193,6 +198,31 @@ def host_cost_of_one_launch(backend, launches=2000):
 
 
 @reports_errors(BackendUnavailable)
+def predicted_step(arch, batch, size, ngf, ndf, versions, rows):
+    """The PREDICTED step (bench/roofline.py --step: every launch of a step at the DCGAN
+    shapes, from traced memory figures; no GPU measured it) for the same shapes and kernel
+    versions, printed with the launches that dominate it, and beside our measured step
+    where there is one; None where no prediction fits."""
+    import roofline
+    if (arch, batch, size, ngf, ndf) != ("pytorch", 128, 64, 64, 64) or not os.path.exists(roofline.STEP):
+        return None
+    with open(roofline.STEP) as f:
+        step = json.load(f)
+    if versions is not None and step.get("versions") != versions:
+        print(f"\n(PREDICTED step: {roofline.STEP} is for kernel versions {step.get('versions')}; "
+              f"python bench/roofline.py --step --step-versions ... predicts others)")
+        return None
+    print()
+    roofline.print_step(step)
+    done = [r for r in step["launches"] if r["traced"]]
+    low, high = sum(r["low_ms"] for r in done), sum(r["high_ms"] for r in done)
+    ours = next((r for r in rows if r["impl"].startswith("dcgan_cuda") and "graph" not in r["impl"]), None)
+    if ours is not None and versions is not None:
+        where = "inside" if low <= ours["ms"] <= high else ("FASTER" if ours["ms"] < low else "SLOWER")
+        print(f"measured {ours['ms']:.2f} ms/step against PREDICTED {low:.2f} - {high:.2f} ms: {where}")
+    return {"low_ms": low, "high_ms": high, "launches": len(step["launches"]), "file": roofline.STEP}
+
+
 def main(argv=None):
     from dcgan_cuda.models import IMAGE_SIZES
     p = Parser(prog="python bench/train_bench.py", description=__doc__.split("\n")[0])
@@ -385,6 +415,9 @@ def main(argv=None):
     print(common.table(rows, cols))
     for failure in failures:
         print(f"FAILED {failure['measurement']}: {failure['error']}")
+    predicted = attempt("PREDICTED step", lambda: predicted_step(args.arch, batch, size, ngf, ndf, versions, rows))
+    if predicted:
+        report["predicted_step"] = predicted
     report["complete"] = True
     save()
     return 1 if failures else 0
