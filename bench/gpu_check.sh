@@ -17,8 +17,8 @@
 #                             graph) against PyTorch, rewritten after every measurement
 #   train_bench_unfused.json  the same step with batchnorm and its activation as two layers
 #   fake_samples_gpu.png      the training run's last sample grid
-#   extra.txt                 the optional stages (compute-sanitizer; Nsight Compute against
-#                             the access model), which run only in the time the others left
+#   extra.txt                 the optional stages, which run only in the time the others left:
+#                             compute-sanitizer per kernel; Nsight Compute against the access model
 # Scratch (the training run's folder) lives outside LOGDIR and is removed at the end.
 #
 # It works offline: it installs this checkout with no index and no dependencies (CuPy,
@@ -140,6 +140,10 @@ echo "training run, last metrics line: ${last_metrics:-none}" | tee -a "$LOG" "$
 ALSO=$EXTRA
 : > "$EXTRA"
 optional_stage sanitizer 120 python3 bench/sanitizer_report.py --tools memcheck racecheck
+# The access profiler's figures (traced in the simulator beforehand, bench/results/cpu/ncu_model.json)
+# against Nsight Compute's for the same launches; its table and JSON go into extra.txt.
+optional_stage ncu 90 python3 bench/ncu_compare.py --model bench/results/cpu/ncu_model.json --out "$SCRATCH/ncu"
+cat "$SCRATCH"/ncu/ncu_compare.md "$SCRATCH"/ncu/ncu_compare.json >> "$EXTRA" 2>/dev/null
 echo "=== done in $(($(date +%s) - START))s of a ${BUDGET}s budget, status $status" | tee -a "$LOG" "$SUMMARY"
 echo
 cat "$SUMMARY"

@@ -17,7 +17,7 @@ SCRIPT = ROOT / "bench" / "gpu_check.sh"
 FILES_THAT_COME_BACK = {"summary.txt", "gpu_check.log", "gpu_tests.txt", "conv_bench.json", "train_bench.json",
                         "train_bench_unfused.json", "fake_samples_gpu.png", "extra.txt"}
 STAGES = ["install", "versions", "gpu-training", "gpu-kernels", "conv-bench", "train-bench",
-          "train-bench-unfused", "train", "sanitizer"]
+          "train-bench-unfused", "train", "sanitizer", "ncu"]
 
 
 def without_network():
@@ -53,7 +53,7 @@ def test_the_summary_has_every_stage_in_order_and_the_training_runs_last_metrics
     outcomes = re.findall(r"^([\w-]+)\s+(ok|skipped: no GPU \(dry run\))", summary, re.M)
     assert [name for name, _ in outcomes] == STAGES
     skipped = {name for name, outcome in outcomes if outcome.startswith("skipped")}
-    assert skipped == {"conv-bench", "sanitizer"}
+    assert skipped == {"conv-bench", "sanitizer", "ncu"}
     for line in ("numpy ", "numba-cuda ", "libNVVM ", "PTX ISA of our kernels ", "no GPU: "):
         assert re.search(rf"^{line}", summary, re.M), line
     metrics = re.search(r"^training run, last metrics line: (\{.*\})$", summary, re.M)
