@@ -107,3 +107,29 @@ def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch):
     assert dedup.main(TINY + ["--max-images", "20", "--plant", "2", "--epochs", "1", "--outf", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install 'dcgan-cuda[dedup]'" in err
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_the_kernels_train_the_autoencoder_like_the_numpy_reference():
+    """The same step as tests/sim/test_dedup_step.py, at the tool's real sizes, on CuPy arrays."""
+    from dcgan_cuda.autograd import Tensor
+    from dcgan_cuda.backend import get_backend
+    from dcgan_cuda.dropout import gaussian_noise, squared_error
+
+    def step(device):
+        backend = get_backend(device, announce=lambda line: None)
+        ae = dedup.Autoencoder(1024, 256, 32, dropout=0.2, seed=1).to(backend)
+        opt = dedup.Adam(ae.parameters(), 1e-3, (0.9, 0.999))
+        clean = backend.asarray(load_dataset("digits", image_size=32, max_images=64).batch(slice(None)).reshape(64, -1))
+        out, code = ae(gaussian_noise(Tensor(clean, backend), 0.1, 5))
+        loss = squared_error(out, clean)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss.item(), code.numpy(), ae.state_dict()
+
+    gpu, cpu = step("cuda"), step("cpu")
+    assert abs(gpu[0] - cpu[0]) <= 1e-5 * max(1.0, cpu[0])
+    np.testing.assert_allclose(gpu[1], cpu[1], rtol=1e-4, atol=1e-5)   # 1024-term float32 sums
+    for name, expected in cpu[2].items():
+        np.testing.assert_allclose(gpu[2][name], expected, rtol=0, atol=1e-5, err_msg=name)
