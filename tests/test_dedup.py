@@ -82,7 +82,8 @@ def test_exact_duplicates_in_a_folder_and_in_lsun_are_grouped(tmp_path):
     pictures[2].save(folder / "again.png")
     assert dedup.main(TINY + ["--dataset", "folder", "--dataroot", str(folder), "--outf", str(tmp_path / "f")]) == 0
     groups = json.loads((tmp_path / "f" / "groups.json").read_text())["groups"]
-    assert ["2.png", "again.png"] in [sorted(g["names"]) for g in groups]
+    # (an untrained tiny network may put other images in the same group too: the copy must be there)
+    assert any({"2.png", "again.png"} <= set(g["names"]) for g in groups)
 
     lmdb = pytest.importorskip("lmdb")
     env = lmdb.open(str(tmp_path / "church_train_lmdb"), map_size=1 << 22)
@@ -95,7 +96,7 @@ def test_exact_duplicates_in_a_folder_and_in_lsun_are_grouped(tmp_path):
     assert dedup.main(TINY + ["--dataset", "lsun", "--dataroot", str(tmp_path), "--classes", "church",
                               "--outf", str(tmp_path / "l")]) == 0
     groups = json.loads((tmp_path / "l" / "groups.json").read_text())["groups"]
-    assert ["church_train/k04", "church_train/k06"] in [sorted(g["names"]) for g in groups]
+    assert any({"church_train/k04", "church_train/k06"} <= set(g["names"]) for g in groups)
 
 
 def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch):
