@@ -303,7 +303,7 @@ def hashes_of(ae, data, backend, args):
 def groups_picture(data, groups, top, path):
     rows = groups[:top]
     width = min(8, max(len(g) for g in rows))
-    blank = -np.ones((data.num_channels, IMAGE_SIZE, IMAGE_SIZE), np.float32)
+    blank = np.zeros((data.num_channels, IMAGE_SIZE, IMAGE_SIZE), np.float32)   # grey: "no image"
     tiles = []
     for g in rows:
         members = data.batch(np.array(g[:width]))
