@@ -1,7 +1,7 @@
 """Datasets for DCGAN training: images in, uint8 arrays out.
 
-Every dataset is loaded whole into memory as one ``(N, C, S, S)`` uint8 array (``S`` =
-``image_size``), already cropped and resized, so a training step only has to index it and
+Every dataset but LSUN is loaded whole into memory as one ``(N, C, S, S)`` uint8 array
+(``S`` = ``image_size``), already cropped and resized, so a training step only has to index it and
 scale it to float32 in [-1, 1] (:meth:`Dataset.batch`). Keeping uint8 rather than float32
 takes 4x less memory, and decoding/resizing once up front keeps image codecs out of the
 training loop.

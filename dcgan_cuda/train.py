@@ -84,7 +84,7 @@ def build_parser():
     flag("keep_list", type=path, default=None,
          help="train only on the images this file names, one a line, as python -m dcgan_cuda.dedup "
               "--write-keep writes it (applied before --max-images)")
-    flag("workers", type=integer(0, 256), default=2, help="accepted for compatibility; data is held in memory")
+    flag("workers", type=integer(0, 256), default=2, help="accepted for compatibility; images are decoded by a thread pool of our own")
     flag("batchSize", type=integer(1, MAX_COUNT), default=None, help="input batch size (default: 64)")
     flag("imageSize", type=int, default=None, choices=IMAGE_SIZES,
          help=f"height/width of the images, one of {IMAGE_SIZES} (default: 32 for digits, 64 otherwise)")
