@@ -133,11 +133,17 @@ def conv_launcher(conv2d, layer, direction, version):
 
 
 def planned(call):
-    """The launches a call makes, as (kernel name, grid, block), without running any."""
+    """The launches a call makes, without running any, as what must stay the same when the
+    reduction is shortened: each kernel's name and block, and its grid, except the length
+    of a one-dimensional grid. A 1-D grid is a grid-stride loop over some array (jit.grid_1d:
+    conv2d's weights regrouped for a shorter reduction are a shorter array), whose counts
+    stay linear in the reduction however many blocks share the loop; a split-K count (the
+    grid's z) or a grid of tiles must not change."""
     from dcgan_cuda.kernels import access_profiler
     with access_profiler.tracing(dry=True) as launches:
         call()
-    return [(launch.name, tuple(launch.grid), tuple(launch.block)) for launch in launches]
+    return [(launch.name, tuple(launch.block),
+             "1-D" if tuple(launch.grid[1:]) == (1, 1) else tuple(launch.grid)) for launch in launches]
 
 
 def planned_signatures(call):
