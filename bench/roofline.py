@@ -18,7 +18,10 @@ Python runs a GPU thread about a million times slower than a GPU, so two shortcu
     forward pass, output channels for the data gradient, the batch for the weight
     gradient) is shortened to two small lengths r1 < r2 whose launches have exactly the
     real launch's kernels and grids, and every count is extrapolated linearly to the real
-    length (each trip of the reduction loop asks the same of memory).
+    length (each trip of the reduction loop asks the same of memory). A helper launch over
+    an array the shortening shrinks (the weights regrouped before a data gradient) is
+    extrapolated too, less exactly: on a tiny layer it can be off by 2x; it is small
+    beside the matrix multiply it prepares.
 tests/sim/test_roofline.py checks both against a full run on shapes small enough to run.
 
 The model (an H100 SXM; each constant below says where it comes from). A launch needs
