@@ -5,7 +5,7 @@ a 4 x 4 block of C (rows r, r + 16, r + 32, r + 48: linear's rung 6 interleaving
 shared loads), a 64 x 64 tile per 256-thread block, BK = 16 deep slices. This was the
 first implicit GEMM the project wrote (its version 3 until the GEMM ladder was
 numbered); it is kept to measure the trade the ladder makes at rung 5: fewer registers per
-thread (106-127, so two resident blocks per SM: 16 warps, twice version 6's) against
+thread (96-128, so two resident blocks per SM: 16 warps, twice version 6's) against
 half the FMAs per loaded value. The kernels are version 6's forward and backward_weight
 (split-K) and version 5's backward_data (phases, taps-major), built at this tile shape;
 nothing new to read.

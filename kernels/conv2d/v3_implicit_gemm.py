@@ -30,7 +30,7 @@ Cost (PREDICTED; no GPU run yet). The hot loop is rung 7's: per trip (two k) 128
 8 ld.shared.v4 and 12 others, 86% FMAs (bench/ptx_hot_loop.py); a 128 x 128 tile reads
 BM + BN = 256 floats per k for 16384 FMAs, 32 FLOP per byte from L2. Against version 2's
 one output per thread (two shared loads per FMA: at most 1/8 of the FMA peak), expect
-4-6x on the 8.6 GFLOP layers' forward (D2-D4, G2-G4 through the duality). 159-168
+4-6x on the 8.6 GFLOP layers' forward (D2-D4, G2-G4 through the duality). 152-162
 registers: one 256-thread block (8 warps) per SM.
 What it still lacks, one version each: backward_data visits all kh*kw taps, though at
 stride 2 only 1 in 4 lands (3/4 of its FMAs multiply zeros, and each gathered element pays

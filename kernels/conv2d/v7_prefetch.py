@@ -13,7 +13,7 @@ backward_data, version 6's forward and backward_weight with their split-K).
 
 Cost (PREDICTED). A trip is ~1000 clocks of FMAs (8 warps x 512 warp-FMAs / 4 a clock);
 hiding a ~500-800 clock load behind them is worth up to ~1.5x on the big layers, for the
-registers the next slice lands in while the multiply runs (167-181 against 159-168, still
+registers the next slice lands in while the multiply runs (167-181 against 152-168, still
 one block per SM, no spills). bench/ptx_hot_loop.py shows the move: 8 global loads in
 flight during the multiply loop, against none in version 6. A second pair of shared
 tiles (double buffering) would also save one barrier per trip, for 8 KB more shared
