@@ -32,6 +32,7 @@ from safetensors.numpy import save as st_save
 
 from dcgan_cuda import cli, evaluate, train
 from dcgan_cuda.data import DATASETS
+from dcgan_cuda import dedup
 from dcgan_cuda.experiments import arithmetic, forget, nearest, probe, visualize, walk
 from dcgan_cuda.faults import ENVIRONMENT as FAULT_VARIABLE
 from dcgan_cuda.models import ARCHS, IMAGE_SIZES
@@ -496,6 +497,28 @@ ENTRIES["evaluate"] = (evaluate.main, ["--netG", "{G}", "--device", "cpu", "--n-
     "overflowing_generator": overflowing("--netG", "G"),
     **network_file_ingredients("--netG", "G"),
 }, None)
+
+ENTRIES["dedup"] = (dedup.main, ["--device", "cpu", "--epochs", "1", "--max-images", "32", "--hidden", "8",
+                                  "--code-bits", "8", "--no-progress"], {
+    "dataset": choice_flag("--dataset", DATASETS),
+    "max_images": number_flag("--max-images", 1, cli.MAX_COUNT),
+    "keep_list_unusable": bad_path("--keep-list", ("missing", "folder")),
+    "seed": number_flag("--seed", 0, cli.MAX_SEED),
+    "epochs": number_flag("--epochs", 1, 10_000),
+    "batch_size": number_flag("--batch-size", 1, 100_000),
+    "hidden": number_flag("--hidden", 1, 65_536),
+    "code_bits": number_flag("--code-bits", 1, 4096),
+    "threshold": number_flag("--threshold", 0, None, whole=False),
+    "dropout": number_flag("--dropout", 0, 1, whole=False, high_open=True),
+    "noise": number_flag("--noise", 0, 10, whole=False),
+    "lr": number_flag("--lr", 0, 1, whole=False, low_open=True),
+    "plant": number_flag("--plant", 0, cli.MAX_COUNT),
+    "top_groups": number_flag("--top-groups", 1, 1000),
+    "device": choice_flag("--device", ("auto", "cpu", "cuda", "sim")),
+    "unknown_flag": unknown_flag,
+    "value_missing": value_missing("--epochs"),
+    "dataset_of_no_images": empty_dataset,
+}, "--outf")
 
 STATE_CONFIG = [f"progress.config.{k}" for k in train.RESUME_KEYS if k not in ("dataroot", "max_images")]
 ENTRIES["train"] = (train.main, TRAIN_TINY, {
