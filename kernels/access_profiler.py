@@ -583,6 +583,7 @@ class _Launch:
 
 _positions = {}
 _loops = {}
+_loops_lock = threading.Lock()
 
 
 def _loops_around(code, line):
@@ -591,7 +592,10 @@ def _loops_around(code, line):
     expressions (None for 0 and 1), evaluated in the frame when an access needs them."""
     table = _loops.get(code)
     if table is None:
-        table = _loops[code] = _range_loops(code)
+        with _loops_lock:      # one parse per function: CPython's ast.parse is not safe in threads at once
+            table = _loops.get(code)
+            if table is None:
+                table = _loops[code] = _range_loops(code)
     found = table.get(line)
     if found is None:
         found = table[line] = tuple((var, start, step) for first, last, var, start, step in table["loops"]
