@@ -557,12 +557,19 @@ def trace_all(args):
         gpu_shaped.load(name)
     prefetch_vector_widths(gpu_shaped.registered())
     rows = []
+    done = set()
+    if args.resume and args.json and os.path.exists(args.json):
+        rows = [r for r in load(args.json)["rows"] if r["family"] in families]
+        done = {(r["family"], r["version"], r["label"]) for r in rows}
+        print(f"resuming: {len(rows)} rows already traced in {args.json}")
     if "conv2d" in families:
         layers = [l for l in conv2d.dcgan_layers(batch=args.batch) if not args.layers or l.name in args.layers]
         versions = args.versions or sorted(conv2d.VERSIONS)
         for layer in layers:
             for direction in args.directions:
                 for version in versions:
+                    if ("conv2d", version, conv2d.layer_label(layer, direction)) in done:
+                        continue
                     row = trace_conv(conv2d, layer, direction, version, args.blocks, args.warps)
                     rows.append(row)
                     p = predict_row(row)
@@ -579,6 +586,8 @@ def trace_all(args):
             dims = {"batch": x.shape[0], "fan_in": x.shape[1], "fan_out": w.shape[0]}
             for direction in args.directions:
                 for version in [v for v in (args.versions or sorted(linear.VERSIONS)) if v in linear.VERSIONS]:
+                    if ("linear", version, f"{label} {direction}") in done:
+                        continue
                     row = trace_linear(linear, label, dims, direction, version, args.blocks, args.warps)
                     rows.append(row)
                     p = predict_row(row)
@@ -595,6 +604,8 @@ def trace_all(args):
         versions = [v for v in (args.versions or sorted(module.VERSIONS)) if v in module.VERSIONS]
         for label, make_inputs in module.cases(False):
             for version in versions:
+                if (name, version, label) in done:
+                    continue
                 try:
                     row = trace_family_case(module, name, version, label, make_inputs, args.blocks, args.warps)
                 except Exception as error:     # one family's failure must not lose the others' figures
@@ -623,6 +634,7 @@ def main(argv=None):
     p.add_argument("--trace", action="store_true", help="profile in the simulator first (else read --json)")
     p.add_argument("--json", default=None, help=f"traced figures to write (--trace) or read (default {FIGURES})")
     p.add_argument("--markdown", default=None, help="also write the traced figures as a markdown table")
+    p.add_argument("--resume", action="store_true", help="with --trace: keep the rows --json already has")
     p.add_argument("--families", nargs="*", default=["conv2d"], choices=("conv2d",) + FAMILIES)
     p.add_argument("--versions", nargs="*", type=int, default=None)
     p.add_argument("--layers", nargs="*", default=None, help="conv2d layers, e.g. D2 G3 (default: all)")
