@@ -13,8 +13,9 @@ Every other kernel writes its output (=).
 How threads map to data: a 1-D grid-stride loop (lesson0_threads.py, version 5). Thread t
 of a grid of T threads handles elements t, t + T, t + 2T, ...: consecutive threads touch
 consecutive addresses, so each warp's 32 loads of 4 bytes are 4 sectors of 32 bytes (the
-access is coalesced), and one launch shape (a few waves of blocks, see jit.grid_1d)
-covers any size. Read relu_forward_v1 first: it is that loop with one line in it, and
+access is coalesced), and one launch shape covers any size (jit.grid_1d: at most 4096
+blocks of 256 threads, ~4 waves; a wave is as many blocks as the GPU holds at once, here
+8 per SM x 132 SMs). Read relu_forward_v1 first: it is that loop with one line in it, and
 every activation kernel below is the same loop with a different line.
 
 Napkin math. These kernels do ~1 FLOP per 8 bytes moved: purely memory-bound. The largest
@@ -28,15 +29,26 @@ own kernels, so those activations never get a launch of their own.
 
 After the plain kernels: an element's channel without a division per element.
 channel_bias (and batchnorm's apply and dx) need the channel c of flat element i of an
-NCHW tensor: i = (n*C + c)*HW + s. Recovering (n, c, s) from i costs two integer
-divisions by runtime values: one PTX instruction (div or rem) each, but a sequence of ~20
-machine instructions (more at 64 bits), against the 35-60 PTX instructions that
-everything else about an element costs. But a thread's i only ever grows by the grid's
+NCHW tensor: i = (n*C + c)*HW + s. Recovering (n, c, s) from i takes divisions by runtime
+values: s = i % HW, c = (i // HW) % C, n = i // HW // C. All counts here are PTX
+instructions per element, one trip of the grid-stride loop in the kernel's PTX for sm_90.
+There each division or remainder is one instruction (div or rem), which looks cheap next
+to the 35-60 that everything else about an element costs (below); but the GPU has no
+integer divider, and ptxas turns each div or rem into a routine of ~20 machine (SASS)
+instructions, more at 64 bits. A thread's i, though, only ever grows by the grid's
 constant stride, so the thread splits its first i and the stride into digits once
 (`digits`) and then adds digit by digit with carries (`carry_add`): two compares per
-element. In PTX for sm_90 this took batchnorm's apply from 91 instructions an element (4
-of them div/rem) to 43, its dx from 118 to 60, channel_bias from 80 to 35
-(tests/test_ptx_hot_loop.py keeps divisions out).
+element. The digits are a **mixed radix** number, each digit with its own base, as in
+hours:minutes:seconds: here (n, c, s) with s in base HW and c in base C. With C = 3,
+HW = 5 and a stride of 7 = (0, 1, 2):
+    i = 0  -> (0, 0, 0)
+    i = 7  -> (0, 0, 0) + (0, 1, 2) = (0, 1, 2)                  no carry
+    i = 14 -> (0, 1, 2) + (0, 1, 2) = (0, 2, 4)                  no carry
+    i = 21 -> (0, 2, 4) + (0, 1, 2): s = 6 >= 5, so s = 1 and c gets 1;
+              c = 2 + 1 + 1 = 4 >= 3, so c = 1 and n gets 1: (1, 1, 1) = (1*3 + 1)*5 + 1
+This took batchnorm's apply from 91 PTX instructions an element (4 of them div/rem, each
+a routine of its own in SASS) to 43, its dx from 118 to 60, channel_bias from 80 to 35:
+the 35-60 above (tests/test_ptx_hot_loop.py keeps divisions out).
 
 Versions:
     1  grid-stride  one thread per element per trip of a grid-stride loop
@@ -134,7 +146,8 @@ def add_into_v1(dst, src, n):
 # An element's channel without a division per element (see the module docstring).
 @cuda.jit(device=True)
 def carry_add(hi, mid, lo, d_hi, d_mid, d_lo, mid_size, lo_size):
-    """(hi, mid, lo) + (d_hi, d_mid, d_lo) in the mixed radix (.., mid_size, lo_size).
+    """(hi, mid, lo) + (d_hi, d_mid, d_lo) in the mixed radix (.., mid_size, lo_size): worked
+    example in the module docstring.
 
     A flat index walked by a constant step, kept as its digits: e.g. i = (n*C + c)*HW + s as
     (n, c, s), or conv2d's k = (c*kh + i)*kw + j as (c, i, j). Needs d_mid < mid_size and
@@ -269,7 +282,7 @@ def run(version, label, inputs, device):
         def launch():
             add_into(acc, d_dy, version)
             return acc
-        return launch, x + dy, 0.0, 1e-6, x.size, nbytes
+        return launch, x + dy, 0.0, 1e-6, x.size, nbytes   # atol, rtol, FLOPs, bytes moved
     if op == "channel_bias":
         b = rng.standard_normal(x.shape[1]).astype(np.float32)
         d_b = device(b)
@@ -277,7 +290,7 @@ def run(version, label, inputs, device):
         def launch():
             channel_bias(d_x, d_b, out, version)
             return out
-        return launch, reference.add_channel_bias(x, b), 0.0, 1e-6, x.size, nbytes
+        return launch, reference.add_channel_bias(x, b), 0.0, 1e-6, x.size, nbytes   # atol, rtol, FLOPs, bytes moved
     slope = 0.2
     fwd = {"relu": lambda: relu_forward(d_x, out, version),
            "leaky_relu": lambda: leaky_relu_forward(d_x, out, slope, version),
@@ -301,7 +314,7 @@ def run(version, label, inputs, device):
         bwd()
         return out, grad
     # tanh/exp differ from NumPy's by a few ulp; the rest is exact.
-    return launch, (ref_fwd, ref_bwd), 1e-6, 1e-5, 2 * x.size, 2 * nbytes
+    return launch, (ref_fwd, ref_bwd), 1e-6, 1e-5, 2 * x.size, 2 * nbytes   # atol, rtol, FLOPs, bytes moved
 
 
 if __name__ == "__main__":

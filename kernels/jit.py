@@ -396,7 +396,8 @@ def current_stream(core=False):
 
 # ------------------------------------------------------------------ launch shapes
 THREADS = 256          # a multiple of the 32-thread warp; 8 warps hide latency well
-MAX_BLOCKS = 4096      # grid-stride loops cover the rest: ~16 waves of 256-thread blocks on 132 SMs
+MAX_BLOCKS = 4096      # grid-stride loops cover the rest: 31 blocks per SM on 132 SMs, ~4 waves of
+                       # 8 resident 256-thread blocks per SM (2048 threads, an SM's most)
 SIM_THREADS, SIM_MAX_BLOCKS = 32, 4  # the simulator pays per thread: few threads, many loop trips
 
 

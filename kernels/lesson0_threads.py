@@ -6,7 +6,16 @@ Read this file first. It computes the simplest thing there is, element by elemen
 
 six times, each version adding one idea about how a GPU runs threads. ``who`` is the
 lesson's picture: the tests and ``--sim`` check it against the mapping each version
-claims, so you can print it and see which thread did what.
+claims (``--sim`` prints only the verdict); to see which thread did what, print it:
+
+    NUMBA_ENABLE_CUDASIM=1 python -c "
+    import numpy as np
+    from dcgan_cuda.kernels.lesson0_threads import scale_shift
+    x = np.arange(40, dtype=np.float32); y = np.empty_like(x); who = np.empty(40, np.int32)
+    scale_shift(x, y, 2.0, 1.0, who, version=2); print(who)"
+
+(version 2 under the simulator: 32 threads, chunks of 2, so who is 0 0 1 1 2 2 ... 19 19;
+try versions 3-5. Under the simulator the arrays may be NumPy arrays: it copies them.)
 
 A kernel is a function that every thread of a launch runs. Written in Numba's CUDA
 dialect of Python, it looks like a loop body: it receives arrays (already on the GPU),
@@ -29,8 +38,9 @@ from these numbers.
 Versions, one idea each:
 
 1. one-thread: ``kernel[1, 1]``. One thread loops over all n elements, as a CPU would.
-   Correct, and the slowest way to use a GPU: a single thread waits ~0.5-1 us for every
-   load from memory, with nothing else to do in the meantime.
+   Correct, and the slowest way to use a GPU: a single thread waits ~600 ns (about a
+   thousand clock cycles: kernels/README.md's latency figures) for every load from
+   memory, with nothing else to do in the meantime.
 2. chunked-block: ``kernel[1, T]``. T threads of one block; thread t takes its own
    contiguous chunk of ceil(n / T) elements. The obvious way to split work, and it is the
    wrong one on a GPU, because of warps (below).
@@ -41,14 +51,17 @@ Versions, one idea each:
    The last block usually runs past the end of the array, so each thread checks
    ``if i < n`` first: the **bounds guard**. Without it those threads read and write past
    the array (on a GPU, silently; the simulator stops with an IndexError).
-5. grid-stride: a grid of a fixed size (a few blocks per SM, jit.grid_1d), and each thread
+5. grid-stride: a grid of a fixed size (jit.grid_1d: at most 4096 blocks of 256 threads,
+   31 per SM, about 4 waves of 8 resident blocks per SM; a wave is as many blocks as the
+   GPU holds at once), and each thread
    loops: i = its global number, then i += the number of threads in the grid
    (blockDim.x * gridDim.x). One launch shape covers any n, and each thread amortises its
    start-up over several elements. Numba spells the two numbers ``cuda.grid(1)`` and
    ``cuda.gridsize(1)``; every kernel in this folder after this file uses this loop.
 6. 2d-grid: the same array seen as a matrix (rows, cols), with blocks of (32, BY) threads
-   and a 2-D grid: threadIdx.x / blockIdx.x run along a row, threadIdx.y / blockIdx.y
-   down the columns, and a guard on each axis. x goes along the row on purpose: see warps.
+   and a 2-D grid: x picks the column (threadIdx.x / blockIdx.x step along a row), y
+   picks the row (threadIdx.y / blockIdx.y step from one row to the next), and a guard
+   on each axis. x goes along the row on purpose: see warps.
 
 Warps, and why 32 matters. A GPU does not run a block's threads one by one: it runs them
 32 at a time, in **warps**. Threads are numbered inside the block (t = threadIdx.x +
@@ -67,6 +80,14 @@ and 3.8 for version 3 (4 for a full warp; the last request is partly empty): the
 1200 bytes of x cost 300 sectors against 38. Blocks should be a multiple of 32 threads, or
 the last warp of each block runs partly empty; version 6's blocks are 32 wide so that
 each warp is one run of a matrix row.
+
+Reading the --sim table. ``gld sec/req`` / ``gst sec/req``: 32-byte sectors per global
+load / store request of a warp; ``shared wf/req`` and ``conflicts``: shared memory, which
+these kernels do not use; ``per thread gld/sld``: the most global loads / shared loads any
+one thread made (version 1's one thread: all 300; version 2's: a chunk of 10). Version 6's
+3.50: each row of 100 floats is 4 requests of 32 + 32 + 32 + 4 lanes, and a row starts at
+byte 400 r, mid-sector when r is odd (400 = 12.5 sectors), so the three rows cost 13, 16
+and 13 sectors: 42 in 12 requests.
 
 Napkin math (n = 2^20 floats on an H100 SXM; PREDICTED, not measured): each element
 moves 12 bytes (read x, write y and who) for 2 FLOP, so the kernel is bound by memory
@@ -104,6 +125,9 @@ i32_2d = types.int32[:, ::1]
 
 
 # ------------------------------------------------------------------------ version 1
+# @kernel(signature) is this project's cuda.jit with the argument types fixed in advance
+# (here: two 1-D float32 arrays, two float32 scalars, a 1-D int32 array), compiled the first
+# time it is launched (jit.py). The exercises use plain @cuda.jit, which infers the types.
 @kernel((f32_1d, f32_1d, f32, f32, i32_1d))
 def scale_shift_v1(x, y, a, b, who):
     """Launched as [1, 1]: the only thread computes every element."""
@@ -275,7 +299,7 @@ def run(version, label, inputs, device):
     # y is one rounding of a*x + b away from float64 (a fused multiply-add on a GPU: one
     # rounding instead of two); who must be exactly the mapping the version claims.
     reference = (x.astype(np.float64) * a + b, expected_who(version, shape))
-    return launch, reference, 1e-6, 1e-6, 2 * x.size, 12 * x.size
+    return launch, reference, 1e-6, 1e-6, 2 * x.size, 12 * x.size   # atol, rtol, FLOPs, bytes moved
 
 
 if __name__ == "__main__":
