@@ -22,17 +22,29 @@ lowest-numbered ones, so whole warps either work or sit out (no divergence insid
 until fewer than 32 remain), and in each step the 32 threads of a warp touch 32 consecutive
 words, one per shared-memory bank: no bank conflicts. The textbook alternative,
 "interleaved addressing" (thread t adds partial[t + stride] into partial[t] when
-t % (2*stride) == 0), leaves most lanes of every warp idle and, once rewritten to keep the
-active lanes together, makes them hit the same banks.
+t % (2*stride) == 0, stride = 1, 2, 4, ...), for 8 threads, p = partial:
+
+    sequential (this file)                       interleaved
+    step 1: t0-t3  p0+=p4 p1+=p5 p2+=p6 p3+=p7   t0,t2,t4,t6  p0+=p1 p2+=p3 p4+=p5 p6+=p7
+    step 2: t0-t1  p0+=p2 p1+=p3                 t0,t4        p0+=p2 p4+=p6
+    step 3: t0     p0+=p1                        t0           p0+=p4
+
+On the right the working threads are scattered (every other, every fourth...), so every
+warp has idle lanes at every step (divergence). Rewriting it so that threads 0, 1, 2, ...
+do the work (thread t adds p[2*stride*t + stride] into p[2*stride*t]) packs the lanes
+together, but now lane t touches word 2*stride*t: at stride 1 lanes 0 and 16 read words 0
+and 32, the same bank (2-way conflict), at stride 2 lanes 0, 8, 16, 24 (4-way), and so on.
+On the left, a step's lanes touch consecutive words, one per bank, at every step.
 
 Why a fixed order matters. Float addition is not associative: (a + b) + c and a + (b + c)
 can differ in the last bit. Here every value reaches the total along the same path on every
 run (same thread, same loop order, same tree), so the result is bitwise reproducible, and
 so is a whole training run on the same GPU. Atomics (atomicAdd of each block's partial
-into out[c]) combine in whatever order the hardware schedules blocks: one launch fewer,
-different in the last bits from run to run. Version 3 does exactly that, to be compared
-and measured, never used on the training path (the launcher zeroes out first, so it too
-writes (=)).
+into out[c]) combine in whatever order the hardware schedules blocks: no second kernel
+sums the partials, but out must be zeroed before the blocks add into it, so it is still
+two launches (zero_v3, then the atomic kernel), as many as version 2's, and different in
+the last bits from run to run. Version 3 does exactly that, to be compared and measured,
+never used on the training path (the zeroing launch makes it, too, write (=)).
 
 Napkin math. In the pytorch-arch DCGAN no layer has a bias (batchnorm follows every
 convolution); in the paper arch only D's final dense layer has one: dy (128, 1), 512 bytes,
@@ -40,8 +52,9 @@ pure launch overhead. The same pattern is batchnorm's sum(dy) per channel, up to
 dy (128, 64, 32, 32) = 8.4 M floats: 8.4 M FLOP (one add each) on 33.5 MB, ~10 us at an
 H100 SXM's 3.35 TB/s, so memory- (really: latency-) bound. And that is where version 1
 falls short: 64 channels make 64 blocks of 256 threads, which occupy 64 of 132 SMs with 8
-warps each (of 64 possible). By Little's law, to stream 3.35 TB/s with ~700 ns of memory
-latency the GPU must keep ~2.3 MB of loads in flight, ~18 KB per SM; one block with one
+warps each (of 64 possible). By Little's law (bytes in flight = bandwidth x latency), to
+stream 3.35 TB/s with ~600 ns of HBM latency the GPU must keep ~2 MB of loads in flight,
+~15 KB per SM (kernels/README.md's figures); one block with one
 4-byte load per thread in flight has 1 KB, 64 blocks 64 KB: a few percent of the bandwidth,
 unless the compiler unrolls the 512 trips of each thread's loop to overlap their loads.
 Version 2 splits every channel over several blocks so that there are ~1000 blocks (8 per
@@ -301,6 +314,8 @@ def _channel_sum_atomic(x2, out, channels):
 # block_sum's tree (halves 16, 8, 4, 2, 1) all happen inside warp 0, so they can be
 # shuffles; and if every warp first sums its own 32 values that way, the block only needs
 # shared memory (and a barrier) to hand each warp's sum to warp 0.
+# The mask names the lanes that take part in a shuffle, one bit per lane (bit t: lane t);
+# all 32 bits set: the whole warp.
 FULL_MASK = 0xFFFFFFFF
 WARP = 32
 # Threads per block of version 4: two warps under the simulator, so that the step across
@@ -409,14 +424,17 @@ def run(version, label, inputs, device):
         channel_sum(d_x, out, version)
         return out
     m = x.size // x.shape[1]
-    # The reference is float64. Each thread adds m/THREADS values into a running sum that
-    # grows like sqrt(k)*rms(x), each addition rounding by up to eps/2 of it: the rounding
-    # errors of all threads add up to ~ (eps/2)*rms(x)*m/sqrt(6*THREADS) (a random walk), or
-    # ~ (eps/2)*rms(x)*sqrt(m) when m is below THREADS. We allow 20x that: a missed or doubled
-    # element (an error of ~rms(x)) still shows.
+    # The reference is float64. Each thread adds k = m/THREADS values into a running sum that
+    # grows like sqrt(j)*rms(x) after j of them, each addition rounding by up to eps/2 of it:
+    # a uniform error of variance (eps/2)^2 * j * rms^2 / 3. Summed over j = 1..k (about
+    # k^2/2) that is (eps/2)^2 rms^2 k^2 / 6 per thread, and THREADS independent threads
+    # multiply it by THREADS: a deviation of (eps/2)*rms(x)*m/sqrt(6*THREADS) (the 6 is the 3
+    # of the uniform times the 2 of the sum), or ~ (eps/2)*rms(x)*sqrt(m) when m is below
+    # THREADS. We allow 20x that: a missed or doubled element (an error of ~rms(x)) still
+    # shows.
     rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
     atol = 10 * np.finfo(np.float32).eps * rms * max(m / np.sqrt(6 * THREADS), np.sqrt(m))
-    return launch, reference.bias_backward(x.astype(np.float64)), atol, 1e-6, x.size, x.nbytes
+    return launch, reference.bias_backward(x.astype(np.float64)), atol, 1e-6, x.size, x.nbytes  # atol, rtol, FLOPs, bytes
 
 
 if __name__ == "__main__":
