@@ -4,13 +4,21 @@ What it computes, per channel c over the M = N*H*W values of x[:, c]:
     forward_train   mean = sum(x)/M,  var = sum((x - mean)^2)/M           (biased)
                     y = (x - mean) * scale + beta,  scale = gamma / sqrt(var + eps)
     forward_eval    the same map with the running mean and var
-    update_running  r_mean = (1-m)*r_mean + m*mean,  r_var = (1-m)*r_var + m*var*M/(M-1)
+    update_running  r_mean = (1-momentum)*r_mean + momentum*mean      (momentum: 0.1 by default)
+                    r_var = (1-momentum)*r_var + momentum*var*M/(M-1)  (the unbiased variance)
     backward        xhat = (x - mean)*invstd,  dbeta = sum(dy),  dgamma = sum(dy*xhat)
                     training (batch statistics):  dx = gamma*invstd*(dy - dbeta/M - xhat*dgamma/M)
                     eval (running statistics):    dx = gamma*invstd*dy
+    where invstd = 1/sqrt(var + eps). Why the training dx: y depends on x_i directly and, in
+    training, through mean (d mean/d x_i = 1/M) and invstd (d var/d x_i = 2*(x_i - mean)/M,
+    so d invstd/d x_i = -invstd^3*(x_i - mean)/M = -invstd^2*xhat_i/M). With g = gamma*dy
+    (dL/dxhat), the three paths give dx_i = invstd*(g_i - sum(g)/M - xhat_i*sum(g*xhat)/M),
+    and sum(g) = gamma*dbeta, sum(g*xhat) = gamma*dgamma. In eval mean and invstd are
+    constants, and only the direct path is left.
 forward_* and backward write their outputs (=); update_running updates the running
-buffers in place (r = (1-m)*r + m*stat). In training the statistics kernel does that
-update itself, by the same formula, when forward_train is given the running buffers.
+buffers in place (r = (1-momentum)*r + momentum*stat). In training the statistics kernel
+does that update itself, by the same formula, when forward_train is given the running
+buffers.
 
 The activation that follows every batchnorm in DCGAN is fused into it: every kernel takes
 the activation's negative slope (1 = none, 0 = ReLU, 0.2 = LeakyReLU(0.2)),
@@ -19,7 +27,8 @@ and the backward multiplies dy by activate'(z) before anything else, recomputing
 which it reads anyway. Unfused, the activation is one more launch each way and moves 8
 bytes/element forward (read z, write y) and 12 backward (read dy and z, write dz). At the
 DCGAN shapes below, with G's batchnorms run once each way per training step and D's three
-times (real, fake, and the generator's step), that is ~38 M elements each way, ~0.75 GB
+times (real, fake, and the generator's step), that is ~38 M elements each way (G's 15.7 M
+once plus 3 x D's 7.3 M; the napkin math below counts each layer once: 23 M), ~0.75 GB
 (~0.2 ms at an H100's bandwidth) that the fused layer never touches; and the
 pre-activation z need not be kept for the backward at all.
 
@@ -42,8 +51,10 @@ reproducible.
 
 Napkin math at the DCGAN shapes (batch 128, 64x64, ngf = ndf = 64). G normalises
 (128, 512, 4, 4), (128, 256, 8, 8), (128, 128, 16, 16), (128, 64, 32, 32); D the middle
-three of those (D's first layer has no batchnorm): 23 M elements per training step, ~10
-FLOP each forward and ~12 backward, ~0.5 GFLOP in all: nothing for a GPU. The bytes
+three of those (D's first layer has no batchnorm): 23 M elements counting each layer once
+(G 15.7 M, D 7.3 M; D runs three times a step, which makes it ~38 M, x1.6, as above; the
+figures below are per pass of each layer), ~10 FLOP each forward and ~12 backward, ~0.5
+GFLOP in all: nothing for a GPU. The bytes
 decide: forward must read x and write y (8 bytes/element, 184 MB per step, 55 us at an
 H100 SXM's 3.35 TB/s), backward must read dy and x and write dx (12 bytes/element, 83 us).
 Version 1 reads x three times forward and dy, x twice backward (16 and 20 bytes/element;
@@ -579,7 +590,7 @@ def run(version, label, inputs, device):
             return y, dx, dgamma, dbeta
     # Minimum traffic: forward reads x and writes y, backward reads dy and x and writes dx.
     # FLOPs: ~10 per element forward, ~12 backward.
-    return launch, refs, atol, 1e-5, 22 * x.size, 5 * x.nbytes
+    return launch, refs, atol, 1e-5, 22 * x.size, 5 * x.nbytes   # atol, rtol, FLOPs, bytes moved
 
 
 if __name__ == "__main__":
