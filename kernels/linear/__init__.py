@@ -1,9 +1,9 @@
 """linear — dense layers as one SGEMM, C = op(A) @ op(B), grown one idea per version.
 
-What it computes. For x (N, in), w (out, in) and the gradient dy (N, out):
-    forward          y  = x @ w.T     gemm(x,  w,  y,  trans_a=0, trans_b=1)   M=N,   N=out, K=in
-    backward_data    dx = dy @ w      gemm(dy, w,  dx, trans_a=0, trans_b=0)   M=N,   N=in,  K=out
-    backward_weight  dw = dy.T @ x    gemm(dy, x,  dw, trans_a=1, trans_b=0)   M=out, N=in,  K=N
+What it computes. For a batch of B rows, x (B, in), w (out, in) and the gradient dy (B, out):
+    forward          y  = x @ w.T     gemm(x,  w,  y,  trans_a=0, trans_b=1)   M=B,   N=out, K=in
+    backward_data    dx = dy @ w      gemm(dy, w,  dx, trans_a=0, trans_b=0)   M=B,   N=in,  K=out
+    backward_weight  dw = dy.T @ x    gemm(dy, x,  dw, trans_a=1, trans_b=0)   M=out, N=in,  K=B
 i.e. c[m, n] = sum over k = 0, 1, ..., K-1 of op(a)[m, k] * op(b)[k, n], where op(a) is a
 (M, K) when not transposed and a.T for a stored (K, M); likewise op(b) is (K, N). Every
 kernel here writes its output (=); the bias is added by elementwise.channel_bias, and the
@@ -16,7 +16,7 @@ grows it, one idea per file (each file opens with its idea and its predicted gai
     v1_naive.py             one thread per c[m, n], threadIdx.x along the rows m
     v2_coalesced.py         the same with threadIdx.x along the columns n: a warp reads a row
     v3_smem_tiles.py        TILE x TILE tiles of op(A) and op(B) staged in shared memory
-    v4_register_1d.py       each thread 8 outputs of a column, one B load for 8 FMAs
+    v4_register_1d.py       each thread 16 outputs of a column, one B load for 16 FMAs
     v5_register_2d.py       each thread an 8 x 8 block of C: 16 loads for 64 FMAs
     v6_unsigned_indices.py  the same, unsigned indices and two k per trip: a clean hot loop
     v7_vector_loads.py      the block's rows and columns in runs of 4: 16-byte shared loads
@@ -52,14 +52,16 @@ ngf = ndf = 64 (the paper's ngf = 128 doubles them):
       bwd weight dw (1, 8192) = dy.T @ x: K=128, reads 4.2 MB: memory-bound.
     Evaluation classifier on D's features max-pooled to 4x4 ((64+128+256+512)*16 = 15360
       features) -> 10 classes: x (128, 15360) @ w.T: 39 MFLOP on 8.5 MB, memory-bound too.
-At these sizes the dense layers are a small part of a ~320 GFLOP training step; the point
-of this family is the SGEMM itself, which the classifier and conv2d's implicit GEMMs reuse.
+At these sizes the dense layers are a small part of a ~320 GFLOP training step (conv2d's
+160 GFLOP counts each layer's three directions once, G's ~80 and D's ~80; D runs three
+times a step, on real images, on fakes and for the generator's gradient: 80 + 3 x 80 =
+320); the point of this family is the SGEMM itself, which the classifier and conv2d's implicit GEMMs reuse.
 
 Versions:
     1  naive              one thread per element of C, threadIdx.x along its rows: uncoalesced
     2  coalesced          one thread per element of C, threadIdx.x along its columns: a warp reads a row
     3  smem-tiles         TILE x TILE tiles of op(A) and op(B) in shared memory, coalesced for every transpose
-    4  1d-blocking        a thread computes 8 elements of a column of C: one B load feeds 8 FMAs
+    4  1d-blocking        a thread computes 16 elements of a column of C: one B load feeds 16 FMAs
     5  2d-blocking        a thread computes an 8 x 8 block of C from 8 + 8 values loaded per k
     6  unsigned-indices   v5 with unsigned indices and two k per trip: the hot loop is FMAs and loads
     7  vector-loads       the block's rows and columns in runs of 4, read from shared memory 16 bytes per load
@@ -83,7 +85,7 @@ VERSIONS = {
                {"gemm": v2_coalesced.launch}),
     3: Version("smem-tiles", "TILE x TILE tiles of op(A) and op(B) in shared memory, "
                "coalesced for every transpose", {"gemm": v3_smem_tiles.launch}),
-    4: Version("1d-blocking", "a thread computes 8 elements of a column of C: one B load feeds 8 FMAs",
+    4: Version("1d-blocking", "a thread computes 16 elements of a column of C: one B load feeds 16 FMAs",
                {"gemm": v4_register_1d.launch}),
     5: Version("2d-blocking", "a thread computes an 8 x 8 block of C from 8 + 8 values loaded per k",
                {"gemm": v5_register_2d.launch}),

@@ -4,7 +4,28 @@ The idea (over rung 3). In rung 3 every multiply-add needs two shared-memory loa
 shared memory serves one warp-wide load per clock against four warp-wide FMAs. Let a
 thread compute TM = 16 outputs of one column instead of one: per k it loads op(B)[k, n]
 ONCE into a register and multiplies it with TM values of op(A), adding into TM
-accumulators held in registers. Loads per FMA: (TM + 1) / TM = 1.06 instead of 2.
+accumulators held in registers. Loads per FMA: (TM + 1) / TM = 17/16 = 1.06 instead of 2.
+
+Everything that changes from rung 3. The idea is the first item; the others ride along
+because a thread that owns 16 outputs no longer fits rung 3's one-thread-per-output layout:
+  1. TM = 16 outputs per thread, one column, accumulated in registers (the idea).
+  2. A BM x BN = 64 x 64 tile of C per block, and the slice depth BK = 8 chosen apart from
+     the tile's sides: 256 threads x 16 outputs cover 64 x 64, and a slice no longer has
+     to be one element per thread, so its depth is free (8 keeps the tiles at 4.25 KB).
+  3. A 1-D thread index t (blocks of 256 x 1): the threads map onto the tile by arithmetic
+     (col = t % BN, rows from (t // BN) * TM), one mapping for the multiply and another
+     for the copy, instead of rung 3's (ty, tx) = (row, col).
+  4. The copy is a loop strided by THREADS (e = t, t + 256, ...): a slice of op(A) is
+     BK x BM = 512 elements for 256 threads, two each.
+  5. Both shared tiles stored k-major (tile[k, i]) with rows padded by 4 floats: the
+     multiply then reads, for one k, a row of each tile (the warp's 32 columns of B: 32
+     banks; its one row of A: a broadcast), and the padding keeps the copy, which for a
+     stored (M, K) runs k-fastest, free of conflicts (diagram below).
+  6. acc = cuda.local.array(TM, float32): a per-thread array. Such an array lives in
+     registers when every index into it is known at compile time, as here once the loops
+     over r (TM is a constant) are unrolled; an index known only at run time would put
+     it in local memory (per-thread global memory, cached in L1). ptxas reports 150
+     registers and no stack for this kernel (bench/ptxas_report.py): registers.
 
 How threads map to data. A block of THREADS = BM * BN / TM = 256 threads computes a
 BM x BN = 64 x 64 tile of C; thread t owns column t % BN and rows (t // BN) * TM ..
@@ -13,8 +34,15 @@ consecutive floats of the B tile (no bank conflict) and the same A value (a broa
 and writes c along a row. Per slice of BK = 8 the block copies BK x BM of op(A) and
 BK x BN of op(B), two elements of each per thread, with consecutive threads on the
 operand's contiguous axis in memory (as in rung 3). Both shared tiles are stored k-major
-(tile[k, i]), rows padded by 4 floats: a copy that runs k-fastest writes word k*(64+4) + i,
-bank 4k + i mod 32, so the warp's 8 k x 4 i land in 32 different banks.
+(tile[k, i]), rows padded by 4 floats. A copy that runs k-fastest (op(A) from a stored
+(M, K)): lane L writes a_tile[L % 8, L // 8], word k*(64+4) + i, bank (4k + i) mod 32:
+
+    banks       i=0  i=1  i=2  i=3            unpadded (rows of 64 words):
+    k=0           0    1    2    3            bank = (64k + i) mod 32 = i, so the 8 lanes
+    k=1           4    5    6    7            of each i share one bank: 8 passes
+    ...                                       (an 8-way conflict)
+    k=7          28   29   30   31            padded: 32 lanes, 32 banks, one pass
+
 (siboehm's CUDA version takes TM = 8 and 512 threads; Numba's 64-bit index arithmetic
 needs ~126 registers for that, all of an SM's 65536 for one block, with no margin.)
 

@@ -3,7 +3,7 @@
 The idea (over rung 4). Reuse both operands from registers. Per k a thread loads TM values
 of op(A) and TN values of op(B) into registers (its "fragments") and does all TM * TN
 multiply-adds between them: with TM = TN = 8, 16 shared loads feed 64 FMAs, 0.25 loads
-per FMA (rung 4: 1.125).
+per FMA (rung 4: 17/16 = 1.06).
 
 How threads map to data. A block of 256 threads (16 x 16) computes a BM x BN = 128 x 128
 tile of C in slices of BK = 8; thread (row, col) = (t // 16, t % 16) owns the 8 x 8
@@ -12,9 +12,11 @@ outputs at tile rows row + 16a and columns col + 16b (a, b = 0..7): interleaved,
 a warp's stores of c run along rows. The copy into shared memory is rung 4's, 4 elements
 of each operand per thread per slice.
 
-Cost (PREDICTED). Shared memory is no longer the bound: 16 loads per 64 FMAs take 16
-clocks of the SM's shared-memory port per 16 clocks of FMAs (4 warp-FMAs a clock), so
-on paper the FMA peak is reachable. Global side: 128 x 128 tiles load BM + BN = 256
+Cost (PREDICTED). Shared memory stops being the tighter bound and becomes an equal one:
+per k a warp's 16 loads (each one wavefront: a broadcast of A, 16 consecutive words of B)
+take 16 clocks of the SM's shared-memory port, and its 64 FMAs take 16 clocks of the FMA
+units (4 warp-FMAs a clock). On paper the FMA peak is reachable, with no slack: every
+instruction that is neither costs issue time, and rung 7 cuts the port's share. Global side: 128 x 128 tiles load BM + BN = 256
 floats per k for 16384 FMAs, 32 FLOPs per byte. What bounds it now is instruction issue:
 written the way Python reads, with signed indices and `for kk in range(BK)`, the
 compiler keeps the loop rolled and guards every shared index with Python's

@@ -5,17 +5,27 @@ index into an array Python's meaning: a negative index counts from the end. So e
 shared-memory load of rung 5 carries `idx < 0 ? idx + size : idx` (an and, a shift and an
 add in PTX), which also hides from the compiler that neighbouring loads are neighbours;
 and NVVM leaves Numba's `for kk in range(BK)` rolled, paying a counter and a branch per k.
-Two changes to the source and none to the arithmetic:
-  * every index known to be >= 0 is cast to uint64 (no wraparound: a load becomes one
-    ld.shared at a constant offset from a pointer), in the multiply and in the copies;
-  * the slice loop is a `while` that takes two k per trip (multiply_step twice).
-The multiply lives in device functions built once per tile shape (register_blocks), so
-the kernel reads as rung 5 did. bench/ptx_hot_loop.py counts one trip of the hot loop
-in PTX for both rungs; tests/test_ptx_hot_loop.py keeps this one clean.
+Two changes to the source and none to the arithmetic, both about what the compiler makes
+of it:
+  1. every index known to be >= 0 is cast to uint64 (no wraparound: a load becomes one
+     ld.shared at a constant offset from a pointer), in the multiply and in the copies.
+     This is the idea the rung is named after, and it removes most of rung 5's overhead;
+  2. the slice loop is a `while` that takes two k per trip (multiply_step twice). It rides
+     along because NVVM does not unroll Numba's range(BK) loop (rung 5's PTX shows it
+     rolled): each trip pays a counter and a branch, and two k per trip, written by hand,
+     pays them half as often.
+One more thing looks new and is not an idea: the multiply lives in device functions built
+by a factory, register_blocks(tiling), once per tile shape, so that rung 7 and conv2d can
+import the same multiply at their own shapes. Read them as if written inside the kernel,
+with BK, TM, TN as constants; the kernel itself reads as rung 5 did. bench/ptx_hot_loop.py
+counts one trip of the hot loop in PTX for both rungs; tests/test_ptx_hot_loop.py keeps
+this one clean.
 
 Cost (PREDICTED). Per trip (two k) 128 FMAs, 32 shared loads and 10 other instructions, 75%
-FMAs (rung 5, per k: 64 FMAs, 16 loads and 76 others, 41%; bench/ptx_hot_loop.py): instruction issue no
-longer dominates, the 0.25 shared loads per FMA do. Expect ~1.5x rung 5.
+FMAs (rung 5, per k: 64 FMAs, 16 loads and 76 others, 41%; bench/ptx_hot_loop.py): instruction
+issue no longer dominates. What is left is rung 5's balance: 0.25 shared loads per FMA keep
+the shared-memory port busy 16 clocks per 16 clocks of FMAs, level with them, so it binds
+as soon as anything delays it (rung 7 takes it to 6 clocks per 16). Expect ~1.5x rung 5.
 """
 from __future__ import annotations
 

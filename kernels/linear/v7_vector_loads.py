@@ -15,10 +15,16 @@ is 16-byte aligned, so the copies into shared memory stay ld.global.f32 (the PTX
 it); siboehm's CUDA version of this step also vectorises those.
 
 Cost (PREDICTED). One trip of the hot loop (two k) is 128 FMAs, 8 ld.shared.v4 and 10
-others, 88% FMAs (rung 6: 75%; bench/ptx_hot_loop.py); per k and warp, the shared-memory port is busy 6
-clocks per 16 clocks of FMAs. Expect ~1.2x rung 6: at these sizes ~60-70% of the FMA peak
-on a large square GEMM is the ceiling of a kernel without double buffering (the block
-waits on its copies each slice; conv2d's prefetch version takes that next).
+others, 88% FMAs (rung 6: 75%; bench/ptx_hot_loop.py). Per k and warp the shared-memory
+port is busy 6 clocks per 16 clocks of FMAs: the warp's 32 lanes are 2 thread rows x 16
+thread columns, so each of its 2 loads of A runs is a broadcast of 2 addresses (1
+wavefront) and each of its 2 loads of B runs is 16 x 16 bytes (2 wavefronts): 2 + 2 x 2 = 6
+(rung 6: 16 scalar loads, 16 wavefronts). Expect ~1.2x rung 6: at these sizes ~60-70% of
+the FMA peak on a large square GEMM is the ceiling of a kernel that waits on its copies
+each slice. conv2d's prefetch version (7) hides part of that wait by issuing the next
+slice's global loads before the multiply; double buffering, a second pair of shared tiles
+so that one barrier per slice suffices, is not done in this project's kernels
+(exercise a3 does it on a small GEMM).
 This is the rung conv2d's implicit GEMM builds on (register_blocks is imported there).
 """
 from __future__ import annotations
