@@ -204,13 +204,13 @@ def run(version, label, inputs, device):
         # the GPU shape), an error growing like sqrt(4096) eps ~ 4e-6 relative, 1e-4 allowed
         ref = (reference.squared_error_forward(x.astype(np.float64), t.astype(np.float64)).reshape(1),
                reference.squared_error_backward(x, t))
-        return launch, ref, 1e-6, 1e-4, 5 * x.size, 4 * x.nbytes
+        return launch, ref, 1e-6, 1e-4, 5 * x.size, 4 * x.nbytes   # atol, rtol, FLOPs, bytes moved
     if op == "gaussian_noise":
         def launch():
             gaussian_noise(d_x, out, sigma, key, version)
             return out
         # logf, sqrtf and cosf differ from NumPy's float32 functions by a few ulp
-        return launch, reference.gaussian_noise(x, sigma, key), 1e-5, 1e-5, 20 * x.size, 2 * x.nbytes
+        return launch, reference.gaussian_noise(x, sigma, key), 1e-5, 1e-5, 20 * x.size, 2 * x.nbytes   # atol, rtol, FLOPs, bytes moved
 
     def launch():
         dropout_forward(d_x, out, p, key, version)
@@ -218,7 +218,7 @@ def run(version, label, inputs, device):
         return out, grad
     ref = reference.dropout_forward(x, p, key)
     # the mask is integer arithmetic and the scale one float32 product: exact
-    return launch, (ref, reference.dropout_backward(x, p, key)), 0.0, 0.0, 2 * x.size, 4 * x.nbytes
+    return launch, (ref, reference.dropout_backward(x, p, key)), 0.0, 0.0, 2 * x.size, 4 * x.nbytes   # atol, rtol, FLOPs, bytes moved
 
 
 if __name__ == "__main__":

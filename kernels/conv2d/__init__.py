@@ -7,8 +7,11 @@ the bias is elementwise.channel_bias):
                                    over the taps (i, j) where both divisions are exact and in range
     backward_weight  dw[o,c,i,j] = sum_{n,p,q} dy[n,o,p,q] * x[n, c, p*s+i-pad, q*s+j-pad]
 x positions outside the image read as 0 (zero padding). Every kernel writes (=) its whole
-output; none adds. dx may have rows/columns that no window touches (a transposed conv's
-output_padding): they are written 0. Transposed convolution is the same three kernels read
+output; none adds. dx may have rows/columns that no window touches: they are written 0.
+That happens with a transposed convolution's output_padding, the extra rows and columns
+(at the bottom and right) that pick its output size where the stride leaves it ambiguous:
+at stride 2 both 2h and 2h + 1 rows convolve down to h, and output_padding = 1 asks for
+2h + 1, a last row that no window of the matching conv2d reads. Transposed convolution is the same three kernels read
 backwards: see conv_transpose2d.py.
 
 The versions, one idea each, one file each (the file opens with its idea, how its threads

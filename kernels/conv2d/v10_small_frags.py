@@ -15,6 +15,9 @@ port per 4 clocks of FMAs, a ceiling at half the FMA peak (version 6: 6 clocks p
 ceiling below the peak); a 64 x 64 tile reads 16 FLOP per byte from L2 (version 6: 32).
 Against that, the second resident block computes while the first waits on its gathers.
 Expected 0.6-0.8x version 6 on the big layers; a GPU run says which way the trade goes.
+Where it belongs: after version 9 in reading order, as an experiment off the main line.
+Version 9 is the predicted fastest in every direction; stop there unless you want to see
+the other side of the register trade.
 """
 from __future__ import annotations
 

@@ -22,8 +22,9 @@ Why it should be faster (PREDICTED; no GPU run yet): each value staged in shared
 read by many threads. forward at k4 s2 (GPU tiles 8x8 pixels x 4 channels): per input
 channel 18*18 patch + 4*16 weights = 388 loads feed 8*8*4*16 = 4096 multiply-adds, ~0.2
 bytes/FLOP from global memory instead of 4 (20x less). backward_data: 6*6 dy patch + 64
-weights per 1024 multiply-adds; backward_weight (16 channels x 16 taps, 32 pixels): 1024
-loads per 8192 multiply-adds.
+weights per 1024 multiply-adds; backward_weight (co_tile = min(Co, BW_MAX_CO_TILE,
+BW_THREADS // taps) = 256 // 16 = 16 channels of a 4x4 kernel, one thread per weight, over
+32 pixels): 16*32 dy + 32*16 x = 1024 loads per 16*16*32 = 8192 multiply-adds.
 What it still lacks: each thread computes ONE output, so every multiply-add still needs
 two shared-memory loads and shared-memory bandwidth becomes the limit: register blocking
 (the GEMM ladder, kernels/linear) is version 3's starting point. Tiles of 8x8 pixels are

@@ -13,6 +13,11 @@ position of the slice is and loads that (an implicit im2col), 0 in the padding:
                      A[(n,h,v), (i,j,o)] = dy[n, o, (h + pad - i)/s, (v + pad - j)/s] where both
                      divisions are exact and in range, else 0; B[(i,j,o), c] = w[o, c, i, j]
     backward_weight  C[Co, K = Ci*kh*kw] = dy^T[Co, P = N*Ho*Wo] @ A[P, K], A as in forward
+The three mappings side by side (which index of the convolution becomes which GEMM size):
+                     M (rows of C)        N (columns of C)      K (summed over)
+    forward          pixels (n, p, q)     out channels o        (c, i, j)   Ci*kh*kw
+    backward_data    pixels (n, h, v)     in channels c         (i, j, o)   kh*kw*Co
+    backward_weight  out channels o       (c, i, j)             pixels (n, p, q)
 How threads map to data. A block takes tiles of C in a block-stride loop (one trip each on a
 GPU), walks the reduction in BK = 8 deep slices, gathers a BK x BM slice of A (stored
 k-major, as in rung 7) and a BK x BN slice of B into shared memory (8.25 KB), zero past M,
@@ -30,7 +35,9 @@ Cost (PREDICTED; no GPU run yet). The hot loop is rung 7's: per trip (two k) 128
 8 ld.shared.v4 and 12 others, 86% FMAs (bench/ptx_hot_loop.py); a 128 x 128 tile reads
 BM + BN = 256 floats per k for 16384 FMAs, 32 FLOP per byte from L2. Against version 2's
 one output per thread (two shared loads per FMA: at most 1/8 of the FMA peak), expect
-4-6x on the 8.6 GFLOP layers' forward (D2-D4, G2-G4 through the duality). 152-162
+4-6x on the 8.6 GFLOP layers' forward (D2-D4; and G2-G4, transposed convolutions whose
+forward is this file's backward_data: conv_transpose2d.py, later in the reading order,
+runs each direction of a transposed layer as another direction of conv2d). 152-162
 registers: one 256-thread block (8 warps) per SM.
 What it still lacks, one version each: backward_data visits all kh*kw taps, though at
 stride 2 only 1 in 4 lands (3/4 of its FMAs multiply zeros, and each gathered element pays
@@ -39,6 +46,13 @@ consecutive threads kh*kw floats apart (version 5, taps-major weights); a GEMM w
 tiles leaves most SMs idle (D1's weight gradient: C is 64 x 48, one tile, one block, over
 P = 131072 pixels: version 6, split-K); and the block waits on each slice's gathers with
 nothing to do (version 7, prefetch).
+A step back, on purpose: version 2's backward_data never tested divisibility (each pixel's
+loop started at its first landing tap and stepped by s), while this version's does, and
+spends 655 instructions around the hot loop there against 218-261 in the other two
+directions (bench/ptx_hot_loop.py). A GEMM's reduction runs over the same K = kh*kw*Co for
+every row of A, so the per-pixel choice of taps has no place in it: every tap is visited,
+and each gathered element tests whether it lands. The GEMM's reuse is worth more than the
+test costs; version 4 then brings the skipping back inside the GEMM.
 """
 from __future__ import annotations
 

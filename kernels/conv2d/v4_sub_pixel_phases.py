@@ -1,6 +1,20 @@
 """conv2d version 4, sub-pixel-phases: backward_data as s*s stride-1 GEMMs, one per output phase.
 
-The idea (over version 3). dx pixel (h, v) with h = rh + s*u is reached only by the taps
+The idea (over version 3). Skip the taps that miss, as version 2's per-pixel loop did,
+but inside a GEMM: version 3 lost that (a GEMM sums over one K for every row). The picture,
+one axis of k4 s2 pad 1: dx row h takes tap i from dy row (h + 1 - i)/2 where that divides
+                   i=0    i=1    i=2    i=3
+    h = 0 (even)    -     dy0     -     (dy -1: outside, 0)   even rows: taps 1, 3
+    h = 1 (odd)    dy1     -     dy0     -                    odd rows:  taps 0, 2
+    h = 2 (even)    -     dy1     -     dy0
+    h = 3 (odd)    dy2     -     dy1     -
+Even rows only ever use taps 1 and 3, odd rows taps 0 and 2: split dx by the parity of h
+(and of v) and each part, a phase, is a plain stride-1 convolution with 2 x 2 taps. In
+general, notation: s the stride, h = rh + s*u (rh the phase of row h, u its row within the
+phase; for columns v = rw + s*uv), div integer division, taps' the taps of one phase, ti
+(tj) a tap's number within its phase (i = i0 + s*ti), base_h = (rh + pad) div s the dy
+row that tap 0 reads at u = 0 (in the picture: phase 0 has i0 = 1, base_h = 0; phase 1
+has i0 = 0, base_h = 1). dx pixel (h, v) with h = rh + s*u is reached only by the taps
 i = i0, i0 + s, ... where i0 = (rh + pad) mod s, from dy row (rh + pad) div s + u -
 (i - i0)/s. So the s*s phases (rh, rw) of dx (one per blockIdx.z) are s*s independent
 stride-1 convolutions with taps' = ceil((kh - i0)/s) x ceil((kw - j0)/s) taps each:

@@ -4,7 +4,8 @@ The idea (over version 6). Versions 3-6 run each trip of the slice loop as: gath
 loads into registers), store to the shared tiles, barrier, multiply, barrier. With one
 256-thread block per SM (their ~160-180 registers allow no second), a trip's gathers
 leave every warp of the SM waiting on memory: the first use of a loaded value waits out
-the whole load (~500-800 clocks from L2), and nothing else is there to run. Here the
+the whole load (~450 clocks from L2, ~1000 from HBM: kernels/README.md's latency figures),
+and nothing else is there to run. Here the
 first slice is gathered before the loop, and each later one right after the barrier that
 publishes the previous one, BEFORE its multiply: the loads are in flight while the
 multiply's 512 FMAs per thread run, and the stores at the top of the next trip find them
@@ -12,7 +13,7 @@ arrived. The loads move; nothing else does. All three directions (version 5's
 backward_data, version 6's forward and backward_weight with their split-K).
 
 Cost (PREDICTED). A trip is ~1000 clocks of FMAs (8 warps x 512 warp-FMAs / 4 a clock);
-hiding a ~500-800 clock load behind them is worth up to ~1.5x on the big layers, for the
+hiding a ~450-1000 clock load behind them is worth up to ~1.5x on the big layers, for the
 registers the next slice lands in while the multiply runs (167-181 against 152-168, still
 one block per SM, no spills). bench/ptx_hot_loop.py shows the move: 8 global loads in
 flight during the multiply loop, against none in version 6. A second pair of shared

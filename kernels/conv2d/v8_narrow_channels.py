@@ -12,11 +12,16 @@ Every other convolution, and any with more than NARROW_TAPS taps per phase, runs
 7's kernels; forward and backward_weight are version 7's.
 
 Cost (PREDICTED). As a 128-wide GEMM, G5's forward is ~34 GFLOP of tile work for 0.8 GFLOP
-of real work, ~1 ms per call on an H100 at version 7's rate, two calls per training step.
-The narrow kernel does only the real work, 4 FMAs per dy value and per 16-byte weight
-load: per 4 output channels its hot loop is 16 FMAs, 4 global loads, 4 ld.shared.v4 and
-18 others (42% FMAs; load-bound, not FMA-bound): ~0.5 G instructions for G5's forward,
-~50-100 us, 10-20x fewer than version 7 there. 128 registers, no spills, 9 KB of shared
+of real work: 4 phases x 131072 rows x 128 columns x K = 2 x 2 taps x 64 channels = 17 G
+FMAs, 34 GFLOP (3 columns instead of 128: 0.8). At the FMA peak that is 34 / 67 TFLOP/s =
+0.5 ms; at the ~50% of peak expected of version 7, ~1 ms per call, two calls per training
+step. The narrow kernel does only the real work (and a fourth, padding channel), 4 FMAs
+per dy value and per 16-byte weight load: per 4 output channels its hot loop is 16 FMAs,
+4 global loads, 4 ld.shared.v4 and 18 others, 42 instructions (42% FMAs; load-bound, not
+FMA-bound). A thread (one dx pixel) runs it 4 taps x 64 / 4 = 64 times: 2688
+instructions, x 524288 pixels = 1.4 G thread instructions, 44 M warp instructions; at 4
+warp instructions per clock per SM, 132 SMs, ~1.9 GHz (~1 T a second), ~45 us of issue,
+~50-100 us with the loads: 10-20x less than version 7 there. 128 registers, no spills, 9 KB of shared
 memory.
 """
 from __future__ import annotations

@@ -17,8 +17,10 @@ GEMMs run at half of version 7's rate. A 64 x 64 tile fits them exactly (75% for
 64 x 48), at a price that can be counted: per 64 x 64 x 8 slice a thread still does 512
 FMAs, but gathers 16 floats instead of 8 (half the FMAs per loaded byte: 16 FLOP/byte
 from L2), and bench/ptx_hot_loop.py puts its slice overhead at 410-498 instructions
-against version 7's 218-270. Per 512 useful FMAs that is ~1060 instructions against
-~1700 on a half-empty tile: ~1.6x on those GEMMs if instruction issue is the bound.
+against version 7's 219-270. A slice's multiply is 4 trips of (128 FMAs + 8 loads + 12
+others) = 592 instructions for 512 FMAs. Small tile: 592 + 410-498 = ~1000-1090 per 512
+useful FMAs. Big tile on a C half padding: 592 + 219-270 = 811-862 for 256 useful FMAs,
+~1620-1720 per 512: ~1.6x on those GEMMs if instruction issue is the bound.
 167-198 registers, no spills: 5 blocks of 64 threads per SM (10 warps; version 7: 8),
 4.25 KB of shared memory each; split-K aims at 660 blocks, one wave.
 What it still lacks: a second shared buffer (one barrier per trip instead of two); float4
