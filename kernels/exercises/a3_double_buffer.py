@@ -20,10 +20,12 @@ registers, given to each warp (32 threads; a block of n threads has ceil(n / 32)
 in whole units of 256, so a warp of r registers per thread takes 32 r rounded up to a
 multiple of 256; it has 233472 bytes (228 KB) of shared memory, of which every block
 also takes 1024 bytes for the system. The number of blocks is the smallest of the four
-limits. Then answer ``OCCUPANCY_LIMIT``: for conv2d's big tiles (256 threads, 128
-registers per thread, 32 KB of shared memory single-buffered, 64 KB double-buffered),
-which limit sets the double-buffered kernel's blocks per SM: "threads", "blocks",
-"registers" or "shared memory"? (So: does double buffering cost it occupancy?)
+limits. Then answer ``OCCUPANCY_LIMIT``: for a big-tile GEMM kernel with round numbers
+(256 threads, 128 registers per thread, 32 KB of shared memory single-buffered, 64 KB
+double-buffered; a made-up kernel, not one of this project's: conv2d's big tiles use
+152-181 registers and 8.25 KB, which gives the same answer), which limit sets the
+double-buffered kernel's blocks per SM: "threads", "blocks", "registers" or "shared
+memory"? (So: does double buffering cost it occupancy?)
 
     python -m dcgan_cuda.kernels.exercises check a3
 """

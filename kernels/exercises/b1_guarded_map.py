@@ -4,7 +4,8 @@ Lesson 0, version 4, launches one thread per element over ceil(n / THREADS) bloc
 is not a multiple of THREADS, the last block has threads with no element: their index i
 is n or more. ``square`` below forgets them, so it reads and writes past the end of the
 arrays (on a GPU silently, corrupting whatever lies there; the simulator stops with an
-IndexError).
+IndexError, naming the thread as ``tid=[x, y, z] ctaid=[x, y, z]``: PTX's names for
+threadIdx and blockIdx).
 
 Task: make ``square`` correct for every n >= 1, keeping the launch as it is (one thread
 per element, THREADS per block). The checker runs n = 1, 31, 32, 33 and 100 and wants

@@ -42,7 +42,9 @@ def load(exercise, solution=False):
 
 def one_line(error):
     text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text[:300]}"
+    # The simulator names a failing thread by PTX's words: tid = threadIdx, ctaid = blockIdx.
+    gloss = " (tid = threadIdx, ctaid = blockIdx)" if "ctaid=" in text else ""
+    return f"{type(error).__name__}: {text[:300]}{gloss}"
 
 
 def attempt(name, question):
