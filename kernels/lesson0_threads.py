@@ -53,9 +53,8 @@ Versions, one idea each:
    the array (on a GPU, silently; the simulator stops with an IndexError).
 5. grid-stride: a grid of a fixed size (jit.grid_1d: at most 4096 blocks of 256 threads,
    31 per SM, about 4 waves of 8 resident blocks per SM; a wave is as many blocks as the
-   GPU holds at once), and each thread
-   loops: i = its global number, then i += the number of threads in the grid
-   (blockDim.x * gridDim.x). One launch shape covers any n, and each thread amortises its
+   GPU holds at once), and each thread loops: i = its global number, then i += the
+   number of threads in the grid (blockDim.x * gridDim.x). One launch shape covers any n, and each thread amortises its
    start-up over several elements. Numba spells the two numbers ``cuda.grid(1)`` and
    ``cuda.gridsize(1)``; every kernel in this folder after this file uses this loop.
 6. 2d-grid: the same array seen as a matrix (rows, cols), with blocks of (32, BY) threads
