@@ -33,7 +33,11 @@ class SamplingError(ValueError):
 @contextlib.contextmanager
 def state_preserved(net):
     """Run a block that may update ``net``'s batchnorm buffers (train-mode forward passes)
-    and put the buffers and the train/eval flag back afterwards."""
+    and put the buffers and the train/eval flag back afterwards.
+
+    The values are copied back into the same arrays, never replaced by new ones: a step
+    captured into a CUDA graph (--cuda-graph) keeps reading and writing the addresses the
+    buffers had at capture."""
     training = net.training
     saved = [(m, {k: (np.array(b) if k in m._host_buffers else m.backend.copy(b))
                   for k, b in m._buffers.items()})
@@ -42,7 +46,8 @@ def state_preserved(net):
         yield
     finally:
         for m, buffers in saved:
-            m._buffers.update(buffers)
+            for name, value in buffers.items():
+                m._buffers[name][...] = value
         net.train(training)
 
 

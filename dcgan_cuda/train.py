@@ -15,6 +15,7 @@ stops; a second stops at once.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -46,6 +47,7 @@ from .images import plot_losses, read_metrics, save_grid
 from .models import ARCHS, IMAGE_SIZES, ModelConfigError, build_models
 from .optim import Adam
 from .run_folder import RunFolderError, claim, default_outf
+from .sampling import state_preserved
 
 REAL_LABEL, FAKE_LABEL = 1.0, 0.0
 STATE_FILE = "checkpoint.safetensors"
@@ -283,17 +285,6 @@ def fixed_noise(netG, seed, n=64):
     return netG.sample_noise(n, np.random.default_rng([seed, 0xF1CED]))
 
 
-def copy_buffers(net):
-    """Copies of net's buffers (batchnorm running statistics and batch counts), for
-    restore_buffers to put back."""
-    return [(m._buffers, name, b.copy()) for _, m in net.named_modules() for name, b in m._buffers.items()]
-
-
-def restore_buffers(kept):
-    for buffers, name, copy in kept:
-        buffers[name][...] = copy   # in place: a captured CUDA graph keeps the arrays' addresses
-
-
 # ------------------------------------------------------------------------ the run
 class Run:
     def __init__(self, args, folder, log=print):
@@ -428,11 +419,8 @@ class Run:
         uninterrupted run never takes: G's buffers are put back afterwards, so the state
         (saved before it) and a resumed run are exactly those of the uninterrupted run."""
         from .autograd import no_grad
-        kept = copy_buffers(self.netG) if keep_state else None
-        with no_grad():
+        with (state_preserved(self.netG) if keep_state else contextlib.nullcontext()), no_grad():
             fake = self.netG(self.fixed_noise)
-        if kept is not None:
-            restore_buffers(kept)
         save_grid(fake.numpy(), os.path.join(self.args.outf, f"fake_samples_epoch_{epoch:03d}.png"))
 
     # -- the loop -------------------------------------------------------------------

@@ -326,3 +326,20 @@ def test_the_readme_python_examples_run(tmp_path, monkeypatch, capsys):
         exec(compile(block, f"README.md python block {number + 1}", "exec"), namespace)
     printed = capsys.readouterr().out
     assert "Loss_G" in printed and "ld.global.f32" in printed
+
+
+def test_state_preserved_puts_the_buffers_back_into_the_same_arrays():
+    """A CUDA graph captured with --cuda-graph keeps the buffers' addresses: sampling in
+    train mode (an epoch's grid, evaluate during training) must restore values, not arrays."""
+    from dcgan_cuda.models import build_models
+    from dcgan_cuda.sampling import state_preserved
+    netG, _ = build_models("pytorch", 16, 1, 8, 4, 4, seed=0)
+    buffers = {(id(m), k): b for _, m in netG.named_modules() for k, b in m._buffers.items()}
+    before = {key: np.array(b) for key, b in buffers.items()}
+    noise = netG.sample_noise(4, np.random.default_rng(0))
+    with state_preserved(netG):
+        netG(dcgan_cuda.Tensor(noise, netG.backend))       # train mode: running statistics move
+        assert any(not np.array_equal(before[k], buffers[k]) for k in buffers)
+    after = {(id(m), k): b for _, m in netG.named_modules() for k, b in m._buffers.items()}
+    assert all(after[k] is buffers[k] for k in buffers)
+    assert all(np.array_equal(before[k], buffers[k]) for k in buffers)
