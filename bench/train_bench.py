@@ -197,7 +197,6 @@ def host_cost_of_one_launch(backend, launches=2000):
     return host_us
 
 
-@reports_errors(BackendUnavailable)
 def predicted_step(arch, batch, size, ngf, ndf, versions, rows):
     """The PREDICTED step (bench/roofline.py --step: every launch of a step at the DCGAN
     shapes, from traced memory figures; no GPU measured it) for the same shapes and kernel
@@ -223,6 +222,7 @@ def predicted_step(arch, batch, size, ngf, ndf, versions, rows):
     return {"low_ms": low, "high_ms": high, "launches": len(step["launches"]), "file": roofline.STEP}
 
 
+@reports_errors(BackendUnavailable)
 def main(argv=None):
     from dcgan_cuda.models import IMAGE_SIZES
     p = Parser(prog="python bench/train_bench.py", description=__doc__.split("\n")[0])
