@@ -49,8 +49,8 @@ def parse(spec):
     action, at, rest = spec.partition("@")
     point, colon, count = rest.rpartition(":")
     well_formed = at and colon and action in ACTIONS and count.isdigit() and int(count) >= 1
-    if not well_formed or not any(point == p or (p.endswith(":") and point.startswith(p) and
-                                                 len(point) > len(p)) for p in POINTS):
+    if not well_formed or not any(point.startswith(p) and len(point) > len(p) if p.endswith(":") else point == p
+                                  for p in POINTS):
         raise FaultSpecError(
             f"{ENVIRONMENT}={spec!r}: expected ACTION@POINT:N with ACTION one of {', '.join(ACTIONS)}, "
             f"POINT one of iteration, save, write:FILE_NAME, decode, and N >= 1 (it is a test hook: "

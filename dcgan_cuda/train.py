@@ -53,8 +53,12 @@ REAL_LABEL, FAKE_LABEL = 1.0, 0.0
 STATE_FILE = "checkpoint.safetensors"
 EVAL_SAMPLES = 500  # --eval-every: fewer than evaluate's 1000, so an evaluation stays a small part of an epoch
 # What a resumed run takes from its checkpoint; passing a different value is an error.
-RESUME_KEYS = ("dataset", "dataroot", "max_images", "imageSize", "nc", "nz", "ngf", "ndf", "arch", "batchSize",
-               "manualSeed", "lr", "beta1", "weight_decay")
+RESUME_KEYS = ("dataset", "dataroot", "classes", "keep_list", "max_images", "imageSize", "nc", "nz", "ngf", "ndf",
+               "arch", "batchSize", "manualSeed", "lr", "beta1", "weight_decay")
+# Keys whose value may be None (not given); a checkpoint written before classes and
+# keep_list were recorded lacks them, and they were None then.
+UNSET_ALLOWED = ("dataroot", "classes", "keep_list", "max_images")
+RECORDED_LATER = ("classes", "keep_list")
 
 
 class TrainingError(RuntimeError):
@@ -180,10 +184,10 @@ def checked_run_config(saved, where):
                               "--netG/--netD load model files")
     argv = []
     for k in RESUME_KEYS:
-        if k not in saved:
+        if k not in saved and k not in RECORDED_LATER:
             raise CheckpointError(f"{where}: the run configuration lacks {k!r}")
-        value = saved[k]
-        if value is None and k in ("dataroot", "max_images"):
+        value = saved.get(k)
+        if value is None and k in UNSET_ALLOWED:
             continue
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise CheckpointError(f"{where}: the run configuration's {k} is {value!r}; "

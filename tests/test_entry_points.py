@@ -520,7 +520,7 @@ ENTRIES["dedup"] = (dedup.main, ["--device", "cpu", "--epochs", "1", "--max-imag
     "dataset_of_no_images": empty_dataset,
 }, "--outf")
 
-STATE_CONFIG = [f"progress.config.{k}" for k in train.RESUME_KEYS if k not in ("dataroot", "max_images")]
+STATE_CONFIG = [f"progress.config.{k}" for k in train.RESUME_KEYS if k not in train.UNSET_ALLOWED]
 ENTRIES["train"] = (train.main, TRAIN_TINY, {
     **{name: number_flag(f"--{name}", lo, hi) for name, lo, hi in [
         ("batchSize", 1, cli.MAX_COUNT), ("nz", 1, cli.MAX_LATENT), ("ngf", 1, cli.MAX_WIDTH),

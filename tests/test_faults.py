@@ -400,3 +400,19 @@ def test_only_the_temporary_files_of_writers_that_are_gone_are_removed(tmp_path)
         (tmp_path / name).write_bytes(b"x")
     assert checkpoint.remove_stale_temporaries(str(tmp_path)) == [stale]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
+
+
+def test_a_resumed_run_keeps_its_keep_list_and_refuses_another(tmp_path, capsys):
+    """The images a run trains on are part of its record: a resume without --keep-list
+    continues on the same images, and one naming another list is refused."""
+    keep, other = tmp_path / "keep.txt", tmp_path / "other.txt"
+    keep.write_text("\n".join(str(i) for i in range(0, 200, 2)) + "\n")
+    other.write_text("\n".join(str(i) for i in range(1, 200, 2)) + "\n")
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    assert run(whole, "--niter", "2", "--keep-list", str(keep)) == 0
+    assert run(stopped, "--niter", "1", "--keep-list", str(keep)) == 0
+    state = str(stopped / "checkpoint.safetensors")
+    refused = train.main(["--resume", state, "--niter", "2", "--keep-list", str(other), "--no-progress"])
+    assert refused != 0 and "--keep_list" in capsys.readouterr().err
+    assert train.main(["--resume", state, "--niter", "2", "--no-progress"]) == 0
+    assert_same_state(final_state(stopped), final_state(whole))
