@@ -424,6 +424,27 @@ def print_predictions(figures, family="conv2d", names=None, out=None):
     return rows
 
 
+def progression_markdown(rows, names=None):
+    """The PREDICTED progression as a markdown table: per version, the sum over every layer
+    of each direction, and over all three, low - high ms, and the bound of most rows."""
+    directions = ("fwd", "bwd-data", "bwd-weight")
+    lines = ["| version | " + " | ".join(f"{d} (PREDICTED ms)" for d in directions)
+             + " | all three (PREDICTED ms) | bound of most rows |",
+             "|---|" + "---|" * (len(directions) + 2)]
+    for p in progression(rows):
+        v = p["version"]
+        cells = []
+        for d in directions:
+            mine = [r for r in rows if r["version"] == v and r["direction"] == d]
+            cells.append(f"{sum(r['low_ms'] for r in mine):.2f} - {sum(r['high_ms'] for r in mine):.2f}"
+                         if mine else "-")
+        bound = max(p["bounds"], key=p["bounds"].get)
+        name = (names or {}).get(v, "")
+        lines.append(f"| {v} {name} | " + " | ".join(cells) + f" | {p['low_ms']:.2f} - {p['high_ms']:.2f} | "
+                     f"{bound} ({p['bounds'][bound]} of {p['rows']}) |")
+    return "\n".join(lines)
+
+
 def figures_markdown(figures):
     """The traced figures of every row as a markdown table (bench/results/cpu/traced_figures.md)."""
     lines = ["| family | v | layer / case | launches | global ld requests | ld sectors/req | st sectors/req | "
@@ -669,7 +690,15 @@ def main(argv=None):
         figures = load(path)
     if args.markdown:
         with open(args.markdown, "w") as f:
-            f.write(figures_markdown(figures) + "\n")
+            f.write(f"# Traced memory figures and PREDICTED times at the DCGAN shapes\n\n"
+                    f"Made by `{' '.join(['python', 'bench/roofline.py'] + sys.argv[1:])}` "
+                    f"({figures.get('date', 'now')}; AMD EPYC, 2 cores, no GPU: the figures come from "
+                    f"Numba's simulator, the times from bench/roofline.py's model of an H100 SXM; nothing here "
+                    f"was measured on a GPU). Each row sums the launches of one layer, direction and version "
+                    f"(batch 128, 64x64, ngf = ndf = 64, pytorch arch); sampled and extrapolated as roofline.py "
+                    f"says.\n\n## conv2d, PREDICTED progression\n\n"
+                    + progression_markdown(predicted_table(figures, "conv2d")) + "\n\n## Every row\n\n"
+                    + figures_markdown(figures) + "\n")
     for family in ["conv2d"] + list(FAMILIES):
         print_predictions(figures, family)
     if args.step:
