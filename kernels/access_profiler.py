@@ -1305,9 +1305,11 @@ def vector_request(fn, args):
     return None if spec is None else dict(identity, signature=spec)
 
 
+@functools.lru_cache(maxsize=None)
 def _fingerprint(module_name):
     """A hash of the source a module's kernels are compiled from: the module's own file and,
-    for the project's kernels, every file of the kernels folder (they import each other)."""
+    for the project's kernels, every file of the kernels folder (they import each other).
+    Once per process: the kernels a process runs do not change while it runs."""
     import hashlib
     import importlib.util
     digest = hashlib.sha1()

@@ -168,16 +168,22 @@ def main(module, argv=None):
         if not ok:
             parser.error(f"no GPU ({why}); add --sim to validate on the CPU")
         print(f"GPU: {gpu_name()}")
+    versions = args.version or sorted(module.VERSIONS)
     profile = sim and not args.no_profile
     if profile:
         from . import access_profiler, jit
-        # Ask the compiler once, up front, which accesses it merges into vector instructions.
+        # Ask the compiler once, up front, which accesses it merges into vector instructions:
+        # a dry run of every check first makes the kernels a launcher builds only when asked.
+        with access_profiler.tracing(dry=True):
+            for label, make_inputs in module.cases(sim):
+                inputs = make_inputs(np.random.default_rng(0))
+                for v in versions:
+                    module.run(v, label, inputs, to_device)[0]()
         own = [k for k in jit.REGISTRY if k.py_func.__module__.startswith(module.__name__)]
         access_profiler.prefetch_vector_widths(own or jit.REGISTRY)
         print("Memory figures per check, traced in the simulator at its tiny shapes and tiles (the GPU's "
               "are in bench/results/cpu/traced_figures.md):\n  sec/req = 32-byte sectors per warp request "
               "(4 = coalesced floats), wf/req = shared-memory passes per request (1 = no bank conflict)")
-    versions = args.version or sorted(module.VERSIONS)
     rng = np.random.default_rng(0)
     failures = 0
     drawn = set()
