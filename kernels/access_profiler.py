@@ -35,19 +35,25 @@ side by side when a GPU is at hand (``bench/ncu_compare.py``)::
     with tracing() as launches:          # every launch made inside, e.g. by a launcher
         conv2d.forward(x, w, y, (2, 2), (1, 1), version=5)
 
-How accesses become requests. Every access is recorded with a **site**: the bytecode
-instruction that made it, together with the chain of calls from the kernel down to it
-(a device function inlined at two call sites is two sites, as in the compiled code).
-Each thread numbers its executions of a site 0, 1, 2, ... (the **occurrence**). The
-accesses of one warp with the same site and occurrence are one request: the k-th time
-the warp executed that instruction. Divergence: lanes that skip an instruction (an ``if``
-they fail, a loop they leave early) are simply absent from its requests, as inactive
-lanes are on the GPU, and the two sides of a branch are different sites, hence separate
-requests, as the GPU runs them one after the other. The one case this numbering gets
-wrong is a lane-dependent branch *inside* a loop around the same instruction: a lane
-that skips trip 1 and runs trip 2 has its trip-2 access counted with the other lanes'
-trip-1 accesses (fewer requests than the GPU issues). None of the project's kernels does
-that; a student's kernel might.
+How accesses become requests. Every access is recorded with a **site**: the instruction
+that made it (its source position), together with the chain of calls from the kernel down
+to it (a device function inlined at two call sites is two sites, as in the compiled code),
+and with the **trip** of every ``for ... in range(...)`` loop around it, in each function
+of that chain: trip = (loop variable - start) // step. The accesses of one warp with the
+same site and trips are one request: the warp executing that instruction in that
+iteration. (Should a site run twice within one trip, a per-thread occurrence count tells
+the executions apart.) Divergence: lanes that skip an instruction (an ``if`` they fail, a
+loop they leave early) are absent from its requests, as inactive lanes are on the GPU,
+and the two sides of a branch are different sites, hence separate requests, as the GPU
+runs them one after the other. Counting trips, not just occurrences, keeps lanes that
+skip an access in some trips (a thread at an image border skips the padding taps) with
+the lanes of the trip they are in. Left to the occurrence count, and so possibly grouped
+wrongly: ``while`` loops whose trip counts differ between the lanes of a warp, and loops
+over anything but ``range``.
+
+Shared memory moves at most 128 bytes per pass, so a warp asking for 8 or 16 bytes a
+lane is served 16 or 8 lanes at a time, each group checked for conflicts on its own
+(lane_group, with its source): a conflict-free 16-byte request takes 4 wavefronts.
 
 What the compiler merges. Four loads of neighbouring floats in one source line can
 become one 16-byte instruction (``ld.shared.v4.f32``): one request, not four. The
@@ -64,7 +70,8 @@ Python. ``blocks=`` and ``warps=`` run a stratified sample (the first and last b
 along each grid axis and evenly spaced interior ones, each standing for its share of the
 grid; warps likewise within a block) and scale every count by what each sampled unit
 stands for. With a sample the counts are estimates (``profile.sampled``); without one
-they are exact. Running a subset of a block's warps leaves the rest of its shared memory
+they are exact. Tracing costs nothing when it is off: the simulator is patched only
+inside trace_launch and ``with tracing()``. Running a subset of a block's warps leaves the rest of its shared memory
 unwritten: the addresses stay right as long as no address depends on data another warp
 wrote (true of every kernel here).
 
