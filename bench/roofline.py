@@ -13,7 +13,9 @@ the GPU's tile sizes and grids (kernels/gpu_shaped.py), and counts what it asks 
 memory system: global sectors, shared-memory wavefronts, the distinct bytes it touches.
 Python runs a GPU thread about a million times slower than a GPU, so two shortcuts:
   * blocks and warps are sampled (the first and last block along each grid axis and one
-    between; the first and last warp of a block), each standing for its share;
+    between, but only the first and last of the split-K splits or sub-pixel phases along
+    z, which differ only in the last; the first and last warp of a block), each standing
+    for its share;
   * the reduction that every output sums over (a convolution's input channels for the
     forward pass, output channels for the data gradient, the batch for the weight
     gradient) is shortened to two small lengths r1 < r2 whose launches have exactly the
@@ -668,11 +670,13 @@ def main(argv=None):
     p.add_argument("--step-json", default=STEP)
     p.add_argument("--step-versions", nargs="*", default=["default"],
                    help="kernel versions of the step, as train_bench's --versions (default, newest, FAMILY=N)")
-    p.add_argument("--blocks", type=int, default=1,
-                   help="interior blocks sampled per grid axis (0: the first block stands for them)")
+    p.add_argument("--blocks", type=int, nargs=3, default=[1, 1, 0], metavar=("X", "Y", "Z"),
+                   help="interior blocks sampled along each grid axis (0: the first block stands for them; "
+                        "z is conv2d's split-K splits, alike but for the last, or its sub-pixel phases)")
     p.add_argument("--warps", type=int, default=0, help="interior warps sampled per block, likewise")
     args = p.parse_args(argv)
-    if min(args.blocks, args.warps) < 0 or args.batch < 1:
+    args.blocks = tuple(args.blocks)
+    if min(args.blocks + (args.warps,)) < 0 or args.batch < 1:
         p.error("--blocks and --warps must be at least 0, --batch at least 1")
     if (args.trace or args.step) and os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
         env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")

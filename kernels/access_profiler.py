@@ -449,10 +449,12 @@ def _dims3(d):
 
 
 def sample_blocks(grid, interior=1):
-    """[(block index (x, y, z), weight)]: stratified() along each axis of the grid."""
+    """[(block index (x, y, z), weight)]: stratified() along each axis of the grid, with
+    ``interior`` interior blocks per axis (or a tuple: one count per axis x, y, z)."""
     gx, gy, gz = _dims3(grid)
+    ix, iy, iz = interior if isinstance(interior, tuple) else (interior,) * 3
     return [((x, y, z), wx * wy * wz) for (z, wz), (y, wy), (x, wx)
-            in itertools.product(stratified(gz, interior), stratified(gy, interior), stratified(gx, interior))]
+            in itertools.product(stratified(gz, iz), stratified(gy, iy), stratified(gx, ix))]
 
 
 # ----------------------------------------------------------------------------- a launch
@@ -684,7 +686,8 @@ def _run(fn, grid, block, args, dynshared=0, blocks=None, warps=None):
     warps_in_block = -(-threads_in_block // WARP)
     if blocks is None:
         blocks = [(b, 1.0) for b in _all_blocks(grid_dim)]
-    elif isinstance(blocks, int):
+    elif isinstance(blocks, (int, tuple)) and not (blocks and isinstance(blocks, tuple)
+                                                      and isinstance(blocks[0], (tuple, list))):
         blocks = sample_blocks(grid_dim, interior=blocks)
     else:    # block indices, or (block index, weight) pairs
         blocks = [(_dims3(b[0]), float(b[1])) if len(b) == 2 and isinstance(b[1], float) else (_dims3(b), 1.0)
@@ -1511,8 +1514,8 @@ def trace_launch(kernel, grid, block, *args, blocks=None, warps=None, vectors=Tr
     recorded, and return its Profile.
 
     kernel: a ``numba.cuda.jit`` kernel, a kernels/jit.py Kernel, or the plain function.
-    blocks: None (all), an int n (stratified sample: edges and n interior per grid axis)
-    or a list of block indices; warps: likewise within each block.
+    blocks: None (all), an int n (stratified sample: edges and n interior per grid axis;
+    a tuple (nx, ny, nz) per axis) or a list of block indices; warps: likewise in a block.
     vectors: merge accesses the compiler vectorised (needs a child process and a few
     seconds to compile; False counts every access as written)."""
     return _profile_launch(_kernel_function(kernel), grid, block, args, dynshared, blocks, warps, vectors)
