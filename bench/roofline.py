@@ -12,10 +12,10 @@ DCGAN shapes (batch 128, 64x64, ngf = ndf = 64, pytorch arch) under the simulato
 the GPU's tile sizes and grids (kernels/gpu_shaped.py), and counts what it asks of the
 memory system: global sectors, shared-memory wavefronts, the distinct bytes it touches.
 Python runs a GPU thread about a million times slower than a GPU, so two shortcuts:
-  * blocks and warps are sampled (the first and last block along each grid axis and one
-    between, but only the first and last of the split-K splits or sub-pixel phases along
-    z, which differ only in the last; the first and last warp of a block), each standing
-    for its share;
+  * blocks and warps are sampled (dcgan_sample: a grid-stride loop's first, middle and
+    last block; a grid of tiles, splits or phases only the first and last along each axis;
+    in a block the first and last warp, or the first alone in a matrix multiply's), each
+    standing for its share;
   * the reduction that every output sums over (a convolution's input channels for the
     forward pass, output channels for the data gradient, the batch for the weight
     gradient) is shortened to two small lengths r1 < r2 whose launches have exactly the
@@ -205,6 +205,22 @@ def _with_ratios(counts, like):
             out[f"smsp__sass_average_data_bytes_per_sector_mem_global_op_{op}.pct"] = \
                 100.0 * requested / (32 * sec) if sec else 0.0
     return out
+
+
+def dcgan_sample(grid):
+    """The blocks traced at the DCGAN shapes, as interior counts per grid axis: a 1-D grid
+    (a grid-stride loop, whose first blocks may take one trip more) its first, middle and
+    last block; a grid of tiles (x) by split-K splits or sub-pixel phases (z) only the
+    first and last along each axis, the first standing for the interior ones, which do the
+    same work (the last tile or split is the ragged one)."""
+    return (1, 1, 1) if tuple(grid[1:]) == (1, 1) else (0, 0, 0)
+
+
+def dcgan_warps(grid, block):
+    """The warps traced in each sampled block at the DCGAN shapes: in a grid of tiles
+    (a matrix multiply: every warp of a block does the same work on its own rows) the
+    first warp for all; elsewhere the first and the last."""
+    return 0 if tuple(grid[1:]) == (1, 1) else -1
 
 
 def traced_launches(call, blocks=1, warps=0):
@@ -648,7 +664,9 @@ def save(args, rows, complete=True):
     import common
     sources = {family: source_fingerprint(family) for family in sorted({row["family"] for row in rows})}
     common.write_json(args.json, {"machine_model": H100_SXM, "batch": args.batch, "sources": sources,
-                                  "blocks_interior_per_axis": args.blocks, "warps_interior": args.warps,
+                                  "blocks_interior_per_axis": args.blocks if isinstance(args.blocks, tuple)
+                                  else args.blocks.__name__,
+                                  "warps_interior": getattr(args.warps, "__name__", args.warps),
                                   "rows": rows, "complete": complete})
 
 
@@ -670,13 +688,15 @@ def main(argv=None):
     p.add_argument("--step-json", default=STEP)
     p.add_argument("--step-versions", nargs="*", default=["default"],
                    help="kernel versions of the step, as train_bench's --versions (default, newest, FAMILY=N)")
-    p.add_argument("--blocks", type=int, nargs=3, default=[1, 1, 0], metavar=("X", "Y", "Z"),
-                   help="interior blocks sampled along each grid axis (0: the first block stands for them; "
-                        "z is conv2d's split-K splits, alike but for the last, or its sub-pixel phases)")
-    p.add_argument("--warps", type=int, default=0, help="interior warps sampled per block, likewise")
+    p.add_argument("--blocks", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                   help="interior blocks sampled along each grid axis (0: the first block stands for them); "
+                        "default: DCGAN_SAMPLE's rule")
+    p.add_argument("--warps", type=int, default=None,
+                   help="interior warps sampled per block, likewise (-1: the first alone); default: dcgan_warps")
     args = p.parse_args(argv)
-    args.blocks = tuple(args.blocks)
-    if min(args.blocks + (args.warps,)) < 0 or args.batch < 1:
+    args.blocks = tuple(args.blocks) if args.blocks else dcgan_sample
+    args.warps = dcgan_warps if args.warps is None else args.warps
+    if min(args.blocks if isinstance(args.blocks, tuple) else (0,)) < 0 or args.batch < 1:
         p.error("--blocks and --warps must be at least 0, --batch at least 1")
     if (args.trace or args.step) and os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
         env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")

@@ -432,8 +432,10 @@ _module_classes.made = None
 def stratified(extent, interior=1):
     """[(index, weight)]: a sample of range(extent) that keeps its edges: the first and the
     last index and ``interior`` evenly spaced indices between them, each standing for an
-    equal share of the rest (with interior=0 the first index stands for them). Every
-    index, weight 1, when there are few enough."""
+    equal share of the rest (with interior=0 the first index stands for them, with -1 for
+    every index). Every index, weight 1, when there are few enough."""
+    if interior < 0:             # the first alone stands for all
+        return [(0, float(extent))]
     if extent <= interior + 2:
         return [(i, 1.0) for i in range(extent)]
     if interior == 0:
@@ -684,6 +686,8 @@ def _run(fn, grid, block, args, dynshared=0, blocks=None, warps=None):
     module = TracedModule(grid_dim, block_dim, dynshared, launch)
     threads_in_block = int(np.prod(block_dim))
     warps_in_block = -(-threads_in_block // WARP)
+    if callable(blocks):          # a rule: the sample's interior counts for this grid
+        blocks = blocks(grid_dim)
     if blocks is None:
         blocks = [(b, 1.0) for b in _all_blocks(grid_dim)]
     elif isinstance(blocks, (int, tuple)) and not (blocks and isinstance(blocks, tuple)
@@ -692,6 +696,8 @@ def _run(fn, grid, block, args, dynshared=0, blocks=None, warps=None):
     else:    # block indices, or (block index, weight) pairs
         blocks = [(_dims3(b[0]), float(b[1])) if len(b) == 2 and isinstance(b[1], float) else (_dims3(b), 1.0)
                   for b in blocks]
+    if callable(warps):           # a rule: the interior count for this launch
+        warps = warps(grid_dim, block_dim)
     if warps is None:
         warp_sample = [(w, 1.0) for w in range(warps_in_block)]
     elif isinstance(warps, int):
