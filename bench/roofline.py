@@ -29,8 +29,8 @@ tests/sim/test_roofline.py checks both against a full run on shapes small enough
 The model (an H100 SXM; each constant below says where it comes from). A launch needs
 at least as long as each of its resources takes for its work, at full speed:
     compute   FLOPs / 67 TFLOP/s (FP32, no tensor cores: Numba has none)
-    L1/shared data path: (shared wavefronts + global sectors / 4) / (128 bytes a clock per SM)
-              one wavefront is 128 bytes, a global request's sectors pass the same path
+    L1/shared data path: (shared wavefronts + global passes) / (one 128-byte pass a clock per SM)
+              a global request passes the same path: at least once, once per 4 sectors
     DRAM      distinct bytes / 3.35 TB/s (every byte once: a perfect L2); if what the
               launch touches exceeds L2 (50 MB), every requested sector may come from DRAM
     launch    a few microseconds per kernel launch
@@ -89,10 +89,15 @@ def predict(metrics, flops, blocks, machine=H100_SXM):
     floating-point operations; blocks: its grid size (fewer blocks than SMs use fewer SMs)."""
     sms = min(machine["sms"], max(1, int(blocks)))
     per_second = sms * machine["clock_hz"]
-    sectors = sum(metrics.get(f"l1tex__t_sectors_pipe_lsu_mem_global_op_{op}.sum", 0) for op in ("ld", "st", "atom"))
+    # Global requests pass the same data path: at least one pass each, and one per 128
+    # bytes of sectors (a request of 1 sector costs a pass; of 32 sectors, 8 or more).
+    line = machine["l1_bytes_per_clock_per_sm"]
+    global_passes = sum(max(metrics.get(f"l1tex__t_requests_pipe_lsu_mem_global_op_{op}.sum", 0),
+                            metrics.get(f"l1tex__t_sectors_pipe_lsu_mem_global_op_{op}.sum", 0) * 32 / line)
+                        for op in ("ld", "st", "atom"))
     wavefronts = sum(metrics.get(f"l1tex__data_pipe_lsu_wavefronts_mem_shared_op_{op}.sum", 0) for op in ("ld", "st"))
     wavefronts += metrics.get("smsp__sass_inst_executed_op_shared_atom.sum", 0)
-    passes = wavefronts + sectors * 32 / machine["l1_bytes_per_clock_per_sm"]
+    passes = wavefronts + global_passes
     dram_min = metrics.get("model__dram_bytes_min", 0)
     dram_max = dram_min if dram_min <= machine["l2_bytes"] else max(dram_min, metrics.get("model__dram_bytes_no_reuse", 0))
     compute = flops / (machine["fp32_flops"] * sms / machine["sms"])
@@ -581,7 +586,7 @@ def print_step(step, out=None, top=12):
 
 
 # ------------------------------------------------------------------------------ main
-FAMILIES = ("elementwise", "reduction", "batchnorm", "loss", "adam", "linear", "pool")
+FAMILIES = ("lesson0_threads", "elementwise", "reduction", "batchnorm", "loss", "adam", "linear", "pool", "dropout")
 
 
 def trace_all(args):
@@ -686,8 +691,9 @@ def main(argv=None):
                    help="also predict one training step's launches (traced under the simulator; needs the conv2d "
                         "figures) into --step-json")
     p.add_argument("--step-json", default=STEP)
-    p.add_argument("--step-versions", nargs="*", default=["default"],
-                   help="kernel versions of the step, as train_bench's --versions (default, newest, FAMILY=N)")
+    p.add_argument("--step-versions", nargs="*", default=["default", "newest"],
+                   help="the kernel versions to predict a step with, one prediction each: 'default', 'newest' "
+                        "or train_bench's --versions items joined by commas (newest,conv2d=6)")
     p.add_argument("--blocks", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
                    help="interior blocks sampled along each grid axis (0: the first block stands for them); "
                         "default: DCGAN_SAMPLE's rule")
@@ -713,9 +719,11 @@ def main(argv=None):
             p.error(f"no traced figures at {path}: run python bench/roofline.py --trace --json {path}")
         figures = load(path)
     if args.markdown:
+        traced_by = figures.get("command", " ".join(["python", "bench/roofline.py"] + sys.argv[1:]))
         with open(args.markdown, "w") as f:
             f.write(f"# Traced memory figures and PREDICTED times at the DCGAN shapes\n\n"
-                    f"Made by `{' '.join(['python', 'bench/roofline.py'] + sys.argv[1:])}` "
+                    f"Figures traced by `{traced_by}`, tables made from them by "
+                    f"`{' '.join(['python', 'bench/roofline.py'] + sys.argv[1:])}` "
                     f"({figures.get('date', 'now')}; AMD EPYC, 2 cores, no GPU: the figures come from "
                     f"Numba's simulator, the times from bench/roofline.py's model of an H100 SXM; nothing here "
                     f"was measured on a GPU). Each row sums the launches of one layer, direction and version "
@@ -727,10 +735,12 @@ def main(argv=None):
         print_predictions(figures, family)
     if args.step:
         import common
-        step = trace_step(figures, args.step_versions, args.blocks, args.warps)
-        common.write_json(args.step_json, step)
-        print()
-        print_step(step)
+        steps = []
+        for choice in args.step_versions:
+            steps.append(trace_step(figures, choice.split(","), args.blocks, args.warps))
+            common.write_json(args.step_json, {"steps": steps})
+            print()
+            print_step(steps[-1])
     return 0
 
 

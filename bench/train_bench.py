@@ -206,9 +206,10 @@ def predicted_step(arch, batch, size, ngf, ndf, versions, rows):
     if (arch, batch, size, ngf, ndf) != ("pytorch", 128, 64, 64, 64) or not os.path.exists(roofline.STEP):
         return None
     with open(roofline.STEP) as f:
-        step = json.load(f)
-    if versions is not None and step.get("versions") != versions:
-        print(f"\n(PREDICTED step: {roofline.STEP} is for kernel versions {step.get('versions')}; "
+        steps = json.load(f).get("steps", [])
+    step = next((s for s in steps if versions is None or s.get("versions") == versions), None)
+    if step is None:
+        print(f"\n(PREDICTED step: {roofline.STEP} has kernel versions {[s.get('versions') for s in steps]}; "
               f"python bench/roofline.py --step --step-versions ... predicts others)")
         return None
     print()

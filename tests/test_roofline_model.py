@@ -43,6 +43,13 @@ def test_compute_bound_and_few_blocks():
     assert few["sms_used"] == 12
 
 
+def test_a_global_request_costs_a_pass_however_few_its_sectors():
+    """2^20 broadcast loads of one sector each: 2^20 passes, not 2^18."""
+    p = roofline.predict({"l1tex__t_requests_pipe_lsu_mem_global_op_ld.sum": 2**20,
+                          "l1tex__t_sectors_pipe_lsu_mem_global_op_ld.sum": 2**20}, 0, 132)
+    assert p["resources_s"]["L1/shared"] == pytest.approx(2**20 / (132 * 1.98e9))
+
+
 def test_shared_wavefronts_and_launch():
     p = roofline.predict(metrics(shared_ld=132 * 1.98e9 * 1e-3), 0, 132)     # 1 ms of wavefronts
     assert p["bound"] == "L1/shared" and p["low_s"] == pytest.approx(1e-3)
