@@ -1,4 +1,4 @@
-"""What reduction.py's docstring claims of version 4, read off the PTX: its block tree is
+"""What reduction version 4's docstring claims, read off the PTX: its block tree is
 shuffles (5 per warp sum, two sums) with one barrier, where version 2's has 10 barriers."""
 import os
 

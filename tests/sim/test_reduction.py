@@ -112,7 +112,7 @@ def test_gpu_workspaces_are_per_role_and_reused(monkeypatch):
     fake_cupy = SimpleNamespace(cuda=fake_cuda, float32=np.float32,
                                 empty=lambda shape, dtype: np.empty(shape, dtype))
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
-    monkeypatch.setattr(red, "_workspaces", {})
+    monkeypatch.setattr(red.common, "_workspaces", {})   # the scratch buffers live in common.py
     device_array = object()  # anything that is not a NumPy array stands for a CuPy one
     a = red.workspace(device_array, (3, 2), "test.a")
     b = red.workspace(device_array, (3, 2), "test.b")
