@@ -5,7 +5,7 @@ simulator (one OS thread per GPU thread) blocks are tiny, so that tests stay fas
 GPU they are the real ones (256 threads, 128 x 128 tiles, ...). To see how the GPU's
 configuration uses the memory system without a GPU, the access profiler needs the GPU's
 sizes *and* the simulator's execution. ``load("conv2d")`` gives exactly that: a second
-copy of kernels/conv2d.py, imported from the same source file into a package of its own
+copy of kernels/conv2d/, imported from the same source files into a package of its own
 (``dcgan_cuda.kernels._as_gpu``) whose ``jit`` says SIMULATOR = False to the sizes and
 grid_1d, while every launch still goes through the running process's launcher (the
 simulator, when it is on). ``load("conv2d", sizing="sim")`` is the reverse, used in a
@@ -65,7 +65,8 @@ def _package(sizing):
 
 
 def load(module, sizing="gpu"):
-    """kernels/<module>.py (e.g. "conv2d", or "linear.v3_smem_tiles") with the given sizes."""
+    """kernels/<module> (a file, or a folder such as "conv2d"; or one file of a folder,
+    "linear.v3_smem_tiles") with the given sizes."""
     _package(sizing)
     return importlib.import_module(f"{PACKAGES[sizing]}.{module}")
 

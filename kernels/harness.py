@@ -93,6 +93,11 @@ def time_gpu(fn, warmup=3, reps=20):
 
 SIM_COLUMNS = (f"{'launches':>8} {'gld sec/req':>11} {'gst sec/req':>11} {'shared wf/req':>13} "
                f"{'conflicts':>9} {'per thread gld/sld':>18}")
+# Printed under the table: what each abbreviation of SIM_COLUMNS stands for.
+SIM_LEGEND = ("  launches = kernel launches of the check; gld / gst = global loads / stores, sld = shared loads; "
+              "sec/req = 32-byte sectors per warp request (4 = coalesced floats); shared wf/req = shared-memory "
+              "wavefronts (passes) per request (1 = no bank conflict); conflicts = passes beyond one per request "
+              "(bank conflicts); per thread gld/sld = the most global / shared loads one thread made")
 
 
 def traced_figures(profiles):
@@ -182,8 +187,7 @@ def main(module, argv=None):
         own = [k for k in jit.REGISTRY if k.py_func.__module__.startswith(module.__name__)]
         access_profiler.prefetch_vector_widths(own or jit.REGISTRY)
         print("Memory figures per check, traced in the simulator at its tiny shapes and tiles (the GPU's "
-              "are in bench/results/cpu/traced_figures.md):\n  sec/req = 32-byte sectors per warp request "
-              "(4 = coalesced floats), wf/req = shared-memory passes per request (1 = no bank conflict)")
+              "are in bench/results/cpu/traced_figures.md; the columns are explained under the table):")
     rng = np.random.default_rng(0)
     failures = 0
     drawn = set()
@@ -217,5 +221,7 @@ def main(module, argv=None):
                 stem = f"v{v}_" + "".join(c if c.isalnum() else "_" for c in label)
                 for path in draw(launches, args.trace, stem, args.trace_block, args.trace_warp):
                     print(f"    wrote {path}")
+    if profile:
+        print(SIM_LEGEND)
     print("all versions match the reference" if not failures else f"{failures} check(s) FAILED")
     return 1 if failures else 0
