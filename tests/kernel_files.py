@@ -9,7 +9,7 @@ import pathlib
 import dcgan_cuda.kernels as kernels_package
 
 INFRASTRUCTURE = {"__init__", "jit", "harness", "access_profiler", "access_patterns", "gpu_shaped",
-                  "simulator_warp"}
+                  "simulator_warp", "diagrams"}
 NOT_FAMILIES = INFRASTRUCTURE | {"exercises", "__pycache__"}
 KERNEL_DIR = pathlib.Path(kernels_package.__file__).parent
 KERNEL_FILES = sorted([p.stem for p in KERNEL_DIR.glob("*.py") if p.stem not in NOT_FAMILIES]
