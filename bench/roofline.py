@@ -33,7 +33,7 @@ at least as long as each of its resources takes for its work, at full speed:
               a global request passes the same path: at least once, once per 4 sectors
     DRAM      distinct bytes / 3.35 TB/s (every byte once: a perfect L2); if what the
               launch touches exceeds L2 (50 MB), every requested sector may come from DRAM
-    launch    a few microseconds per kernel launch
+    launch    10 us per kernel launch from Python (cited, see H100_SXM below)
 A grid with fewer blocks than SMs only uses that many SMs. The launch takes at least the
 largest of these (everything overlapped: the "bound" is that resource) and, if nothing
 overlaps, their sum: the PREDICTED range. What the model cannot see: cache hits between
@@ -65,10 +65,15 @@ FIGURES = os.path.join(HERE, "results", "cpu", "traced_figures.json")
 # Shared memory and L1 share one data path per SM that moves 128 bytes per clock (32
 # banks x 4 bytes; the CUDA C++ Programming Guide, "Shared Memory" for compute capability
 # 9.0 keeps the 32 banks of 4 bytes of earlier architectures).
-# Launch: the GPU needs ~2-3 us to start and drain even an empty kernel; Python on the
-# host needs ~10-20 us to launch one through Numba (numba-cuda issues #477 and #578, and
-# train_bench's own measure on a GPU once one is lent). The low end assumes launches
-# queued faster than they run, the high end a host that cannot keep up.
+# Launch: one figure, the host time to start one kernel from Python, 10 us: the glossary's
+# "launch cost" in kernels/README.md, cited, not measured by us. In numba-cuda pull request
+# #288 (github.com/NVIDIA/numba-cuda/pull/288) a maintainer timed an empty, eagerly compiled
+# kernel at 6.6 us with no argument and 10.6 us with one array; our kernels take 1-14
+# arguments, and jit.py's direct launch skips most of Numba's work per argument. The host
+# starts one launch at a time, so even with everything overlapped (the low end) no launch
+# takes less; with nothing overlapped (the high end) it adds to the rest. bench/train_bench.py
+# measures it on a GPU (host_us_per_launch); the per-family tables print that measurement
+# beside this figure once a GPU run has recorded one.
 H100_SXM = {
     "name": "H100 SXM (PREDICTED)",
     "sms": 132,
@@ -77,7 +82,7 @@ H100_SXM = {
     "dram_bytes_per_s": 3.35e12,
     "l2_bytes": 50e6,
     "l1_bytes_per_clock_per_sm": 128,
-    "launch_s": (3e-6, 20e-6),
+    "launch_s": 10e-6,
 }
 
 
@@ -102,9 +107,9 @@ def predict(metrics, flops, blocks, machine=H100_SXM):
     dram_max = dram_min if dram_min <= machine["l2_bytes"] else max(dram_min, metrics.get("model__dram_bytes_no_reuse", 0))
     compute = flops / (machine["fp32_flops"] * sms / machine["sms"])
     l1 = passes / per_second
-    launch_low, launch_high = machine["launch_s"]
-    low = {"compute": compute, "L1/shared": l1, "DRAM": dram_min / machine["dram_bytes_per_s"], "launch": launch_low}
-    high = dict(low, DRAM=dram_max / machine["dram_bytes_per_s"], launch=launch_high)
+    low = {"compute": compute, "L1/shared": l1, "DRAM": dram_min / machine["dram_bytes_per_s"],
+           "launch": machine["launch_s"]}
+    high = dict(low, DRAM=dram_max / machine["dram_bytes_per_s"])
     bound = max(low, key=low.get)
     return {"bound": bound, "low_s": low[bound], "high_s": sum(high.values()), "resources_s": low,
             "sms_used": sms}
@@ -447,25 +452,224 @@ def print_predictions(figures, family="conv2d", names=None, out=None):
     return rows
 
 
-def progression_markdown(rows, names=None):
-    """The PREDICTED progression as a markdown table: per version, the sum over every layer
-    of each direction, and over all three, low - high ms, and the bound of most rows."""
-    directions = ("fwd", "bwd-data", "bwd-weight")
-    lines = ["| version | " + " | ".join(f"{d} (PREDICTED ms)" for d in directions)
-             + " | all three (PREDICTED ms) | bound of most rows |",
-             "|---|" + "---|" * (len(directions) + 2)]
-    for p in progression(rows):
-        v = p["version"]
+# ------------------------------------------- one table per family (kernels/README.md)
+README = os.path.join(os.path.dirname(HERE), "kernels", "README.md")
+RESULTS = os.path.join(HERE, "results")
+TABLES_START = "<!-- predicted-tables:start -->"
+TABLES_END = "<!-- predicted-tables:end -->"
+# The reading order of kernels/README.md, with the two matrix-multiply families last, so
+# that conv2d's table sits right above the paragraph that reads it.
+TABLE_ORDER = ("lesson0_threads", "elementwise", "reduction", "batchnorm", "loss", "adam", "pool", "dropout",
+               "linear", "conv2d")
+FAMILY_NOTES = {
+    "conv2d": "G's transposed convolutions are conv2d's kernels run through the duality "
+              "(conv_transpose2d launches none of its own)",
+    "adam": "each tensor launched on its own, as the file's checks run it (training launches once over a "
+            "flat buffer per model)",
+}
+DCGAN_BENCH_SHAPES = {"batch": 128, "image_size": 64, "ngf": 64, "ndf": 64, "arch": "pytorch"}
+
+
+def case_kind(label, direction, family):
+    """The column a traced case is summed into: its direction (a matrix multiply's fwd,
+    bwd-data, bwd-weight), else the words of its label that name an operation rather than a
+    size ('train+relu G 128x64x32x32' -> 'train+relu G'), else the family's name."""
+    if direction:
+        return direction
+    words = [w for w in label.split() if any(c.isalpha() for c in w) and not any(c.isdigit() for c in w)]
+    return " ".join(words) or family
+
+
+def case_name(label, direction, layer, family):
+    """What tells a case from the others of its column: its layer, or its sizes."""
+    if direction:
+        return layer
+    kind = case_kind(label, direction, family).split()
+    return " ".join(w for w in label.split() if w not in kind) or label
+
+
+def version_names(family):
+    """{version: name} from the family's kernel file."""
+    import importlib
+    module = importlib.import_module(f"dcgan_cuda.kernels.{family}")
+    return {v: getattr(entry, "name", str(entry)) for v, entry in module.VERSIONS.items()}
+
+
+def _read_measurement(path):
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: not a readable JSON file ({error})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def measured_runs(results=RESULTS):
+    """Every GPU run recorded under results/<folder>/ (bash bench/gpu_check.sh's files), in
+    folder order: {folder, card, rows: {(family, version, layer, direction): ms}, launch_us:
+    {launch path: host us per launch}}. conv_bench.json counts where it was measured on a GPU
+    (it has "results"; without a GPU it has "numpy_results") at the DCGAN shapes the figures
+    were traced at; train_bench.json where it measured the host cost of one launch."""
+    runs = []
+    if not os.path.isdir(results):
+        return runs
+    for folder in sorted(os.listdir(results)):
+        where = os.path.join(results, folder)
+        if not os.path.isdir(where):
+            continue
+        run = {"folder": folder, "card": None, "rows": {}, "launch_us": {}}
+        conv = _read_measurement(os.path.join(where, "conv_bench.json"))
+        if conv and isinstance(conv.get("results"), list) and \
+                all(conv.get(k) == v for k, v in DCGAN_BENCH_SHAPES.items()):
+            for row in conv["results"]:
+                if isinstance(row, dict) and isinstance(row.get("ms"), (int, float)):
+                    layer = str(row.get("layer", "")).split(" ")[0]      # "D2 conv 64->128 ..." -> "D2"
+                    run["rows"][("conv2d", row.get("version"), layer, row.get("direction"))] = float(row["ms"])
+            run["card"] = conv.get("machine")
+        train = _read_measurement(os.path.join(where, "train_bench.json"))
+        if train and isinstance(train.get("host_us_per_launch"), dict):
+            run["launch_us"] = {path: float(us) for path, us in train["host_us_per_launch"].items()
+                                if isinstance(us, (int, float))}
+            run["card"] = run["card"] or train.get("machine")
+        if run["rows"] or run["launch_us"]:
+            run["card"] = run["card"] or folder
+            runs.append(run)
+    return runs
+
+
+def _ms(value, decimals):
+    return f"{value:.{decimals}f}"
+
+
+def family_table(figures, family, names=None, runs=()):
+    """One family's PREDICTED table, markdown: a row per version (every version the family
+    has, named; one without traced figures says so), a column per kind of case (the sum over
+    that column's cases, low - high ms), the sum over all, the bound of most rows, and what a
+    GPU run measured for the same cases (the card named; "-" until one has)."""
+    rows = predicted_table(figures, family)
+    names = names or {}
+    kinds = list(dict.fromkeys(case_kind(r["label"], r["direction"], family) for r in rows))
+    versions = sorted(set(names) | {r["version"] for r in rows})
+    sums = {}
+    for r in rows:
+        key = (r["version"], case_kind(r["label"], r["direction"], family))
+        sums[key] = sums.get(key, 0.0) + r["low_ms"]
+    # Enough decimals for the smallest cell to show two digits.
+    smallest = min([x for x in sums.values() if x > 0] or [1.0])
+    decimals = 2 if smallest >= 0.1 else 3 if smallest >= 0.01 else 4
+    lines = ["| version | " + " | ".join(f"{k} (PREDICTED ms)" for k in kinds)
+             + " | all (PREDICTED ms) | bound of most rows | measured (ms, card) |",
+             "|---|" + "---|" * (len(kinds) + 3)]
+    for v in versions:
+        title = f"{v} {names.get(v, '')}".rstrip()
+        mine = [r for r in rows if r["version"] == v]
+        if not mine:
+            lines.append(f"| {title} | " + " | ".join("-" for _ in kinds)
+                         + " | not traced yet | - | - |")
+            continue
         cells = []
-        for d in directions:
-            mine = [r for r in rows if r["version"] == v and r["direction"] == d]
-            cells.append(f"{sum(r['low_ms'] for r in mine):.2f} - {sum(r['high_ms'] for r in mine):.2f}"
-                         if mine else "-")
-        bound = max(p["bounds"], key=p["bounds"].get)
-        name = (names or {}).get(v, "")
-        lines.append(f"| {v} {name} | " + " | ".join(cells) + f" | {p['low_ms']:.2f} - {p['high_ms']:.2f} | "
-                     f"{bound} ({p['bounds'][bound]} of {p['rows']}) |")
+        for k in kinds:
+            cell = [r for r in mine if case_kind(r["label"], r["direction"], family) == k]
+            cells.append(f"{_ms(sum(r['low_ms'] for r in cell), decimals)} - "
+                         f"{_ms(sum(r['high_ms'] for r in cell), decimals)}" if cell else "-")
+        bounds = {}
+        for r in mine:
+            bounds[r["bound"]] = bounds.get(r["bound"], 0) + 1
+        bound = max(bounds, key=bounds.get)
+        measured = []
+        for run in runs:
+            found = [run["rows"][key] for key in ((family, v, r["layer"], r["direction"]) for r in mine)
+                     if key in run["rows"]]
+            if found:
+                part = "" if len(found) == len(mine) else f" over {len(found)} of {len(mine)}"
+                measured.append(f"{_ms(sum(found), decimals)}{part} ({run['card']})")
+        lines.append(f"| {title} | " + " | ".join(cells)
+                     + f" | {_ms(sum(r['low_ms'] for r in mine), decimals)} - "
+                       f"{_ms(sum(r['high_ms'] for r in mine), decimals)} | {bound} ({bounds[bound]} of {len(mine)}) | "
+                     + ("; ".join(measured) or "-") + " |")
     return "\n".join(lines)
+
+
+def case_summary(figures, family):
+    """Which cases each column sums, in words."""
+    columns = {}
+    for row in figures["rows"]:
+        if row["family"] == family:
+            cases = columns.setdefault(case_kind(row["label"], row["direction"], family), [])
+            name = case_name(row["label"], row["direction"], row["layer"], family)
+            if name not in cases:
+                cases.append(name)
+    groups = list(columns.values())
+    if len(groups) > 1 and all(g == groups[0] for g in groups):
+        if len(groups[0]) == 1:
+            return f"each of {', '.join(columns)} on {groups[0][0]}"
+        return (f"each of {', '.join(columns)} summed over the same {len(groups[0])} cases "
+                f"({', '.join(groups[0])})")
+    return "; ".join(f"{kind} summed over {len(cases)} cases ({', '.join(cases)})" if len(cases) > 1
+                     else f"{kind} on {cases[0]}" for kind, cases in columns.items())
+
+
+def launch_cost_sentence(runs):
+    """The one launch-cost figure the model uses, its source, and what a GPU run measured."""
+    text = (f"Launch cost in every PREDICTED time: {H100_SXM['launch_s'] * 1e6:.0f} us per launch, the "
+            f"launch cost of kernels/README.md's glossary (cited from numba-cuda pull request #288, not measured "
+            f"by us); no launch is PREDICTED faster (the low end), and the high end adds it to the rest. "
+            f"Measured: ")
+    measured = [run for run in runs if run["launch_us"]]
+    if not measured:
+        return text + "none yet (no GPU run)."
+    return text + "; ".join(", ".join(f"{us:.1f} us {path}" for path, us in sorted(run["launch_us"].items()))
+                            + f" per launch ({run['card']}, bench/results/{run['folder']}/train_bench.json)"
+                            for run in measured) + "."
+
+
+def readme_tables(figures, runs=None, names=None):
+    """The block between kernels/README.md's predicted-tables markers: the launch cost, then
+    per family a sentence saying what was summed and the table. ``runs``: measured_runs()
+    by default; ``names``: {family: {version: name}}, by default from each kernel file."""
+    runs = measured_runs() if runs is None else runs
+    parts = [launch_cost_sentence(runs)]
+    for family in TABLE_ORDER:
+        if not any(row["family"] == family for row in figures["rows"]):
+            continue
+        family_names = version_names(family) if names is None else names.get(family, {})
+        note = f"; {FAMILY_NOTES[family]}" if family in FAMILY_NOTES else ""
+        timed = [run for run in runs if any(key[0] == family for key in run["rows"])]
+        if timed:
+            measured = "measured: the same cases summed, from " + ", ".join(
+                f"bench/results/{run['folder']}/conv_bench.json ({run['card']})" for run in timed)
+        elif runs:
+            measured = "measured: none yet (no GPU run has timed this family)"
+        else:
+            measured = "measured: none yet (no GPU run)"
+        parts.append(f"**{family}**, PREDICTED at the DCGAN shapes on an H100 SXM (bench/roofline.py's model, "
+                     f"not a measurement): {case_summary(figures, family)}{note}. Each cell is PREDICTED "
+                     f"low - high ms; {measured}.\n\n"
+                     + family_table(figures, family, family_names, runs))
+    return "\n\n".join(parts)
+
+
+def readme_block(text, path=README):
+    """What a README holds between the predicted-tables markers."""
+    start, end = text.find(TABLES_START), text.find(TABLES_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{path} has no {TABLES_START} ... {TABLES_END} block")
+    return text[start + len(TABLES_START):end].strip("\n")
+
+
+def write_readme_tables(path, tables):
+    """Put ``tables`` (readme_tables()) between the markers of ``path``; the rest of the file
+    is kept, and a file without the markers is left untouched."""
+    with open(path) as f:
+        text = f.read()
+    readme_block(text, path)
+    start, end = text.find(TABLES_START) + len(TABLES_START), text.find(TABLES_END)
+    with open(path, "w") as f:
+        f.write(text[:start] + "\n" + tables + "\n" + text[end:])
 
 
 def figures_markdown(figures):
@@ -684,6 +888,9 @@ def main(argv=None):
     p.add_argument("--trace", action="store_true", help="profile in the simulator first (else read --json)")
     p.add_argument("--json", default=None, help=f"traced figures to write (--trace) or read (default {FIGURES})")
     p.add_argument("--markdown", default=None, help="also write the traced figures as a markdown table")
+    p.add_argument("--readme-tables", nargs="?", const=README, default=None, metavar="README",
+                   help="rewrite the per-family PREDICTED tables (and any GPU measurement under bench/results/) "
+                        "between the predicted-tables markers of README (default kernels/README.md)")
     p.add_argument("--resume", action="store_true", help="with --trace: keep the rows --json already has")
     p.add_argument("--families", nargs="*", default=["conv2d"], choices=("conv2d",) + FAMILIES)
     p.add_argument("--versions", nargs="*", type=int, default=None)
@@ -722,6 +929,11 @@ def main(argv=None):
         if not os.path.exists(path):
             p.error(f"no traced figures at {path}: run python bench/roofline.py --trace --json {path}")
         figures = load(path)
+    if args.markdown or args.readme_tables:
+        try:
+            tables = readme_tables(figures)
+        except ValueError as error:           # a measured file that cannot be read
+            p.error(str(error))
     if args.markdown:
         traced_by = figures.get("command", " ".join(["python", "bench/roofline.py"] + sys.argv[1:]))
         with open(args.markdown, "w") as f:
@@ -732,9 +944,15 @@ def main(argv=None):
                     f"Numba's simulator, the times from bench/roofline.py's model of an H100 SXM; nothing here "
                     f"was measured on a GPU). Each row sums the launches of one layer, direction and version "
                     f"(batch 128, 64x64, ngf = ndf = 64, pytorch arch); sampled and extrapolated as roofline.py "
-                    f"says.\n\n## conv2d, PREDICTED progression\n\n"
-                    + progression_markdown(predicted_table(figures, "conv2d")) + "\n\n## Every row\n\n"
+                    f"says.\n\n## PREDICTED, one table per family (as in kernels/README.md)\n\n"
+                    + tables + "\n\n## Every row\n\n"
                     + figures_markdown(figures) + "\n")
+    if args.readme_tables:
+        try:
+            write_readme_tables(args.readme_tables, tables)
+        except (OSError, ValueError) as error:
+            p.error(str(error))
+        print(f"{args.readme_tables}: the per-family PREDICTED tables rewritten")
     for family in ["conv2d"] + list(FAMILIES):
         print_predictions(figures, family)
     if args.step:

@@ -31,8 +31,8 @@ def test_each_resource_bounds_at_its_peak():
     assert p["bound"] == "DRAM"
     assert p["low_s"] == pytest.approx(2**30 / 3.35e12)
     assert p["resources_s"]["L1/shared"] == pytest.approx(2**26 / 4 / (132 * 1.98e9))
-    # No overlap: the sum, with DRAM at the no-reuse bytes (1 GB > L2) and the slow launch.
-    assert p["high_s"] == pytest.approx(2**26 / 4 / (132 * 1.98e9) + 2**31 / 3.35e12 + 20e-6)
+    # No overlap: the sum, with DRAM at the no-reuse bytes (1 GB > L2) and one launch (10 us).
+    assert p["high_s"] == pytest.approx(2**26 / 4 / (132 * 1.98e9) + 2**31 / 3.35e12 + 10e-6)
 
 
 def test_compute_bound_and_few_blocks():
@@ -53,7 +53,8 @@ def test_a_global_request_costs_a_pass_however_few_its_sectors():
 def test_shared_wavefronts_and_launch():
     p = roofline.predict(metrics(shared_ld=132 * 1.98e9 * 1e-3), 0, 132)     # 1 ms of wavefronts
     assert p["bound"] == "L1/shared" and p["low_s"] == pytest.approx(1e-3)
-    assert roofline.predict({}, 0, 1)["bound"] == "launch"
+    empty = roofline.predict({}, 0, 1)
+    assert empty["bound"] == "launch" and empty["low_s"] == empty["high_s"] == pytest.approx(10e-6)
 
 
 def test_a_small_footprint_is_read_once():
