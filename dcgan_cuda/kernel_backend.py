@@ -176,7 +176,7 @@ class KernelBackend:
         return dw
 
     # -- batchnorm -----------------------------------------------------------------
-    # The activation after a batchnorm is fused into its kernels (see kernels/batchnorm.py):
+    # The activation after a batchnorm is fused into its kernels (see kernels/batchnorm/):
     # slope is its negative slope, 1 for none, 0 for ReLU, 0.2 for LeakyReLU(0.2).
     def batchnorm2d_forward_train(self, x, gamma, beta, eps=1e-5, slope=1.0, running_mean=None,
                                   running_var=None, momentum=0.1):

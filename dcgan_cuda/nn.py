@@ -195,7 +195,7 @@ class Module:
 
 class Sequential(Module):
     """Layers applied in order. A BatchNorm2d directly followed by a ReLU or LeakyReLU runs as
-    one fused layer (one kernel each way instead of two; see kernels/batchnorm.py); the two
+    one fused layer (one kernel each way instead of two; see kernels/batchnorm/); the two
     modules, their names and their state stay as they are. ``fuse_activations = False`` on an
     instance (or on the class) runs every layer on its own, for comparison."""
 

@@ -1,7 +1,7 @@
 """a1 (advanced) — a fused epilogue with split-K, and the trap in it.
 
 The discriminator's first layer is a convolution followed by LeakyReLU with no batchnorm
-between them, so (unlike every other activation, which batchnorm.py fuses) it costs a
+between them, so (unlike every other activation, which batchnorm/ fuses) it costs a
 launch of its own that reads and writes the whole activation. conv2d's forward is a
 matrix product (an implicit GEMM), and on layers whose sum over k is long it is computed
 split-K. This exercise is that situation on a plain matrix product, small enough to read:
