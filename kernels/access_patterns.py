@@ -166,8 +166,8 @@ def main(argv=None):
     if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
         if not args.sim:
             parser.error("the access profiler runs under the simulator: add --sim")
-        env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-        os.execve(sys.executable, [sys.executable, "-m", "dcgan_cuda.kernels.access_patterns"] + sys.argv[1:], env)
+        from .jit import restart_in_simulator
+        restart_in_simulator("dcgan_cuda.kernels.access_patterns")
     from . import jit  # noqa: F401  (the simulator's fixes)
     from .access_profiler import draw_banks, draw_threads, resolve, trace_launch
     labelled = [(label, trace_launch(kernel, grid, block, *make_args())) for label, kernel, grid, block, make_args

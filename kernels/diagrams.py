@@ -479,8 +479,8 @@ def main(argv=None):
     if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
         if not args.sim:
             parser.error("the pictures are traced in the simulator: add --sim")
-        env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-        os.execve(sys.executable, [sys.executable, "-m", "dcgan_cuda.kernels.diagrams"] + sys.argv[1:], env)
+        from .jit import restart_in_simulator
+        restart_in_simulator("dcgan_cuda.kernels.diagrams")
     from . import jit  # noqa: F401  (the simulator's fixes)
     names = args.names or list(DIAGRAMS)
     if args.check:

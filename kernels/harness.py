@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-import time
 
 import numpy as np
 
-from .jit import SIMULATOR
+from .jit import SIMULATOR, restart_in_simulator
 
 
 def close(ours, ref, atol, rtol):
@@ -162,10 +160,7 @@ def main(module, argv=None):
     if unknown:
         parser.error(f"no version {', '.join(map(str, unknown))}; this file has {sorted(module.VERSIONS)}")
     if args.sim and not SIMULATOR:
-        # The simulator must be chosen before numba is imported, which has happened by now:
-        # start again as the same module with it switched on.
-        env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-        os.execve(sys.executable, [sys.executable, "-m", module.__spec__.name] + sys.argv[1:], env)
+        restart_in_simulator(module.__spec__.name)
     sim = SIMULATOR
     if not sim:
         from dcgan_cuda.backend import gpu_status

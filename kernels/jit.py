@@ -26,6 +26,7 @@ touches into double precision, which is slow on GPUs).
 from __future__ import annotations
 
 import os
+import sys
 from collections import Counter, namedtuple
 from types import SimpleNamespace
 
@@ -399,6 +400,16 @@ THREADS = 256          # a multiple of the 32-thread warp; 8 warps hide latency 
 MAX_BLOCKS = 4096      # grid-stride loops cover the rest: 31 blocks per SM on 132 SMs, ~4 waves of
                        # 8 resident 256-thread blocks per SM (2048 threads, an SM's most)
 SIM_THREADS, SIM_MAX_BLOCKS = 32, 4  # the simulator pays per thread: few threads, many loop trips
+
+
+def restart_in_simulator(module_name):
+    """Start ``python -m module_name`` again with the same arguments and the simulator on.
+
+    The simulator must be chosen before numba is imported, which has happened by the time a
+    command has parsed its arguments; so a command given ``--sim`` replaces its own process
+    with a fresh one that has NUMBA_ENABLE_CUDASIM=1 in its environment."""
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    os.execve(sys.executable, [sys.executable, "-m", module_name] + sys.argv[1:], env)
 
 
 def grid_1d(n):
