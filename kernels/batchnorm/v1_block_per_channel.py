@@ -5,7 +5,7 @@ halves want different thread mappings:
   * per-channel reductions (the statistics; the backward's two sums): one block per
     channel (blockIdx.x = c), walking the channel's N runs of H*W contiguous floats with
     consecutive threads on consecutive addresses, each thread summing privately in a fixed
-    order, then a tree in shared memory (reduction.py explains both). The variance takes
+    order, then a tree in shared memory (kernels/reduction explains both). The variance takes
     two passes over the channel inside the same kernel: the mean first, then the sum of
     squared deviations. The one-pass formula E[x^2] - E[x]^2 subtracts two nearly equal
     numbers when |mean| >> std and loses every digit of the variance in float32 (try
@@ -29,7 +29,7 @@ train and eval, forward and backward) at 0.44-1.75 ms, DRAM-bound. The model doe
 latency, and that is this version's weakness: the largest layer, (128, 64, 32, 32) =
 33.5 MB, has only 64 channels, so 64 blocks for 132 SMs, each thread making 512 trips with
 one load in flight; its reductions may use only a few percent of the bandwidth
-(reduction.py's version 1 has the same shape). Version 2 splits the channel.
+(the reduction family's version 1 has the same shape). Version 2 splits the channel.
 """
 from __future__ import annotations
 
