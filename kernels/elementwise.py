@@ -24,7 +24,7 @@ DCGAN activation (batch 128, 64x64, ngf=64: G's last hidden layer, 128x64x32x32 
 two launches' worth of host time (~10 us a launch from Python, an estimate: see
 kernels/README.md); the other layers' activations are 2-8 times smaller and cost about
 their launch or less. At DCGAN sizes launch overhead, not bandwidth, is what to fight:
-batchnorm.py fuses the ReLU or LeakyReLU that follows each batchnorm into the batchnorm's
+batchnorm/ fuses the ReLU or LeakyReLU that follows each batchnorm into the batchnorm's
 own kernels, so those activations never get a launch of their own.
 
 After the plain kernels: an element's channel without a division per element.
