@@ -16,11 +16,12 @@ setup(
     python_requires=">=3.9",
     # A kernel family written as a folder (one file per version) is a subpackage of its own.
     packages=["dcgan_cuda", "dcgan_cuda.kernels", "dcgan_cuda.kernels.linear", "dcgan_cuda.kernels.conv2d",
-              "dcgan_cuda.kernels.batchnorm",
+              "dcgan_cuda.kernels.batchnorm", "dcgan_cuda.kernels.reduction",
               "dcgan_cuda.kernels.exercises", "dcgan_cuda.kernels.exercises.solutions", "dcgan_cuda.experiments"],
     package_dir={"dcgan_cuda": "dcgan_cuda", "dcgan_cuda.kernels": "kernels",
                  "dcgan_cuda.kernels.linear": "kernels/linear", "dcgan_cuda.kernels.conv2d": "kernels/conv2d",
                  "dcgan_cuda.kernels.batchnorm": "kernels/batchnorm",
+                 "dcgan_cuda.kernels.reduction": "kernels/reduction",
                  "dcgan_cuda.kernels.exercises": "kernels/exercises",
                  "dcgan_cuda.kernels.exercises.solutions": "kernels/exercises/solutions"},
     install_requires=[
