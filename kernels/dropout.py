@@ -107,7 +107,7 @@ def gaussian_noise_v1(x, y, sigma, key, n):
 
 @kernel((f32_1d, f32_1d, f32_1d, i64))
 def squared_error_forward_v1(y, t, loss, n):
-    """loss[0] = mean (y - t)^2; one block, each thread a strided share, then reduction.py's
+    """loss[0] = mean (y - t)^2; one block, each thread a strided share, then the reduction's
     tree (loss.py's pattern): a fixed order, so the same value every run."""
     partial = cuda.shared.array(THREADS, float32)
     tid = cuda.threadIdx.x

@@ -17,7 +17,7 @@ subtracts the row's maximum before exponentiating, so the largest term is exp(0)
 How threads map to data. The forward losses are a sum over items, so one block of THREADS
 threads: thread t takes items t, t + THREADS, ... (a grid-stride loop within the block, so
 any N works, from 1 to far more than the block), sums its items privately in that order,
-and the block combines the partial sums with the shared-memory tree of reduction.py;
+and the block combines the partial sums with the reduction's shared-memory tree (block_sum);
 thread 0 divides by N and writes loss[0]. Softmax gives each thread whole rows: it scans
 its row of K logits for the max, then sums exp(z - max) (K is small: 10 classes). The
 backwards are elementwise: a grid-stride loop over the N logits (BCE) or over the N rows

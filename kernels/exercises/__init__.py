@@ -19,7 +19,7 @@ Beginner (after lesson0_threads.py and elementwise.py)
     b2  a 2-D map                     rows and columns from a 2-D grid, coalesced
     b3  a grid-stride loop            any n with a fixed grid, each element exactly once
     b4  a coalescing fix              the same result with a quarter of the sectors
-Intermediate (after reduction.py)
+Intermediate (after reduction/)
     i1  a shared-memory transpose     both sides coalesced, no bank conflicts
     i2  a block reduction             a tree in shared memory instead of one thread's loop
     i3  a warp-shuffle reduction      32 values summed in registers, no shared memory

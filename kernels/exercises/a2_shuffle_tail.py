@@ -1,6 +1,6 @@
 """a2 (advanced) — shuffles for the last five steps of a shared-memory tree.
 
-``block_sums`` sums each block's T = 128 values with reduction.py's tree (sequential
+``block_sums`` sums each block's T = 128 values with the reduction's tree (sequential
 addressing): log2(128) = 7 steps, each ending in a barrier of the whole block, 8 barriers
 per thread with the first. Once half is 16 or less, only threads 0-15 work, all in warp
 0, whose 32 lanes execute together anyway: the shared memory and the barriers of those
