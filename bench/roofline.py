@@ -616,7 +616,7 @@ def case_summary(figures, family):
 def launch_cost_sentence(runs):
     """The one launch-cost figure the model uses, its source, and what a GPU run measured."""
     text = (f"Launch cost in every PREDICTED time: {H100_SXM['launch_s'] * 1e6:.0f} us per launch, the "
-            f"launch cost of kernels/README.md's glossary (cited from numba-cuda pull request #288, not measured "
+            f"glossary's launch cost in kernels/README.md (cited from numba-cuda pull request #288, not measured "
             f"by us); no launch is PREDICTED faster (the low end), and the high end adds it to the rest. "
             f"Measured: ")
     measured = [run for run in runs if run["launch_us"]]
@@ -632,7 +632,9 @@ def readme_tables(figures, runs=None, names=None):
     per family a sentence saying what was summed and the table. ``runs``: measured_runs()
     by default; ``names``: {family: {version: name}}, by default from each kernel file."""
     runs = measured_runs() if runs is None else runs
-    parts = [launch_cost_sentence(runs)]
+    parts = [f"Figures traced {str(figures.get('date', '?'))[:10]} (`bench/results/cpu/traced_figures.json`); "
+             f"`python bench/roofline.py` says STALE beside a family whose kernels changed since. "
+             + launch_cost_sentence(runs)]
     for family in TABLE_ORDER:
         if not any(row["family"] == family for row in figures["rows"]):
             continue
