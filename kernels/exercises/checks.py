@@ -84,6 +84,16 @@ def compare(ours, expected):
     return True, "exact"
 
 
+def result_check(m, name, inputs, out_shape, expected):
+    """Check ``name``: ``m.launch(*inputs, out)`` on a NaN-filled ``out`` of ``out_shape``
+    must leave exactly ``expected(*inputs)`` there."""
+    def question():
+        out = nan_array(out_shape)
+        m.launch(*inputs, out)
+        return compare(out, expected(*inputs))
+    return attempt(name, question)
+
+
 def nan_array(shape):
     return np.full(shape, np.nan, np.float32)
 
@@ -162,12 +172,8 @@ def simulate_b1(m):
     rng = np.random.default_rng(1)
     checks = []
     for n in (1, 31, 32, 33, 100):
-        def question(n=n):
-            x = rng.standard_normal(n).astype(np.float32)
-            y = nan_array(n)
-            m.launch(x, y)
-            return compare(y, x * x)
-        checks.append(attempt(f"n = {n}: y == x * x, nothing past the end", question))
+        checks.append(result_check(m, f"n = {n}: y == x * x, nothing past the end",
+                                   (rng.standard_normal(n).astype(np.float32),), n, lambda x: x * x))
     return checks
 
 
@@ -179,12 +185,9 @@ def simulate_b2(m):
     rng = np.random.default_rng(2)
     checks = []
     for shape in ((1, 1), (5, 70), (9, 33), (8, 64)):
-        def question(shape=shape):
-            x, bias = small_integers(rng, shape), small_integers(rng, shape[1])
-            y = nan_array(shape)
-            m.launch(x, bias, y)
-            return compare(y, x + bias)
-        checks.append(attempt(f"shape {shape}: y == x + bias", question))
+        checks.append(result_check(m, f"shape {shape}: y == x + bias",
+                                   (small_integers(rng, shape), small_integers(rng, shape[1])), shape,
+                                   lambda x, bias: x + bias))
 
     def coalesced():
         x, bias, y = small_integers(rng, (8, 64)), small_integers(rng, 64), nan_array((8, 64))
@@ -204,12 +207,8 @@ def simulate_b3(m):
     rng = np.random.default_rng(3)
     checks = []
     for n in (5, 64, 65, 300):
-        def question(n=n):
-            x = rng.standard_normal(n).astype(np.float32)
-            y = nan_array(n)
-            m.launch(x, y)
-            return compare(y, np.maximum(x, 0))
-        checks.append(attempt(f"n = {n}: y == max(x, 0)", question))
+        checks.append(result_check(m, f"n = {n}: y == max(x, 0)", (rng.standard_normal(n).astype(np.float32),), n,
+                                   lambda x: np.maximum(x, 0)))
 
     def once_each():
         n = 300
@@ -232,12 +231,8 @@ def simulate_b4(m):
     rng = np.random.default_rng(4)
     checks = []
     for shape in ((3, 5), (7, 33), (32, 64)):
-        def question(shape=shape):
-            x = small_integers(rng, shape)
-            y = nan_array(shape)
-            m.launch(x, y)
-            return compare(y, 2 * x)
-        checks.append(attempt(f"shape {shape}: y == 2 x", question))
+        checks.append(result_check(m, f"shape {shape}: y == 2 x", (small_integers(rng, shape),), shape,
+                                   lambda x: 2 * x))
 
     def coalesced():
         x, y = small_integers(rng, (32, 64)), nan_array((32, 64))
@@ -257,12 +252,8 @@ def simulate_i1(m):
     rng = np.random.default_rng(5)
     checks = []
     for shape in ((1, 1), (40, 50), (32, 64)):
-        def question(shape=shape):
-            x = small_integers(rng, shape)
-            y = nan_array(shape[::-1])
-            m.launch(x, y)
-            return compare(y, x.T)
-        checks.append(attempt(f"shape {shape}: y == x.T", question))
+        checks.append(result_check(m, f"shape {shape}: y == x.T", (small_integers(rng, shape),), shape[::-1],
+                                   lambda x: x.T))
 
     def memory():
         x, y = small_integers(rng, (32, 64)), nan_array((64, 32))
@@ -285,12 +276,8 @@ def simulate_i2(m):
     rng = np.random.default_rng(6)
     checks = []
     for blocks in (1, 3):
-        def question(blocks=blocks):
-            x = small_integers(rng, blocks * 64)
-            out = nan_array(blocks)
-            m.launch(x, out)
-            return compare(out, x.reshape(blocks, 64).sum(axis=1))
-        checks.append(attempt(f"{blocks} block(s) of 64: the sums", question))
+        checks.append(result_check(m, f"{blocks} block(s) of 64: the sums", (small_integers(rng, blocks * 64),),
+                                   blocks, lambda x: x.reshape(-1, 64).sum(axis=1)))
 
     def tree():
         x, out = small_integers(rng, 128), nan_array(2)
@@ -311,12 +298,9 @@ def simulate_i3(m):
     rng = np.random.default_rng(7)
     checks = []
     for blocks in (1, 2):
-        def question(blocks=blocks):
-            x = small_integers(rng, blocks * 64)
-            out = nan_array(blocks * 2)
-            m.launch(x, out)
-            return compare(out, x.reshape(-1, 32).sum(axis=1))
-        checks.append(attempt(f"{blocks} block(s) of two warps: each warp's sum", question))
+        checks.append(result_check(m, f"{blocks} block(s) of two warps: each warp's sum",
+                                   (small_integers(rng, blocks * 64),), blocks * 2,
+                                   lambda x: x.reshape(-1, 32).sum(axis=1)))
 
     def registers_only():
         x, out = small_integers(rng, 64), nan_array(2)
@@ -461,12 +445,9 @@ def simulate_a4(m):
     rng = np.random.default_rng(11)
     checks = []
     for (rows, depth, cols) in ((32, 16, 32), (64, 8, 32)):
-        def question(rows=rows, depth=depth, cols=cols):
-            a, b = small_integers(rng, (rows, depth)), small_integers(rng, (depth, cols))
-            c = nan_array((rows, cols))
-            m.launch(a, b, c)
-            return compare(c, a.astype(np.float64) @ b)
-        checks.append(attempt(f"{rows}x{depth} @ {depth}x{cols}: c == a @ b", question))
+        checks.append(result_check(m, f"{rows}x{depth} @ {depth}x{cols}: c == a @ b",
+                                   (small_integers(rng, (rows, depth)), small_integers(rng, (depth, cols))),
+                                   (rows, cols), lambda a, b: a.astype(np.float64) @ b))
 
     def conflict_free():
         a, b, c = small_integers(rng, (32, 16)), small_integers(rng, (16, 32)), nan_array((32, 32))
