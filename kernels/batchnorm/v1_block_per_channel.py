@@ -24,12 +24,13 @@ What it costs (PREDICTED; no GPU run yet). The bytes decide (the family's napkin
 in __init__.py): this version reads x three times forward (two statistics passes and
 the normalise) and dy and x twice backward, 16 and 20 bytes an element against the 8 and
 12 a layer must move; the repeat reads of a layer under 50 MB can come from L2.
-bench/roofline.py's model, which counts bytes, puts the DCGAN's 14 cases (each layer in
-train and eval, forward and backward) at 0.44-1.75 ms, DRAM-bound. The model does not see
-latency, and that is this version's weakness: the largest layer, (128, 64, 32, 32) =
-33.5 MB, has only 64 channels, so 64 blocks for 132 SMs, each thread making 512 trips with
-one load in flight; its reductions may use only a few percent of the bandwidth
-(the reduction family's version 1 has the same shape). Version 2 splits the channel.
+bench/roofline.py's model, which counts bytes and launches, has its PREDICTED times in
+kernels/README.md's batchnorm table: the small layers bound by their launches, the large
+ones by DRAM. The model does not see latency, and that is this version's weakness: the
+largest layer, (128, 64, 32, 32) = 33.5 MB, has only 64 channels, so 64 blocks for 132
+SMs, each thread making 512 trips with one load in flight; its reductions may use only a
+few percent of the bandwidth (the reduction family's version 1 has the same shape).
+Version 2 splits the channel.
 """
 from __future__ import annotations
 

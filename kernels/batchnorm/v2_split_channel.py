@@ -21,11 +21,11 @@ Predicted gain (PREDICTED; no GPU run yet). At the largest layer, (128, 64, 32, 
 channels become 64 x 16 = 1024 blocks of 8192 values each, enough to fill 132 SMs with
 loads in flight: the reductions should approach the bandwidth bound where version 1,
 bound by latency, may use a few percent of it; at (128, 512, 4, 4) (512 channels of 2048)
-splits_for keeps one block per channel and only the merge launch is added.
-bench/roofline.py's model counts bytes and launches but not latency: it predicts the
-DCGAN's 14 cases at 0.51-2.19 ms against version 1's 0.44-1.75, a little slower (the two
-extra launches and the chunks' scratch). Which of the two is right is for the first GPU
-run to say.
+splits_for keeps one block per channel and only the two merge launches are added.
+bench/roofline.py's model counts bytes and launches but not latency, so it sees only what
+this version adds, the merge launches and the chunks' scratch, and PREDICTS it a little
+slower than version 1 (kernels/README.md's batchnorm table). Which of the two is right is
+for the first GPU run to say.
 """
 from __future__ import annotations
 
