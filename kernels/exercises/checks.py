@@ -374,7 +374,7 @@ def launch_all_a1(m):
 
 
 def _tree_sum(values):
-    """float32 sum by reduction.py's tree: partial[t] += partial[t + half], half = n/2 .. 1."""
+    """float32 sum by the reduction's tree: partial[t] += partial[t + half], half = n/2 .. 1."""
     v = [np.float32(a) for a in values]
     half = len(v) // 2
     while half:
