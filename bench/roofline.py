@@ -327,10 +327,12 @@ def trace_family_case(module, family, version, label, make_inputs, blocks=1, war
 
 
 def source_fingerprint(family="conv2d"):
-    """A hash of the source a family's kernels are built from: its file (or folder), jit.py,
-    and the kernel files it imports. Figures traced from other source are flagged stale."""
+    """A hash of the code a family's kernels are built from: its file (or folder), jit.py,
+    and every kernel file they import, each hashed as its syntax tree without docstrings.
+    Comments are not in the tree either, so an edit of prose keeps the traced figures valid
+    and any edit of code flags them stale."""
+    import ast
     import hashlib
-    import re
     kernels = os.path.join(os.path.dirname(HERE), "kernels")
     todo, seen = [family, "jit"], set()
     digest = hashlib.sha1()
@@ -340,13 +342,25 @@ def source_fingerprint(family="conv2d"):
             continue
         seen.add(name)
         folder, single = os.path.join(kernels, name), os.path.join(kernels, name + ".py")
+        in_folder = os.path.isdir(folder)
         paths = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".py")) \
-            if os.path.isdir(folder) else ([single] if os.path.exists(single) else [])
+            if in_folder else ([single] if os.path.exists(single) else [])
         for path in paths:
-            with open(path, "rb") as f:
-                text = f.read()
-            digest.update(text)
-            todo += [m.decode() for m in re.findall(rb"from \.{1,2}(\w+) import", text)]
+            with open(path, encoding="utf-8") as f:
+                tree = ast.parse(f.read())
+            for node in ast.walk(tree):
+                body = getattr(node, "body", None)
+                if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and body \
+                        and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                        and isinstance(body[0].value.value, str):
+                    node.body = body[1:] or [ast.Pass()]
+            digest.update(ast.dump(tree).encode())
+            # A relative import one level above this file's package names another kernel
+            # file or folder: from .jit (in kernels/) or from ..linear.v7 (in kernels/conv2d/).
+            top_level = 2 if in_folder else 1
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.level == top_level:
+                    todo += [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
     return digest.hexdigest()[:16]
 
 

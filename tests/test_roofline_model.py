@@ -95,3 +95,22 @@ def test_sim_output_shows_traced_figures_not_seconds():
     assert "simulated" not in proc.stdout and "gld sec/req" in proc.stdout
     relu = next(line for line in proc.stdout.splitlines() if line.startswith("1 grid-stride") and "relu 2x3x5x7" in line)
     assert relu.split()[-6] == "2"           # launches: forward and backward
+
+
+def test_figures_go_stale_when_code_changes_not_prose(tmp_path, monkeypatch):
+    kernels = tmp_path / "kernels"
+    (kernels / "family").mkdir(parents=True)
+    (tmp_path / "bench").mkdir()
+    (kernels / "jit.py").write_text('"""The launcher."""\nTHREADS = 256\n')
+    (kernels / "family" / "__init__.py").write_text('"""A family."""\nfrom ..helper import h  # it needs h\n')
+    helper = kernels / "helper.py"
+    helper.write_text('def h(x):\n    """Doubles."""\n    return 2 * x\n')
+    monkeypatch.setattr(roofline, "HERE", str(tmp_path / "bench"))
+    traced = roofline.source_fingerprint("family")
+    helper.write_text('def h(x):\n    """Twice x, in other words."""\n    # a comment\n    return 2 * x\n')
+    assert roofline.source_fingerprint("family") == traced
+    helper.write_text('def h(x):\n    """Doubles."""\n    return 3 * x\n')   # the code of an imported file
+    assert roofline.source_fingerprint("family") != traced
+    helper.write_text('def h(x):\n    """Doubles."""\n    return 2 * x\n')
+    (kernels / "jit.py").write_text('"""The launcher."""\nTHREADS = 128\n')
+    assert roofline.source_fingerprint("family") != traced
