@@ -23,6 +23,10 @@ version 1's loop keeps one load per thread in flight, this is up to ~10x faster 
 less if the compiler unrolled version 1's loop. At 128@16x16 and 256@8x8 it also makes
 1024 blocks; at 512@4x4 (2048 values per channel) a chunk of MIN_ITEMS values per thread
 is the whole channel, so it makes version 1's 512 blocks and only adds its second launch.
+bench/roofline.py's model predicts the opposite (the reduction table in kernels/README.md:
+version 2 slower than version 1): it counts bytes and launches, so it sees the second
+launch, and it is blind to latency, the one thing this version is for. The two predictions
+disagree until a GPU run measures both.
 """
 from __future__ import annotations
 
