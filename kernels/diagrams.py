@@ -297,7 +297,7 @@ LESSON0_TITLES = {
 }
 
 
-def draw_lesson0_map(data, path):
+def draw_lesson0_map(data):
     fig, axes = _figure(5, 1, 10, 11)
     for version in range(1, 6):
         sectors = int(data[f"v{version}_first_load_sectors"])
@@ -311,7 +311,7 @@ def draw_lesson0_map(data, path):
     return fig
 
 
-def draw_lesson0_grid_2d(data, path):
+def draw_lesson0_grid_2d(data):
     rows, cols = data["thread"].shape
     bx, by = (int(v) for v in data["block_shape"])
     gx, gy = (int(v) for v in data["grid_shape"])
@@ -333,7 +333,7 @@ def draw_lesson0_grid_2d(data, path):
     return fig
 
 
-def draw_reduction_tree(data, path):
+def draw_reduction_tree(data):
     stored_by = data["stored_by"]
     levels, slots = stored_by.shape
     fig, axes = _figure(1, 1, 12, 0.9 * levels + 1.2)
@@ -358,7 +358,7 @@ def draw_reduction_tree(data, path):
     return fig
 
 
-def draw_gemm_tiles(data, path):
+def draw_gemm_tiles(data):
     tile = int(data["tile"])
     last = tile * tile - 1
     fig, axes = _figure(1, 5, 17, 4.6)
@@ -376,7 +376,7 @@ def draw_gemm_tiles(data, path):
     return fig
 
 
-def draw_register_blocks(data, path):
+def draw_register_blocks(data):
     tm, tn = (int(v) for v in data["tm_tn"])
     threads = int(data["threads"])
     fig, axes = _figure(1, 2, 12, 6)
@@ -393,7 +393,7 @@ def draw_register_blocks(data, path):
     return fig
 
 
-def draw_sub_pixel_phases(data, path):
+def draw_sub_pixel_phases(data):
     s, k = PHASES_STRIDE, PHASES_KERNEL
     fig, axes = _figure(1, 1 + s * s, 15, 4.2)
     _grid(axes[0, 0], data["phase"], "dx[0, 0] (8 x 8): the phase (blockIdx.z)\nof the block that wrote each pixel",
@@ -447,7 +447,7 @@ def render(name, directory=FIGURES, data=None):
     diagram = DIAGRAMS[name]
     data = diagram.trace() if data is None else data
     path = os.path.join(directory, name + ".png")
-    fig = diagram.draw(data, path)
+    fig = diagram.draw(data)
     fig.tight_layout()
     os.makedirs(directory, exist_ok=True)
     fig.savefig(path, dpi=80, metadata={FINGERPRINT_KEY: f"dcgan-cuda diagram sha256={fingerprint(data)}",
