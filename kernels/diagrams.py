@@ -473,9 +473,12 @@ def main(argv=None):
     parser.add_argument("--sim", action="store_true", help="run under Numba's CUDA simulator (required: it traces)")
     parser.add_argument("--out", default=FIGURES, help="folder for the PNGs (default: kernels/figures)")
     parser.add_argument("--check", action="store_true", help="draw nothing; exit 1 if a PNG no longer matches")
-    parser.add_argument("names", nargs="*", choices=[[]] + list(DIAGRAMS), metavar="NAME",
+    parser.add_argument("names", nargs="*", metavar="NAME",
                         help=f"pictures to make (default all): {', '.join(DIAGRAMS)}")
     args = parser.parse_args(argv)
+    unknown = [name for name in args.names if name not in DIAGRAMS]
+    if unknown:
+        parser.error(f"no picture named {', '.join(unknown)}; the pictures are {', '.join(DIAGRAMS)}")
     if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
         if not args.sim:
             parser.error("the pictures are traced in the simulator: add --sim")
@@ -486,8 +489,10 @@ def main(argv=None):
     if args.check:
         out_of_date = stale(names, args.out)
         for name in out_of_date:
-            print(f"{name}: {os.path.join(args.out, name + '.png')} no longer shows what the kernel does; "
-                  "redraw with: python -m dcgan_cuda.kernels.diagrams --sim", file=sys.stderr)
+            path = os.path.join(args.out, name + ".png")
+            why = "no longer shows what its kernel does" if os.path.exists(path) else "is missing"
+            print(f"{name}: {path} {why}; redraw with: python -m dcgan_cuda.kernels.diagrams --sim",
+                  file=sys.stderr)
         print(f"{len(names) - len(out_of_date)} of {len(names)} pictures match their kernels")
         return 1 if out_of_date else 0
     for name in names:
