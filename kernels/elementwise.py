@@ -23,9 +23,11 @@ DCGAN activation (batch 128, 64x64, ngf=64: G's last hidden layer, 128x64x32x32 
 33.5 MB) costs 67 MB of traffic for relu forward: ~20 us at an H100 SXM's 3.35 TB/s, about
 two launches' worth of host time (~10 us a launch from Python, an estimate: see
 kernels/README.md); the other layers' activations are 2-8 times smaller and cost about
-their launch or less. At DCGAN sizes launch overhead, not bandwidth, is what to fight:
-batchnorm/ fuses the ReLU or LeakyReLU that follows each batchnorm into the batchnorm's
-own kernels, so those activations never get a launch of their own.
+their launch or less. (kernels/README.md's elementwise table times an activation's
+forward and backward together: two launches and 168 MB for relu at this shape.) At
+DCGAN sizes launch overhead, not bandwidth, is what to fight: batchnorm/ fuses the ReLU
+or LeakyReLU that follows each batchnorm into the batchnorm's own kernels, so those
+activations never get a launch of their own.
 
 After the plain kernels: an element's channel without a division per element.
 channel_bias (and batchnorm's apply and dx) need the channel c of flat element i of an

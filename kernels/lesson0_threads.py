@@ -96,6 +96,11 @@ Version 1's one thread has no other thread to hide its memory latency behind: 2^
 of a loop that each wait for a load (the compiler may overlap a few), on the order of a
 second. Versions 2 and 3 run one block, on one SM of 132, with 8 warps to hide latency:
 on the order of a millisecond, and version 2 moves up to 8x the sectors for its loads.
+The lesson0_threads table in kernels/README.md PREDICTS much less for versions 1-3
+(about a millisecond for version 1, less for 2 and 3): bench/roofline.py's model counts
+what the accesses ask of memory and of one SM's load path, not how long a thread waits
+for each (latency), so for a kernel that cannot hide its latency it gives a floor. Both
+are predictions until a GPU run measures them.
 
 Versions:
     1  one-thread  one thread loops over every element

@@ -55,10 +55,10 @@ three of those (D's first layer has no batchnorm): 23 M elements counting each l
 (G 15.7 M, D 7.3 M; D runs three times a step, which makes it ~38 M, x1.6, as above; the
 figures below are per pass of each layer), ~10 FLOP each forward and ~12 backward, ~0.5
 GFLOP in all: nothing for a GPU. The bytes decide: forward must read x and write y
-(8 bytes/element, 184 MB per step, 55 us at an H100 SXM's 3.35 TB/s), backward must read
-dy and x and write dx (12 bytes/element, 83 us). Both versions read x three times forward
-and dy, x twice backward (16 and 20 bytes/element; the repeat reads of a layer under
-50 MB can come from L2). What separates them is latency, not bytes: the largest layer,
+(8 bytes/element, 184 MB over the seven layers, 55 us at an H100 SXM's 3.35 TB/s),
+backward must read dy and x and write dx (12 bytes/element, 277 MB, 83 us). Both
+versions read x three times forward and dy, x twice backward (16 and 20 bytes/element;
+the repeat reads of a layer under 50 MB can come from L2). What separates them is latency, not bytes: the largest layer,
 (128, 64, 32, 32) = 33.5 MB, has only 64 channels, which version 1 gives 64 blocks for
 132 SMs and version 2 about 1000 (see the two files).
 

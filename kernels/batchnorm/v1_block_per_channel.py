@@ -5,7 +5,8 @@ halves want different thread mappings:
   * per-channel reductions (the statistics; the backward's two sums): one block per
     channel (blockIdx.x = c), walking the channel's N runs of H*W contiguous floats with
     consecutive threads on consecutive addresses, each thread summing privately in a fixed
-    order, then a tree in shared memory (kernels/reduction explains both). The variance takes
+    order, then a tree in shared memory (kernels/reduction/'s version 1 explains both; its
+    common.py holds the tree, block_sum, and the walk, advance). The variance takes
     two passes over the channel inside the same kernel: the mean first, then the sum of
     squared deviations. The one-pass formula E[x^2] - E[x]^2 subtracts two nearly equal
     numbers when |mean| >> std and loses every digit of the variance in float32 (try

@@ -23,9 +23,9 @@ loads in flight: the reductions should approach the bandwidth bound where versio
 bound by latency, may use a few percent of it; at (128, 512, 4, 4) (512 channels of 2048)
 splits_for keeps one block per channel and only the two merge launches are added.
 bench/roofline.py's model counts bytes and launches but not latency, so it sees only what
-this version adds, the merge launches and the chunks' scratch, and PREDICTS it a little
-slower than version 1 (kernels/README.md's batchnorm table). Which of the two is right is
-for the first GPU run to say.
+this version adds, the merge launches and the chunks' scratch, and PREDICTS it slower
+than version 1 in every column of kernels/README.md's batchnorm table. Which of the two
+is right is for the first GPU run to say.
 """
 from __future__ import annotations
 

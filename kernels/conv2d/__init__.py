@@ -28,9 +28,9 @@ map to data, and its predicted gain, labelled PREDICTED until a GPU measures it)
     v8_narrow_channels.py   backward_data into at most 4 channels: a thread per pixel
     v9_fitted_tiles.py      each GEMM in the tiles that pad it least, 128 x 128 or 64 x 64
     v10_small_frags.py      version 6 at 4 x 4 per thread: occupancy against reuse
-Versions that change one direction take the others from the version before (the table
-below says which); common.py holds the kernel naming and grid arithmetic, cases.py the
-layers the harness validates and times.
+Versions that change one direction take the others from the version before (the
+VERSIONS table in the code below says which); common.py holds the kernel naming and
+grid arithmetic, cases.py the layers the harness validates and times.
 
 Napkin math at the DCGAN shapes (pytorch arch, batch 128, 64x64, ngf = ndf = 64).
 FLOPs = 2*N*Co*Ho*Wo*Ci*kh*kw per direction (all three directions do the same multiply-adds),

@@ -13,8 +13,9 @@ map to data, and its predicted gain, labelled PREDICTED until a GPU measures it)
                              then a tree in shared memory (and why this shape of tree)
     v2_split_channel.py      each channel split over many blocks to fill the GPU; the
                              partial sums merged in a fixed order by a second kernel
-    v3_atomic.py             version 2's blocks atomicAdd into out: shorter code, but the
-                             order of the additions is the hardware's (study only)
+    v3_atomic.py             version 2's blocks atomicAdd into out (an atomic add: see
+                             kernels/README.md's glossary): shorter code, but the order
+                             of the additions is the hardware's (study only)
     v4_warp_shuffle.py       version 2 with each block's tree in warp shuffles: lanes read
                              each other's registers, one barrier instead of ten
 common.py holds the shared device helpers and the kernel naming, cases.py the shapes the
@@ -25,7 +26,8 @@ can differ in the last bit. In versions 1, 2 and 4 every value reaches the total
 same path on every run (same thread, same loop order, same tree, same merge), so the
 result is bitwise reproducible, and so is a whole training run on the same GPU. Atomics
 (version 3) combine in whatever order the hardware schedules blocks, different in the last
-bits from run to run: it is measured, never used on the training path (NONDETERMINISTIC).
+bits from run to run: it is kept to be compared (and, on a GPU, timed), never used on the
+training path (NONDETERMINISTIC).
 
 Napkin math. In the pytorch-arch DCGAN no layer has a bias (batchnorm follows every
 convolution); in the paper arch only D's final dense layer has one: dy (128, 1), 512 bytes,

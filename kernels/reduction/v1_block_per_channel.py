@@ -43,7 +43,10 @@ TB/s with ~600 ns of HBM latency the GPU must keep ~2 MB of loads in flight, ~15
 1 KB, 64 blocks 64 KB: a few percent of the bandwidth, unless the compiler unrolls the 512
 trips of each thread's loop to overlap their loads. Where there are many channels (512 of
 4x4) the blocks fill the GPU and each is short: launch cost dominates. Version 2 attacks
-the few-channel case.
+the few-channel case. The reduction table in kernels/README.md does not show this
+weakness: bench/roofline.py's model counts bytes and launches, not latency, so it
+PREDICTS this version bound by its launches or by DRAM at every shape (a floor: see "Where
+the model is blind" there).
 """
 from __future__ import annotations
 

@@ -9,9 +9,9 @@ bit), so the last bits of out[c] can change from run to run. out must be zeroed 
 blocks add into it: still two launches (zero_v3, then the atomic kernel), as many as
 version 2's, and the zeroing makes this version, too, write its output (=).
 
-It is here to be compared and measured, and is never on the training path: the training
-CLI refuses it (the family's NONDETERMINISTIC), because a run that cannot be repeated bit
-for bit cannot be debugged or resumed bit for bit.
+It is here to be compared (and, on a GPU, timed), and is never on the training path:
+the training CLI refuses it (the family's NONDETERMINISTIC), because a run that cannot be
+repeated bit for bit cannot be debugged or resumed bit for bit.
 
 How threads map to data: version 2's (chunk_sum, splits_for), one block per chunk.
 
