@@ -313,6 +313,23 @@ def kernel(*signatures):
     return wrap
 
 
+def family_kernel(family):
+    """The ``kernel`` decorator of a family kept in a folder (one file per version): the
+    compiled kernel is named <family>.<function>, whichever file of the folder defines it,
+    because launch counts, the PTX and ptxas reports and the tests know kernels by those
+    names. ``name=`` renames the function first (a kernel a version builds for one tile
+    shape is named after its version, forward_v7, not after the function it was written as)."""
+    def family_decorator(*signatures, name=None):
+        def wrap(py_func):
+            if name is not None:
+                py_func.__name__ = py_func.__qualname__ = name
+            compiled = kernel(*signatures)(py_func)
+            compiled.name = f"{family}.{py_func.__name__}"
+            return compiled
+        return wrap
+    return family_decorator
+
+
 def compile_ptx(py_func, signature, cc=(9, 0)):
     """numba.cuda.compile_ptx, also for kernels that call device functions.
 

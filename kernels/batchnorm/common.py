@@ -18,14 +18,8 @@ from .. import jit
 INVSTD, SCALE, MEAN_DY, MEAN_DY_XHAT = 0, 1, 2, 3
 
 
-def kernel(*signatures):
-    """jit.kernel, registered as batchnorm.<function>: the family's name, whichever version's
-    file defines it (launch counts, the PTX and ptxas reports and the tests use these names)."""
-    def wrap(py_func):
-        compiled = jit.kernel(*signatures)(py_func)
-        compiled.name = f"batchnorm.{py_func.__name__}"
-        return compiled
-    return wrap
+# jit.kernel, registering each kernel as batchnorm.<function> whichever file defines it.
+kernel = jit.family_kernel("batchnorm")
 
 
 @cuda.jit(device=True)

@@ -10,18 +10,8 @@ from ..jit import MAX_BLOCKS, SIM_MAX_BLOCKS, SIMULATOR
 SIG = (jit.f32_4d, jit.f32_4d, jit.f32_4d, jit.i64, jit.i64, jit.i64, jit.i64)
 
 
-def kernel(*signatures, name=None):
-    """jit.kernel, registered as conv2d.<name> (default: the function's name), whichever file
-    of this folder defines it: launch counts, the PTX and ptxas reports and the tests name
-    kernels that way. A kernel built for one tile shape by a version's build() takes the
-    name of its version (forward_v7), not of the function it was written as."""
-    def wrap(py_func):
-        if name is not None:
-            py_func.__name__ = py_func.__qualname__ = name
-        compiled = jit.kernel(*signatures)(py_func)
-        compiled.name = f"conv2d.{py_func.__name__}"
-        return compiled
-    return wrap
+# jit.kernel, registering each kernel as conv2d.<function> whichever file defines it.
+kernel = jit.family_kernel("conv2d")
 
 
 def ceil_div(a, b):

@@ -14,14 +14,8 @@ from .. import jit
 GEMM_SIG = (jit.f32_2d, jit.f32_2d, jit.f32_2d, jit.i64, jit.i64)
 
 
-def kernel(*signatures):
-    """jit.kernel, registered as linear.<function>: the family's name, whichever rung's file
-    defines it (launch counts, the PTX and ptxas reports and the tests use these names)."""
-    def wrap(py_func):
-        compiled = jit.kernel(*signatures)(py_func)
-        compiled.name = f"linear.{py_func.__name__}"
-        return compiled
-    return wrap
+# jit.kernel, registering each kernel as linear.<function> whichever file defines it.
+kernel = jit.family_kernel("linear")
 
 
 def ceil_div(a, b):

@@ -23,14 +23,8 @@ from ..jit import SIMULATOR
 THREADS = 32 if SIMULATOR else 256
 
 
-def kernel(*signatures):
-    """jit.kernel, registered as reduction.<function>: the family's name, whichever version's
-    file defines it (launch counts, the PTX and ptxas reports and the tests use these names)."""
-    def wrap(py_func):
-        compiled = jit.kernel(*signatures)(py_func)
-        compiled.name = f"reduction.{py_func.__name__}"
-        return compiled
-    return wrap
+# jit.kernel, registering each kernel as reduction.<function> whichever file defines it.
+kernel = jit.family_kernel("reduction")
 
 
 @cuda.jit(device=True)
