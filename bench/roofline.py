@@ -20,7 +20,10 @@ Python runs a GPU thread about a million times slower than a GPU, so two shortcu
     forward pass, output channels for the data gradient, the batch for the weight
     gradient) is shortened to two small lengths r1 < r2 whose launches have exactly the
     real launch's kernels and grids, and every count is extrapolated linearly to the real
-    length (each trip of the reduction loop asks the same of memory). A helper launch over
+    length (each trip of the reduction loop asks the same of memory). A tiled kernel walks
+    the reduction in slices of 8 or 16 and pays for a whole slice however little of it is
+    used, so r1 and r2 are multiples of the step that fills whole slices (slice_period: 4
+    channels where a data gradient's phase brings 4 taps per channel). A helper launch over
     an array the shortening shrinks (the weights regrouped before a data gradient) is
     extrapolated too, less exactly: on a tiny layer it can be off by 2x; it is small
     beside the matrix multiply it prepares.
@@ -174,20 +177,76 @@ def signature(launch):
     return [launch.name, list(launch.grid), list(launch.block), [list(s) if s else None for s in launch.shapes]]
 
 
-def reduced_lengths(plan_at, real):
-    """(r1, r2): the two shortest reduction lengths below ``real`` whose launches are the
-    real ones (same kernels, same grids: a split-K count, for one, depends on the length),
-    or None if fewer than two shorter lengths have them. The two are as short as can be,
-    because tracing costs in proportion; each trip of the reduction loop asks the same of
-    memory, so two neighbouring lengths give the slope exactly."""
+def reduced_lengths(plan_at, real, period=1):
+    """(r1, r2): the two shortest reduction lengths below ``real``, multiples of ``period``,
+    whose launches are the real ones (same kernels, same grids: a split-K count, for one,
+    depends on the length), or None if fewer than two shorter lengths have them. The two
+    are as short as can be, because tracing costs in proportion.
+
+    A tiled kernel walks its reduction in slices (slice_depth); a length that ends inside a
+    slice still pays for the whole slice's shared-memory traffic, so counts are linear in
+    the length only between lengths that fill whole slices: ``period`` (slice_period) is the
+    step that keeps them whole. Between such lengths each further slice asks the same of
+    memory, so two of them give the slope exactly."""
     target = plan_at(real)
     matching = []
-    for r in list(range(1, min(real, 65))) + list(range(72, real, 8)):
+    short = list(range(period, min(real, 65 * period), period))
+    longer = list(range(short[-1] + 8 * period if short else 72 * period, real, 8 * period))
+    for r in short + longer:
         if plan_at(r) == target:
             matching.append(r)
             if len(matching) == 2:
                 return tuple(matching)
     return None
+
+
+def slice_depth(package):
+    """The depth every reduction slice of a tiled family divides, in elements of the GEMM's
+    reduction K: the least common multiple of the slice depths its loaded modules use (each
+    module's TILING.bk, BK or TILE, as configured: GPU_TILING and SIM_TILING are the two
+    choices, TILING the one in force)."""
+    import math
+    depths = {1}
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == package.__name__ or name.startswith(package.__name__ + ".")):
+            continue
+        names = vars(module)
+        if isinstance(getattr(names.get("TILING"), "bk", None), int):
+            depths.add(names["TILING"].bk)
+        depths.update(names[key] for key in ("BK", "TILE") if isinstance(names.get(key), int))
+    return math.lcm(*depths)
+
+
+def slice_period(per_unit, depth):
+    """The shortest step of a reduced axis that keeps K whole in slices of ``depth``, when
+    each unit of the axis adds ``per_unit`` elements to K (a channel of a 4x4 kernel: 16)."""
+    import math
+    return depth // math.gcd(depth, max(1, per_unit))
+
+
+def conv_k_per_unit(conv2d, layer, direction):
+    """Elements of the GEMM's reduction K per unit of the axis the direction shortens
+    (REDUCTION_AXIS), for the conv2d kernel the direction runs (a transposed layer runs the
+    dual one): a channel brings kh*kw taps to the forward GEMM, and to backward_data only
+    the taps of one sub-pixel phase (the fewest, whichever phase: conservative for versions
+    that do not split by phase); an image brings its output pixels to backward_weight (for a
+    transposed layer, its input pixels)."""
+    import math
+    kernel = direction
+    if layer.transposed and direction != "bwd-weight":
+        kernel = {"fwd": "bwd-data", "bwd-data": "fwd"}[direction]
+    (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
+    if kernel == "fwd":
+        return kh * kw
+    if kernel == "bwd-data":
+        def taps(k, s, p):
+            return [-(-(k - (r + p) % s) // s) for r in range(s) if (r + p) % s < k]
+        products = [a * b for a in taps(kh, sh, ph) for b in taps(kw, sw, pw)]
+        return math.gcd(*products) if products else 1
+    if layer.transposed:
+        return layer.size[0] * layer.size[1]
+    out_h, out_w = conv2d.layer_output_size(layer)
+    return out_h * out_w
 
 
 def _extrapolate(low, high, r1, r2, real):
@@ -243,14 +302,14 @@ def traced_launches(call, blocks=1, warps=0):
             for p in launches]
 
 
-def trace_reduced(call_at, real, flops, blocks=1, warps=0):
+def trace_reduced(call_at, real, flops, blocks=1, warps=0, period=1):
     """(launches, method): the traced launches of call_at(real), a call whose reduction has
     length ``real`` (call_at(r) builds the same call with length r), sampled and, where two
     shorter lengths make the same launches, extrapolated from those (module docstring).
     The multiply-adds (``flops``) go to the launch that does them: the one with the most
     loads (the others regroup weights or add split-K partial sums)."""
     real_plan = planned_signatures(call_at(real))
-    lengths = reduced_lengths(lambda r: planned(call_at(r)), real)
+    lengths = reduced_lengths(lambda r: planned(call_at(r)), real, period)
     if lengths is None:
         launches = traced_launches(call_at(real), blocks, warps)
         method = {"lengths": [real], "real": real}
@@ -277,9 +336,10 @@ def trace_conv(conv2d, layer, direction, version, blocks=1, warps=0):
     sampled, and extrapolated along the reduction (see the module docstring)."""
     axis = REDUCTION_AXIS[direction]
     started = time.perf_counter()
+    period = slice_period(conv_k_per_unit(conv2d, layer, direction), slice_depth(conv2d))
     launches, method = trace_reduced(
         lambda r: conv_launcher(conv2d, layer._replace(**{axis: r}), direction, version),
-        getattr(layer, axis), conv2d.layer_flops(layer), blocks, warps)
+        getattr(layer, axis), conv2d.layer_flops(layer), blocks, warps, period)
     return {"family": "conv2d", "version": version, "layer": layer.name,
             "label": conv2d.layer_label(layer, direction), "direction": direction, "launches": launches,
             "method": dict(method, reduction=axis), "seconds_to_trace": round(time.perf_counter() - started, 1)}
@@ -305,7 +365,8 @@ def trace_linear(linear, label, dims, direction, version, blocks=1, warps=0):
     started = time.perf_counter()
     launches, method = trace_reduced(
         lambda r: linear_launcher(linear, dict(dims, **{axis: r}), direction, version),
-        dims[axis], 2 * dims["batch"] * dims["fan_in"] * dims["fan_out"], blocks, warps)
+        dims[axis], 2 * dims["batch"] * dims["fan_in"] * dims["fan_out"], blocks, warps,
+        slice_period(1, slice_depth(linear)))
     return {"family": "linear", "version": version, "layer": label, "label": f"{label} {direction}",
             "direction": direction, "launches": launches, "method": dict(method, reduction=axis),
             "seconds_to_trace": round(time.perf_counter() - started, 1)}

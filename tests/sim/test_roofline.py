@@ -67,3 +67,36 @@ def test_reduced_lengths_keep_the_real_launches():
         return roofline.planned(roofline.conv_launcher(conv2d, LAYER._replace(batch=r), "bwd-weight", 6))
     r1, r2 = roofline.reduced_lengths(plan_at, 4)
     assert r1 < r2 < 4 and plan_at(r1) == plan_at(r2) == plan_at(4)
+
+
+# A layer whose data gradient gives every sub-pixel phase one tap per output channel (k2 s2):
+# two short lengths of 1 and 2 channels would both end inside the first BK slice.
+ONE_TAP_PHASES = conv2d.Layer("one-tap", False, 2, 3, 12, (6, 6), (2, 2), (2, 2), (0, 0), (0, 0))
+
+
+@pytest.mark.parametrize("family,version,direction", [("linear", 3, "fwd"), ("linear", 5, "bwd-weight"),
+                                                      ("conv2d", 4, "bwd-data")])
+def test_extrapolation_fills_whole_slices_of_a_tiled_reduction(family, version, direction):
+    """A tiled kernel pays for a whole slice of its reduction however little of it is used:
+    the shortened lengths are multiples of the slice period, and the extrapolated counts
+    match the full run (lengths inside one slice would give a slope of nothing)."""
+    from dcgan_cuda.kernels import linear
+    if family == "linear":
+        dims = {"batch": 9, "fan_in": 40, "fan_out": 12} if direction == "fwd" else \
+            {"batch": 40, "fan_in": 9, "fan_out": 12}
+        row = roofline.trace_linear(linear, "small", dims, direction, version, blocks=None, warps=None)
+        whole = roofline.traced_launches(roofline.linear_launcher(linear, dims, direction, version), None, None)
+        depth = roofline.slice_depth(linear)
+    else:
+        row = roofline.trace_conv(conv2d, ONE_TAP_PHASES, direction, version, blocks=None, warps=None)
+        whole = roofline.traced_launches(roofline.conv_launcher(conv2d, ONE_TAP_PHASES, direction, version),
+                                         None, None)
+        depth = roofline.slice_depth(conv2d)
+    r1, r2 = row["method"]["lengths"]
+    assert depth > 1 and r1 % depth == 0 and r2 % depth == 0 and r2 < row["method"]["real"]
+    main = [(ours, theirs) for ours, theirs in zip(row["launches"], whole) if ours["flops"]]
+    assert main
+    for ours, theirs in main:
+        for key in KEYS:
+            assert ours["metrics"].get(key, 0) == pytest.approx(theirs["metrics"].get(key, 0), rel=0.02, abs=1), \
+                (ours["name"], key)
