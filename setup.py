@@ -42,7 +42,8 @@ setup(
         # lmdb: the lsun dataset's databases. imagehash: dedup's baseline (perceptual hashes).
         "lsun": ["lmdb>=1.4"],
         "dedup": ["imagehash>=4.3"],
-        "test": ["pytest>=7.0", "hypothesis>=6.80", "wheel", "numba-cuda[cu13]>=0.20", "nvidia-cuda-nvcc>=13.5",
-                 "lmdb>=1.4", "imagehash>=4.3"],
+        # pytest-xdist: tests/test_simulator.py runs the simulator suite on every core.
+        "test": ["pytest>=7.0", "pytest-xdist>=3.0", "hypothesis>=6.80", "wheel", "numba-cuda[cu13]>=0.20",
+                 "nvidia-cuda-nvcc>=13.5", "lmdb>=1.4", "imagehash>=4.3"],
     },
 )
