@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -205,7 +206,6 @@ def slice_depth(package):
     reduction K: the least common multiple of the slice depths its loaded modules use (each
     module's TILING.bk, BK or TILE, as configured: GPU_TILING and SIM_TILING are the two
     choices, TILING the one in force)."""
-    import math
     depths = {1}
     for name, module in list(sys.modules.items()):
         if module is None or not (name == package.__name__ or name.startswith(package.__name__ + ".")):
@@ -220,7 +220,6 @@ def slice_depth(package):
 def slice_period(per_unit, depth):
     """The shortest step of a reduced axis that keeps K whole in slices of ``depth``, when
     each unit of the axis adds ``per_unit`` elements to K (a channel of a 4x4 kernel: 16)."""
-    import math
     return depth // math.gcd(depth, max(1, per_unit))
 
 
@@ -231,7 +230,6 @@ def conv_k_per_unit(conv2d, layer, direction):
     the taps of one sub-pixel phase (the fewest, whichever phase: conservative for versions
     that do not split by phase); an image brings its output pixels to backward_weight (for a
     transposed layer, its input pixels)."""
-    import math
     kernel = direction
     if layer.transposed and direction != "bwd-weight":
         kernel = {"fwd": "bwd-data", "bwd-data": "fwd"}[direction]
