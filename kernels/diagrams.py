@@ -47,7 +47,7 @@ FIGURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "figures")
 FINGERPRINT_KEY = "Description"            # a PNG text key matplotlib writes and Pillow reads
 UNTOUCHED = -1                             # an element no thread of the picture touched
 
-Diagram = namedtuple("Diagram", "trace draw caption")
+Diagram = namedtuple("Diagram", "trace draw")
 
 
 # ----------------------------------------------------------------------------- tracing
@@ -103,19 +103,20 @@ def _first_request(columns, warp):
                                             for key in ("site", "context", "occurrence")])
 
 
-def _owner_map(columns, size):
-    """An int array of ``size`` elements: the value of ``who`` for each element accessed
-    (the last access wins: each picture's stores touch an element once), UNTOUCHED elsewhere."""
-    owner = np.full(size, UNTOUCHED, np.int64)
-    owner[columns["element"]] = columns["who"]
-    return owner
+def _owner_map(columns, who, chosen=None):
+    """The array's shape, holding ``who`` (one value per access) at each element accessed
+    (only the ``chosen`` accesses, if given; the last wins: each picture's accesses touch an
+    element once), UNTOUCHED elsewhere."""
+    chosen = slice(None) if chosen is None else chosen
+    owner = np.full(int(np.prod(columns["shape"])), UNTOUCHED, np.int64)
+    owner[columns["element"][chosen]] = who[chosen]
+    return owner.reshape(columns["shape"])
 
 
 def _stores_by(profile, array_name, who="global_thread"):
     from .access_profiler import GLOBAL_ST, SHARED_ST
     cols = _columns(profile, array_name, (GLOBAL_ST, SHARED_ST))
-    cols["who"] = cols[who]
-    return _owner_map(cols, int(np.prod(cols["shape"]))).reshape(cols["shape"])
+    return _owner_map(cols, cols[who])
 
 
 # lesson 0 -------------------------------------------------------------------
@@ -136,9 +137,7 @@ def trace_lesson0_map():
         data[f"v{version}_thread"] = _stores_by(profile, "y").reshape(-1, LESSON0_ROW)
         loads = _columns(profile, "x", (GLOBAL_LD,))
         first = _first_request(loads, warp=0)
-        lane_of = np.full(LESSON0_N, UNTOUCHED, np.int64)
-        lane_of[loads["element"][first]] = loads["thread"][first]
-        data[f"v{version}_first_load_lane"] = lane_of.reshape(-1, LESSON0_ROW)
+        data[f"v{version}_first_load_lane"] = _owner_map(loads, loads["thread"], first).reshape(-1, LESSON0_ROW)
         data[f"v{version}_first_load_sectors"] = np.array(
             len(np.unique(loads["element"][first] * x.itemsize // SECTOR)))
     return data
@@ -202,18 +201,12 @@ def trace_gemm_tiles():
     data = {"tile": np.array(tile)}
     for operand, shared in (("a", "a_tile"), ("b", "b_tile")):
         loads = _columns(profile, operand, (GLOBAL_LD,))
-        first = (loads["block"] == 0) & (_rank_within_thread(loads) == 0)    # one element per slice
-        who = np.full(int(np.prod(loads["shape"])), UNTOUCHED, np.int64)
-        who[loads["element"][first]] = loads["thread"][first]
-        data[f"{operand}_first_slice"] = who.reshape(loads["shape"])
-        stores = _columns(profile, shared, (SHARED_ST,))
-        first = (stores["block"] == 0) & (_rank_within_thread(stores) == 0)
-        who = np.full(int(np.prod(stores["shape"])), UNTOUCHED, np.int64)
-        who[stores["element"][first]] = stores["thread"][first]
-        data[f"{shared}_first_slice"] = who.reshape(stores["shape"])
+        for key, columns in ((f"{operand}_first_slice", _columns(profile, operand, (GLOBAL_LD,))),
+                             (f"{shared}_first_slice", _columns(profile, shared, (SHARED_ST,)))):
+            first = (columns["block"] == 0) & (_rank_within_thread(columns) == 0)   # one element per slice
+            data[key] = _owner_map(columns, columns["thread"], first)
     c = _columns(profile, "c", (GLOBAL_ST,))
-    c["who"] = np.where(c["block"] == 0, c["thread"], UNTOUCHED)
-    data["c_block0"] = _owner_map(c, int(np.prod(c["shape"]))).reshape(c["shape"])
+    data["c_block0"] = _owner_map(c, c["thread"], c["block"] == 0)
     return data
 
 
@@ -244,8 +237,7 @@ def trace_sub_pixel_phases():
     (profile,) = _traced(lambda: conv2d.backward_data(dy, w, dx, (s, s), (PHASES_PAD, PHASES_PAD), version=4))
     z_of_block = np.array([bz for _, _, bz in profile.blocks_run], np.int64)
     stores = _columns(profile, "dx", (GLOBAL_ST,))
-    stores["who"] = z_of_block[stores["block"]]
-    phase = _owner_map(stores, dx.size).reshape(dx.shape)[0, 0]
+    phase = _owner_map(stores, z_of_block[stores["block"]])[0, 0]
     loads = _columns(profile, "w", (GLOBAL_LD,))
     tap = loads["element"] % (k * k)
     taps_read = np.zeros((s * s, k, k), np.int64)     # 1 where phase z read tap (i, j)
@@ -410,13 +402,12 @@ def draw_sub_pixel_phases(data):
 
 
 DIAGRAMS = {
-    "lesson0_map": Diagram(trace_lesson0_map, draw_lesson0_map,
-                           "who computes what in lesson 0's five 1-D versions"),
-    "lesson0_grid_2d": Diagram(trace_lesson0_grid_2d, draw_lesson0_grid_2d, "lesson 0's 2-D grid"),
-    "reduction_tree": Diagram(trace_reduction_tree, draw_reduction_tree, "the shared-memory tree of block_sum"),
-    "gemm_tiles": Diagram(trace_gemm_tiles, draw_gemm_tiles, "the GEMM ladder's shared-memory tiles"),
-    "register_blocks": Diagram(trace_register_blocks, draw_register_blocks, "register-blocked ownership of C"),
-    "sub_pixel_phases": Diagram(trace_sub_pixel_phases, draw_sub_pixel_phases, "conv2d's sub-pixel phases"),
+    "lesson0_map": Diagram(trace_lesson0_map, draw_lesson0_map),
+    "lesson0_grid_2d": Diagram(trace_lesson0_grid_2d, draw_lesson0_grid_2d),
+    "reduction_tree": Diagram(trace_reduction_tree, draw_reduction_tree),
+    "gemm_tiles": Diagram(trace_gemm_tiles, draw_gemm_tiles),
+    "register_blocks": Diagram(trace_register_blocks, draw_register_blocks),
+    "sub_pixel_phases": Diagram(trace_sub_pixel_phases, draw_sub_pixel_phases),
 }
 
 
