@@ -637,6 +637,7 @@ def family_table(figures, family, names=None, runs=()):
     lines = ["| version | " + " | ".join(f"{k} (PREDICTED ms)" for k in kinds)
              + " | all (PREDICTED ms) | bound of most rows | measured (ms, card) |",
              "|---|" + "---|" * (len(kinds) + 3)]
+    totals = {p["version"]: p for p in progression(rows)}
     for v in versions:
         title = f"{v} {names.get(v, '')}".rstrip()
         mine = [r for r in rows if r["version"] == v]
@@ -649,10 +650,8 @@ def family_table(figures, family, names=None, runs=()):
             cell = [r for r in mine if case_kind(r["label"], r["direction"], family) == k]
             cells.append(f"{_ms(sum(r['low_ms'] for r in cell), decimals)} - "
                          f"{_ms(sum(r['high_ms'] for r in cell), decimals)}" if cell else "-")
-        bounds = {}
-        for r in mine:
-            bounds[r["bound"]] = bounds.get(r["bound"], 0) + 1
-        bound = max(bounds, key=bounds.get)
+        total = totals[v]
+        bound = max(total["bounds"], key=total["bounds"].get)
         measured = []
         for run in runs:
             found = [run["rows"][key] for key in ((family, v, r["layer"], r["direction"]) for r in mine)
@@ -661,8 +660,8 @@ def family_table(figures, family, names=None, runs=()):
                 part = "" if len(found) == len(mine) else f" over {len(found)} of {len(mine)}"
                 measured.append(f"{_ms(sum(found), decimals)}{part} ({run['card']})")
         lines.append(f"| {title} | " + " | ".join(cells)
-                     + f" | {_ms(sum(r['low_ms'] for r in mine), decimals)} - "
-                       f"{_ms(sum(r['high_ms'] for r in mine), decimals)} | {bound} ({bounds[bound]} of {len(mine)}) | "
+                     + f" | {_ms(total['low_ms'], decimals)} - {_ms(total['high_ms'], decimals)} | "
+                       f"{bound} ({total['bounds'][bound]} of {total['rows']}) | "
                      + ("; ".join(measured) or "-") + " |")
     return "\n".join(lines)
 
